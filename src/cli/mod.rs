@@ -1,0 +1,92 @@
+//! Command line: clap definitions and the glue to the library. Nothing here does real work.
+
+mod export;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pgmirror: a consistent, queryable SQLite mirror of a PostgreSQL database.
+///
+/// Exit codes: 0 success, 1 a check found problems, 2 error.
+#[derive(Debug, Parser)]
+#[command(name = "pgmirror", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Export(export::ExportArgs),
+}
+
+/// Where to read from.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// The database: a URL (postgres://user@host:5432/db?sslmode=require) or a key=value
+    /// string (host=/var/run/postgresql dbname=app). Anything left out comes from PGHOST,
+    /// PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE and PGSSLROOTCERT, as with psql.
+    /// sslmode may be disable, prefer, require, verify-ca or verify-full.
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub source: String,
+}
+
+/// Which tables to take.
+#[derive(Debug, Args)]
+pub struct TableFilterArgs {
+    /// Only tables in this schema (repeatable; globs allowed).
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Vec<String>,
+    /// Only this table (repeatable). A case-sensitive name as written, optionally
+    /// schema.table; globs allowed ('Prompt*', 'audit.*'). A pattern that matches nothing is an error.
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Leave this table out (repeatable; same form as --table).
+    #[arg(long, value_name = "TABLE")]
+    pub exclude_table: Vec<String>,
+}
+
+/// How results are reported.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// No progress bars and no summary line (errors are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A duration such as 500ms, 10s or 2m; a bare number is milliseconds, as pg_dump takes it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(millis) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(millis));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try 500ms, 10s or 2m)"))
+}
+
+/// Prints to stdout; a closed pipe (`pgmirror ... | head`) is not an error.
+pub fn print_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Export(args) => export::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pgmirror: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Decoders for PostgreSQL's binary send format of the types pgmirror converts natively.
+//! Text forms follow PostgreSQL's ISO output, so PostgreSQL reads them back unchanged.
+
+use std::fmt::Write;
+
+use super::CopyError;
+
+/// Microseconds in a day.
+const USECS_PER_DAY: i64 = 86_400_000_000;
+/// Julian day number of 2000-01-01, PostgreSQL's date epoch.
+const POSTGRES_EPOCH_JDATE: i64 = 2_451_545;
+
+pub fn fixed<const N: usize>(bytes: &[u8], type_name: &'static str) -> Result<[u8; N], CopyError> {
+    bytes
+        .try_into()
+        .map_err(|_| CopyError::malformed(type_name, format!("{} bytes, expected {N}", bytes.len())))
+}
+
+pub fn int2(bytes: &[u8]) -> Result<i64, CopyError> {
+    Ok(i16::from_be_bytes(fixed(bytes, "smallint")?) as i64)
+}
+pub fn int4(bytes: &[u8]) -> Result<i64, CopyError> {
+    Ok(i32::from_be_bytes(fixed(bytes, "integer")?) as i64)
+}
+pub fn int8(bytes: &[u8]) -> Result<i64, CopyError> {
+    Ok(i64::from_be_bytes(fixed(bytes, "bigint")?))
+}
+pub fn oid(bytes: &[u8]) -> Result<i64, CopyError> {
+    Ok(u32::from_be_bytes(fixed(bytes, "oid")?) as i64)
+}
+pub fn bool(bytes: &[u8]) -> Result<bool, CopyError> {
+    Ok(fixed::<1>(bytes, "boolean")?[0] != 0)
+}
+pub fn float4(bytes: &[u8]) -> Result<f64, CopyError> {
+    Ok(f32::from_be_bytes(fixed(bytes, "real")?) as f64)
+}
+pub fn float8(bytes: &[u8]) -> Result<f64, CopyError> {
+    Ok(f64::from_be_bytes(fixed(bytes, "double precision")?))
+}
+
+/// PostgreSQL's spelling of the non-finite floats; `None` for finite values.
+pub fn non_finite_float_text(value: f64) -> Option<&'static str> {
+    if value.is_nan() {
+        Some("NaN")
+    } else if value == f64::INFINITY {
+        Some("Infinity")
+    } else if value == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else {
+        None
+    }
+}
+
+/// A float in text, exact (shortest round-trip form) and readable by PostgreSQL.
+pub fn write_float(out: &mut String, value: f64) {
+    match non_finite_float_text(value) {
+        Some(text) => out.push_str(text),
+        None => {
+            let _ = write!(out, "{value:?}");
+        }
+    }
+}
+
+pub fn write_uuid(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
+    let b: [u8; 16] = fixed(bytes, "uuid")?;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        let _ = write!(out, "{byte:02x}");
+    }
+    Ok(())
+}
+
+/// bytea in PostgreSQL's hex text form (`\x0a1b`).
+pub fn write_bytea_hex(out: &mut String, bytes: &[u8]) {
+    out.push_str("\\x");
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+pub fn utf8<'a>(bytes: &'a [u8], type_name: &'static str) -> Result<&'a str, CopyError> {
+    std::str::from_utf8(bytes).map_err(|e| CopyError::malformed(type_name, format!("invalid UTF-8: {e}")))
+}
+
+/// jsonb's binary form is a version byte (1) followed by the JSON text.
+pub fn jsonb_text(bytes: &[u8]) -> Result<&str, CopyError> {
+    match bytes.split_first() {
+        Some((1, text)) => utf8(text, "jsonb"),
+        Some((version, _)) => Err(CopyError::malformed(
+            "jsonb",
+            format!("unknown version {version}"),
+        )),
+        None => Err(CopyError::malformed("jsonb", "empty value")),
+    }
+}
+
+/// numeric in exact decimal text with its display scale kept (`12.50`, `NaN`, `Infinity`).
+pub fn write_numeric(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
+    const NEGATIVE: u16 = 0x4000;
+    const NAN: u16 = 0xC000;
+    const PINF: u16 = 0xD000;
+    const NINF: u16 = 0xF000;
+    if bytes.len() < 8 {
+        return Err(CopyError::malformed("numeric", "header shorter than 8 bytes"));
+    }
+    let ndigits = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+    let weight = i16::from_be_bytes([bytes[2], bytes[3]]) as i64;
+    let sign = u16::from_be_bytes([bytes[4], bytes[5]]);
+    let dscale = u16::from_be_bytes([bytes[6], bytes[7]]) as usize;
+    if bytes.len() != 8 + 2 * ndigits {
+        return Err(CopyError::malformed(
+            "numeric",
+            format!("{ndigits} digits in {} bytes", bytes.len()),
+        ));
+    }
+    match sign {
+        NAN => {
+            out.push_str("NaN");
+            return Ok(());
+        }
+        PINF => {
+            out.push_str("Infinity");
+            return Ok(());
+        }
+        NINF => {
+            out.push_str("-Infinity");
+            return Ok(());
+        }
+        NEGATIVE => out.push('-'),
+        0 => {}
+        other => {
+            return Err(CopyError::malformed(
+                "numeric",
+                format!("unknown sign {other:#x}"),
+            ))
+        }
+    }
+    let digit = |index: i64| -> Result<u16, CopyError> {
+        if index < 0 || index as usize >= ndigits {
+            return Ok(0);
+        }
+        let at = 8 + 2 * index as usize;
+        let value = u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        if value > 9999 {
+            return Err(CopyError::malformed(
+                "numeric",
+                format!("base-10000 digit {value}"),
+            ));
+        }
+        Ok(value)
+    };
+    if weight < 0 {
+        out.push('0');
+    } else {
+        let _ = write!(out, "{}", digit(0)?);
+        for index in 1..=weight {
+            let _ = write!(out, "{:04}", digit(index)?);
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let mut written = 0;
+        let mut index = weight + 1;
+        while written < dscale {
+            let group = format!("{:04}", digit(index)?);
+            let take = (dscale - written).min(4);
+            out.push_str(&group[..take]);
+            written += take;
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Proleptic Gregorian (year, month, day) of a Julian day number, as PostgreSQL's j2date.
+fn julian_to_date(julian_day: i64) -> (i64, u32, u32) {
+    let mut julian = julian_day + 32044;
+    let mut quad = julian.div_euclid(146_097);
+    let extra = (julian - quad * 146_097) * 4 + 3;
+    julian += 60 + quad * 3 + extra / 146_097;
+    quad = julian.div_euclid(1461);
+    julian -= quad * 1461;
+    let mut year = julian * 4 / 1461;
+    julian = if year != 0 {
+        (julian + 305) % 365
+    } else {
+        (julian + 306) % 366
+    } + 123;
+    year += quad * 4;
+    let quad = julian * 2141 / 65536;
+    let day = julian - 7834 * quad / 256;
+    let month = (quad + 10) % 12 + 1;
+    (year - 4800, month as u32, day as u32)
+}
+
+/// Writes `YYYY-MM-DD` and returns the suffix (` BC` or nothing) that must end the value.
+fn write_date_part(out: &mut String, days_since_2000: i64) -> &'static str {
+    let (year, month, day) = julian_to_date(days_since_2000 + POSTGRES_EPOCH_JDATE);
+    let (shown_year, suffix) = if year <= 0 { (1 - year, " BC") } else { (year, "") };
+    let _ = write!(out, "{shown_year:04}-{month:02}-{day:02}");
+    suffix
+}
+
+fn write_time_of_day(out: &mut String, usecs: i64) {
+    let secs = usecs / 1_000_000;
+    let fraction = usecs % 1_000_000;
+    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+pub fn write_date(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
+    let days = i32::from_be_bytes(fixed(bytes, "date")?);
+    match days {
+        i32::MAX => out.push_str("infinity"),
+        i32::MIN => out.push_str("-infinity"),
+        _ => {
+            let suffix = write_date_part(out, days as i64);
+            out.push_str(suffix);
+        }
+    }
+    Ok(())
+}
+
+/// timestamp (`with_zone` false) or timestamptz in UTC (`+00:00`); BC dates end in ` BC`.
+pub fn write_timestamp(out: &mut String, bytes: &[u8], with_zone: bool) -> Result<(), CopyError> {
+    let usecs = i64::from_be_bytes(fixed(bytes, "timestamp")?);
+    match usecs {
+        i64::MAX => out.push_str("infinity"),
+        i64::MIN => out.push_str("-infinity"),
+        _ => {
+            let suffix = write_date_part(out, usecs.div_euclid(USECS_PER_DAY));
+            out.push(' ');
+            write_time_of_day(out, usecs.rem_euclid(USECS_PER_DAY));
+            if with_zone {
+                out.push_str("+00:00");
+            }
+            out.push_str(suffix);
+        }
+    }
+    Ok(())
+}
+
+pub fn write_time(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
+    let usecs = i64::from_be_bytes(fixed(bytes, "time")?);
+    if !(0..=USECS_PER_DAY).contains(&usecs) {
+        return Err(CopyError::malformed("time", format!("{usecs} microseconds")));
+    }
+    write_time_of_day(out, usecs);
+    Ok(())
+}
+
+/// timetz: the wire carries the zone as seconds *west* of UTC; text shows the offset east.
+pub fn write_timetz(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
+    let raw: [u8; 12] = fixed(bytes, "time with time zone")?;
+    write_time(out, &raw[..8])?;
+    let seconds_west = i32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]);
+    let east = -(seconds_west as i64);
+    let sign = if east < 0 { '-' } else { '+' };
+    let abs = east.abs();
+    let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
+    if abs % 60 != 0 {
+        let _ = write!(out, ":{:02}", abs % 60);
+    }
+    Ok(())
+}
+
+/// The header of a binary array value and its elements, in storage order.
+pub struct ArrayValue<'a> {
+    /// (length, lower bound) per dimension; empty for an empty array.
+    pub dims: Vec<(i32, i32)>,
+    pub elements: Vec<Option<&'a [u8]>>,
+}
+
+pub fn parse_array(bytes: &[u8]) -> Result<ArrayValue<'_>, CopyError> {
+    let bad = |reason: String| CopyError::malformed("array", reason);
+    let read_i32 = |at: usize| -> Result<i32, CopyError> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| bad(format!("ends at byte {at}")))
+    };
+    let ndim = read_i32(0)?;
+    if !(0..=6).contains(&ndim) {
+        return Err(bad(format!("{ndim} dimensions")));
+    }
+    let mut pos = 12;
+    let mut dims = Vec::with_capacity(ndim as usize);
+    let mut total: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        let length = read_i32(pos)?;
+        let lower = read_i32(pos + 4)?;
+        if length < 0 {
+            return Err(bad(format!("dimension of length {length}")));
+        }
+        total = total
+            .checked_mul(length as usize)
+            .filter(|&n| n <= bytes.len())
+            .ok_or_else(|| bad("more elements than bytes".into()))?;
+        dims.push((length, lower));
+        pos += 8;
+    }
+    let mut elements = Vec::with_capacity(total);
+    for _ in 0..total {
+        let length = read_i32(pos)?;
+        pos += 4;
+        if length == -1 {
+            elements.push(None);
+            continue;
+        }
+        let end = usize::try_from(length)
+            .ok()
+            .map(|l| pos + l)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| bad(format!("element of length {length} past the end")))?;
+        elements.push(Some(&bytes[pos..end]));
+        pos = end;
+    }
+    if pos != bytes.len() {
+        return Err(bad(format!(
+            "{} bytes left after the elements",
+            bytes.len() - pos
+        )));
+    }
+    Ok(ArrayValue { dims, elements })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(ndigits: &[u16], weight: i16, sign: u16, dscale: u16) -> String {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(ndigits.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&weight.to_be_bytes());
+        bytes.extend_from_slice(&sign.to_be_bytes());
+        bytes.extend_from_slice(&dscale.to_be_bytes());
+        for d in ndigits {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut out = String::new();
+        write_numeric(&mut out, &bytes).unwrap();
+        out
+    }
+
+    #[test]
+    fn numeric_text_keeps_scale() {
+        assert_eq!(numeric(&[1, 2345, 6700], 1, 0, 3), "12345.670");
+        assert_eq!(numeric(&[], 0, 0, 2), "0.00");
+        assert_eq!(numeric(&[5], -2, 0x4000, 8), "-0.00000005");
+        assert_eq!(numeric(&[], 0, 0xC000, 0), "NaN");
+        assert_eq!(numeric(&[1], 3, 0, 0), "1000000000000");
+    }
+
+    #[test]
+    fn dates_match_postgres() {
+        let text = |days: i32| {
+            let mut out = String::new();
+            write_date(&mut out, &days.to_be_bytes()).unwrap();
+            out
+        };
+        assert_eq!(text(0), "2000-01-01");
+        assert_eq!(text(-1), "1999-12-31");
+        assert_eq!(text(59), "2000-02-29");
+        // PostgreSQL: SELECT '0044-03-15 BC'::date - '2000-01-01'::date = -746117
+        assert_eq!(text(-746_117), "0044-03-15 BC");
+        assert_eq!(text(i32::MAX), "infinity");
+    }
+}

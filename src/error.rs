@@ -1,0 +1,144 @@
+//! The library's error type: what went wrong (`kind`) and which object it happened to (`context`).
+
+use std::fmt;
+
+use crate::copy::CopyError;
+
+/// A library error. `context` names the object the operation was working on
+/// (a table, a column and row, a chunk, a file) so the message needs no guessing.
+#[derive(Debug)]
+pub struct Error {
+    pub context: String,
+    pub kind: ErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("{}", describe_postgres(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error("{0}")]
+    Sqlite(#[source] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Copy(#[source] CopyError),
+    /// Invalid input from the user: options, connection strings, filters.
+    #[error("{0}")]
+    Usage(String),
+    /// The database's contents or catalog cannot be mirrored as they are.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A value that the codec of its column could not convert.
+    #[error("{0}")]
+    Value(String),
+    /// The run was stopped because another part of it failed first.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.context.is_empty() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "{}: {}", self.context, self.kind)
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(context: impl Into<String>, kind: ErrorKind) -> Self {
+        Error {
+            context: context.into(),
+            kind,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::new("", ErrorKind::Usage(message.into()))
+    }
+
+    pub fn unsupported(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::new(context, ErrorKind::Unsupported(message.into()))
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, ErrorKind::Cancelled)
+    }
+}
+
+/// Attaches a description of the object being worked on to lower-level errors.
+pub trait Context<T> {
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T, E: Into<ErrorKind>> Context<T> for std::result::Result<T, E> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::new(context, e.into()))
+    }
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| Error::new(context(), e.into()))
+    }
+}
+
+impl From<tokio_postgres::Error> for ErrorKind {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ErrorKind::Postgres(e)
+    }
+}
+impl From<rusqlite::Error> for ErrorKind {
+    fn from(e: rusqlite::Error) -> Self {
+        ErrorKind::Sqlite(e)
+    }
+}
+impl From<std::io::Error> for ErrorKind {
+    fn from(e: std::io::Error) -> Self {
+        ErrorKind::Io(e)
+    }
+}
+impl From<CopyError> for ErrorKind {
+    fn from(e: CopyError) -> Self {
+        ErrorKind::Copy(e)
+    }
+}
+
+/// tokio-postgres prints server errors as a bare "db error"; the server's
+/// message, detail and hint are what a user needs, so spell them out.
+fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" (DETAIL: {detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!(" (HINT: {hint})"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl From<CopyError> for Error {
+    fn from(e: CopyError) -> Self {
+        Error::new("", ErrorKind::Copy(e))
+    }
+}

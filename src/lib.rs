@@ -1,0 +1,35 @@
+//! pgmirror turns a PostgreSQL database into a portable SQLite mirror.
+//!
+//! ```text
+//! coordinator: BEGIN REPEATABLE READ; pg_export_snapshot(); catalog  (pg::)
+//!      │
+//!      ▼
+//! plan: tables → COPY tasks, largest first                           (plan::)
+//!      │
+//!      ▼
+//! N source workers: SET TRANSACTION SNAPSHOT; COPY ... (FORMAT binary)  (source::)
+//!      │  binary COPY reader (copy::) → column codecs (convert::) → RowBatch (batch::)
+//!      ▼  bounded crossbeam channel
+//! one SQLite writer: multi-row INSERTs in big transactions            (sink::)
+//!      │
+//!      ▼
+//! finalize: indexes, _pgmirror_* metadata (mirror::), ANALYZE, fsync, rename
+//! ```
+//! `pipeline::export` wires it together; the CLI is a thin layer over it.
+
+pub mod batch;
+pub mod config;
+pub mod convert;
+pub mod copy;
+pub mod error;
+pub mod mirror;
+pub mod pg;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod sink;
+pub mod source;
+
+pub use config::{ExportOptions, TableFilter};
+pub use error::{Error, ErrorKind, Result};
+pub use pipeline::{export, ExportSummary};

@@ -1,0 +1,272 @@
+//! The `_pgmirror_*` tables: everything an exact restore needs besides the rows.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+
+use crate::pg::catalog::{Catalog, Relation, RelationKind};
+use crate::pg::quote_ident;
+use crate::plan::ExportPlan;
+
+const SCHEMA: &str = "
+CREATE TABLE _pgmirror_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE _pgmirror_tables (
+    sqlite_name TEXT PRIMARY KEY, schema_name TEXT NOT NULL, table_name TEXT NOT NULL,
+    kind TEXT NOT NULL, row_count INTEGER NOT NULL, source_bytes INTEGER NOT NULL,
+    partitions TEXT NOT NULL, pg_ddl TEXT NOT NULL);
+CREATE TABLE _pgmirror_columns (
+    sqlite_table TEXT NOT NULL, ordinal INTEGER NOT NULL, column_name TEXT NOT NULL,
+    pg_type TEXT NOT NULL, type_oid INTEGER NOT NULL, typmod INTEGER NOT NULL,
+    not_null INTEGER NOT NULL, default_expr TEXT, identity TEXT NOT NULL, generated TEXT NOT NULL,
+    codec TEXT NOT NULL, sqlite_type TEXT NOT NULL, PRIMARY KEY (sqlite_table, ordinal));
+CREATE TABLE _pgmirror_indexes (
+    sqlite_table TEXT NOT NULL, index_name TEXT NOT NULL, definition TEXT NOT NULL,
+    is_unique INTEGER NOT NULL, is_primary INTEGER NOT NULL, sqlite_index TEXT,
+    status TEXT NOT NULL, reason TEXT, PRIMARY KEY (sqlite_table, index_name));
+CREATE TABLE _pgmirror_constraints (
+    sqlite_table TEXT NOT NULL, constraint_name TEXT NOT NULL, kind TEXT NOT NULL,
+    definition TEXT NOT NULL, translated INTEGER NOT NULL, reason TEXT,
+    PRIMARY KEY (sqlite_table, constraint_name));
+CREATE TABLE _pgmirror_sequences (
+    schema_name TEXT NOT NULL, sequence_name TEXT NOT NULL, data_type TEXT NOT NULL,
+    start_value INTEGER NOT NULL, increment INTEGER NOT NULL, min_value INTEGER NOT NULL,
+    max_value INTEGER NOT NULL, cycle INTEGER NOT NULL, last_value INTEGER,
+    owner_schema TEXT, owner_table TEXT, owner_column TEXT, is_identity INTEGER NOT NULL,
+    PRIMARY KEY (schema_name, sequence_name));
+CREATE TABLE _pgmirror_views (
+    schema_name TEXT NOT NULL, view_name TEXT NOT NULL, kind TEXT NOT NULL, definition TEXT NOT NULL,
+    PRIMARY KEY (schema_name, view_name));
+";
+
+/// What became of one translatable PostgreSQL index in SQLite.
+#[derive(Debug, Clone)]
+pub struct IndexOutcome {
+    pub table: usize,
+    pub source_name: String,
+    /// `None` when created; the SQLite error otherwise.
+    pub failure: Option<String>,
+}
+
+/// Everything the metadata describes besides the catalog and the plan.
+pub struct MetadataInputs<'a> {
+    pub catalog: &'a Catalog,
+    pub plan: &'a ExportPlan,
+    pub row_counts: &'a [u64],
+    pub index_outcomes: &'a [IndexOutcome],
+    /// (key, value) pairs for `_pgmirror_meta`.
+    pub meta: Vec<(String, String)>,
+}
+
+/// The metadata of a finished export, ready to be written into the mirror.
+pub struct Metadata<'a>(MetadataInputs<'a>);
+
+impl<'a> Metadata<'a> {
+    pub fn new(inputs: MetadataInputs<'a>) -> Self {
+        Metadata(inputs)
+    }
+
+    pub fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(SCHEMA)?;
+        let inputs = &self.0;
+        let mut meta = conn.prepare("INSERT INTO _pgmirror_meta VALUES (?1, ?2)")?;
+        for (key, value) in &inputs.meta {
+            meta.execute(params![key, value])?;
+        }
+        self.write_tables(conn)?;
+        self.write_sequences_and_views(conn)
+    }
+
+    fn write_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let inputs = &self.0;
+        let failures: HashMap<(usize, &str), Option<&String>> = inputs
+            .index_outcomes
+            .iter()
+            .map(|o| ((o.table, o.source_name.as_str()), o.failure.as_ref()))
+            .collect();
+        let mut table_insert =
+            conn.prepare("INSERT INTO _pgmirror_tables VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
+        let mut column_insert =
+            conn.prepare("INSERT INTO _pgmirror_columns VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)")?;
+        let mut index_insert =
+            conn.prepare("INSERT INTO _pgmirror_indexes VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
+        let mut constraint_insert =
+            conn.prepare("INSERT INTO _pgmirror_constraints VALUES (?1,?2,?3,?4,?5,?6)")?;
+        for (position, table) in inputs.plan.tables.iter().enumerate() {
+            let Some(relation) = inputs.catalog.relation(table.relation_oid) else {
+                continue;
+            };
+            let partitions: Vec<String> = inputs
+                .catalog
+                .partition_leaves(relation.oid)
+                .map(Relation::display_name)
+                .collect();
+            let source_bytes: i64 = inputs
+                .plan
+                .tasks
+                .iter()
+                .filter(|t| t.table == position)
+                .map(|t| t.estimated_bytes)
+                .sum();
+            table_insert.execute(params![
+                table.sqlite_name,
+                table.schema,
+                table.name,
+                table.kind.name(),
+                inputs.row_counts.get(position).copied().unwrap_or(0) as i64,
+                source_bytes,
+                serde_json::to_string(&partitions).unwrap_or_default(),
+                create_table_ddl(relation),
+            ])?;
+            for (ordinal, column) in table.columns.iter().enumerate() {
+                let source = &column.source;
+                column_insert.execute(params![
+                    table.sqlite_name,
+                    ordinal as i64 + 1,
+                    column.name,
+                    source.type_text,
+                    source.type_oid as i64,
+                    source.typmod,
+                    source.not_null,
+                    source.default,
+                    identity_name(&source.identity),
+                    if source.generated == "s" { "stored" } else { "" },
+                    column.codec.name(),
+                    column.codec.sqlite_type(),
+                ])?;
+            }
+            for index in &relation.indexes {
+                let sqlite_index = table.sqlite.indexes.iter().find(|i| i.source_name == index.name);
+                let untranslated = table
+                    .sqlite
+                    .untranslated
+                    .iter()
+                    .find(|u| u.kind == "index" && u.name == index.name);
+                let is_rowid = table.sqlite.integer_primary_key.is_some() && index.primary;
+                let (status, reason) = match (untranslated, failures.get(&(position, index.name.as_str()))) {
+                    (Some(u), _) => ("untranslated", Some(u.reason.clone())),
+                    (None, Some(Some(failure))) => ("failed", Some((*failure).clone())),
+                    _ if is_rowid => ("rowid", None),
+                    _ => ("created", None),
+                };
+                index_insert.execute(params![
+                    table.sqlite_name,
+                    index.name,
+                    index.definition,
+                    index.unique,
+                    index.primary,
+                    sqlite_index.map(|i| i.name.clone()),
+                    status,
+                    reason,
+                ])?;
+            }
+            for constraint in &relation.constraints {
+                let untranslated = table
+                    .sqlite
+                    .untranslated
+                    .iter()
+                    .find(|u| u.kind == "constraint" && u.name == constraint.name);
+                constraint_insert.execute(params![
+                    table.sqlite_name,
+                    constraint.name,
+                    constraint.kind,
+                    constraint.definition,
+                    untranslated.is_none(),
+                    untranslated.map(|u| u.reason.clone()),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sequences_and_views(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let inputs = &self.0;
+        let exported: HashMap<u32, &str> = inputs
+            .plan
+            .tables
+            .iter()
+            .map(|t| (t.relation_oid, t.schema.as_str()))
+            .collect();
+        let schemas: Vec<&str> = exported.values().copied().collect();
+        let mut insert = conn
+            .prepare("INSERT INTO _pgmirror_sequences VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)")?;
+        for sequence in &inputs.catalog.sequences {
+            let owner = sequence
+                .owner_relation
+                .and_then(|oid| inputs.catalog.relation(oid));
+            // A sequence belongs in the mirror when its table does, or when it stands alone
+            // in a schema the mirror covers.
+            let wanted = match sequence.owner_relation {
+                Some(oid) => exported.contains_key(&oid),
+                None => schemas.contains(&sequence.schema.as_str()),
+            };
+            if !wanted {
+                continue;
+            }
+            insert.execute(params![
+                sequence.schema,
+                sequence.name,
+                sequence.data_type,
+                sequence.start,
+                sequence.increment,
+                sequence.min,
+                sequence.max,
+                sequence.cycle,
+                sequence.last_value,
+                owner.map(|r| r.schema.clone()),
+                owner.map(|r| r.name.clone()),
+                sequence.owner_column,
+                sequence.is_identity,
+            ])?;
+        }
+        let mut insert = conn.prepare("INSERT INTO _pgmirror_views VALUES (?1,?2,?3,?4)")?;
+        for view in &inputs.catalog.views {
+            insert.execute(params![view.schema, view.name, view.kind.name(), view.definition])?;
+        }
+        Ok(())
+    }
+}
+
+fn identity_name(attidentity: &str) -> &'static str {
+    match attidentity {
+        "a" => "always",
+        "d" => "by default",
+        _ => "",
+    }
+}
+
+/// A `CREATE TABLE` that recreates the relation's columns and constraints in PostgreSQL.
+fn create_table_ddl(relation: &Relation) -> String {
+    let mut lines: Vec<String> = relation
+        .columns
+        .iter()
+        .map(|c| {
+            let mut line = format!("    {} {}", quote_ident(&c.name), c.type_text);
+            match (c.generated.as_str(), c.identity.as_str(), &c.default) {
+                ("s", _, Some(expr)) => line.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED")),
+                (_, "a", _) => line.push_str(" GENERATED ALWAYS AS IDENTITY"),
+                (_, "d", _) => line.push_str(" GENERATED BY DEFAULT AS IDENTITY"),
+                (_, _, Some(expr)) => line.push_str(&format!(" DEFAULT {expr}")),
+                _ => {}
+            }
+            if c.not_null {
+                line.push_str(" NOT NULL");
+            }
+            line
+        })
+        .collect();
+    lines.extend(
+        relation
+            .constraints
+            .iter()
+            .map(|c| format!("    CONSTRAINT {} {}", quote_ident(&c.name), c.definition)),
+    );
+    let kind = match relation.kind {
+        RelationKind::MaterializedView => "-- materialized view, exported as a table\n",
+        _ => "",
+    };
+    format!(
+        "{kind}CREATE TABLE {} (\n{}\n)",
+        relation.qualified_name(),
+        lines.join(",\n")
+    )
+}

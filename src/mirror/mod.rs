@@ -1,0 +1,35 @@
+//! The mirror file format in one place: table naming, format markers and the
+//! `_pgmirror_*` metadata tables. Everything that writes or reads a mirror's
+//! metadata goes through here.
+
+mod metadata;
+
+pub use metadata::{IndexOutcome, Metadata, MetadataInputs};
+
+/// Bumped whenever the layout of data or metadata tables changes incompatibly.
+pub const FORMAT_VERSION: i32 = 1;
+/// `PRAGMA application_id` of a pgmirror mirror: "PGMR".
+pub const APPLICATION_ID: i32 = 0x5047_4d52;
+/// Prefix of the metadata tables; no data table may start with it.
+pub const METADATA_PREFIX: &str = "_pgmirror_";
+
+/// Tables in `public` keep their name exactly; others are named `schema.table`.
+pub fn sqlite_table_name(schema: &str, name: &str) -> String {
+    if schema == "public" {
+        name.to_owned()
+    } else {
+        format!("{schema}.{name}")
+    }
+}
+
+/// Why a data table cannot carry this name in SQLite, if it cannot.
+pub fn reserved_name_reason(sqlite_name: &str) -> Option<&'static str> {
+    let lower = sqlite_name.to_lowercase();
+    if lower.starts_with(METADATA_PREFIX) {
+        Some("is reserved for pgmirror's metadata tables")
+    } else if lower.starts_with("sqlite_") {
+        Some("is reserved by SQLite")
+    } else {
+        None
+    }
+}

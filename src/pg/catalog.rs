@@ -1,0 +1,375 @@
+//! The catalog model: what pgmirror needs to know about the source database, read once
+//! inside the exported snapshot.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::convert::TypeInfo;
+use crate::error::{Context, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Table,
+    PartitionedTable,
+    MaterializedView,
+    View,
+}
+
+impl RelationKind {
+    fn from_relkind(relkind: &str) -> Option<Self> {
+        Some(match relkind {
+            "r" => RelationKind::Table,
+            "p" => RelationKind::PartitionedTable,
+            "m" => RelationKind::MaterializedView,
+            "v" => RelationKind::View,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RelationKind::Table => "table",
+            RelationKind::PartitionedTable => "partitioned table",
+            RelationKind::MaterializedView => "materialized view",
+            RelationKind::View => "view",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub kind: RelationKind,
+    /// For a partition: the root of its partition tree.
+    pub partition_root: Option<u32>,
+    pub populated: bool,
+    pub estimated_rows: f64,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+    pub constraints: Vec<Constraint>,
+}
+
+impl Relation {
+    pub fn qualified_name(&self) -> String {
+        super::qualified(&self.schema, &self.name)
+    }
+
+    /// `schema.name` as a user writes it, for messages.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub attnum: i16,
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`, e.g. `character varying(255)`.
+    pub type_text: String,
+    pub type_oid: u32,
+    pub typmod: i32,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// pg_attribute.attidentity: "" or "a" (ALWAYS) or "d" (BY DEFAULT).
+    pub identity: String,
+    /// pg_attribute.attgenerated: "" or "s" (stored).
+    pub generated: String,
+    pub type_info: TypeInfo,
+}
+
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub name: String,
+    pub unique: bool,
+    pub primary: bool,
+    pub definition: String,
+    pub method: String,
+    pub has_expressions: bool,
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Constraint {
+    pub name: String,
+    /// pg_constraint.contype: p, u, f, c, x, t.
+    pub kind: String,
+    pub definition: String,
+    pub columns: Vec<String>,
+    pub referenced_relation: Option<u32>,
+    pub referenced_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub schema: String,
+    pub name: String,
+    pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cycle: bool,
+    pub last_value: Option<i64>,
+    pub owner_relation: Option<u32>,
+    pub owner_column: Option<String>,
+    pub is_identity: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewDefinition {
+    pub schema: String,
+    pub name: String,
+    pub kind: RelationKind,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub version_num: i32,
+    pub database: String,
+    /// When the snapshot's transaction started, UTC, RFC 3339.
+    pub snapshot_time: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub server: ServerInfo,
+    pub relations: Vec<Relation>,
+    pub sequences: Vec<Sequence>,
+    pub views: Vec<ViewDefinition>,
+}
+
+impl Catalog {
+    pub fn relation(&self, oid: u32) -> Option<&Relation> {
+        self.relations.iter().find(|r| r.oid == oid)
+    }
+
+    /// The partitions (leaves with data) of a partitioned table.
+    pub fn partition_leaves(&self, root: u32) -> impl Iterator<Item = &Relation> {
+        self.relations
+            .iter()
+            .filter(move |r| r.partition_root == Some(root) && r.kind == RelationKind::Table)
+    }
+}
+
+struct TypeRow {
+    typtype: u8,
+    base: u32,
+    element: u32,
+    is_array: bool,
+}
+
+/// Resolves a type to what its codec depends on: domains to their base, arrays to their element.
+struct TypeResolver(HashMap<u32, TypeRow>);
+
+impl TypeResolver {
+    fn base(&self, mut oid: u32) -> (u32, u8) {
+        for _ in 0..32 {
+            match self.0.get(&oid) {
+                Some(row) if row.typtype == b'd' => oid = row.base,
+                Some(row) => return (oid, row.typtype),
+                None => break,
+            }
+        }
+        (oid, b'b')
+    }
+
+    fn info(&self, oid: u32) -> TypeInfo {
+        let (base_oid, typtype) = self.base(oid);
+        let element = self
+            .0
+            .get(&base_oid)
+            .filter(|row| row.is_array && row.element != 0)
+            .map(|row| self.base(row.element));
+        TypeInfo {
+            base_oid,
+            typtype,
+            element,
+        }
+    }
+}
+
+fn first_byte(text: &str) -> u8 {
+    text.bytes().next().unwrap_or(b'b')
+}
+
+/// Reads the whole catalog. Runs inside the snapshot transaction.
+pub async fn load(client: &Client) -> Result<Catalog> {
+    let server_row = client
+        .query_one(include_str!("sql/server.sql"), &[])
+        .await
+        .context("reading the server version")?;
+    let server = ServerInfo {
+        version: server_row.get(0),
+        version_num: server_row.get(1),
+        database: server_row.get(2),
+        snapshot_time: server_row.get(3),
+    };
+
+    let types = TypeResolver(
+        client
+            .query(include_str!("sql/types.sql"), &[])
+            .await
+            .context("reading pg_type")?
+            .iter()
+            .map(|row| {
+                let oid: u32 = row.get(0);
+                let typtype: String = row.get(1);
+                let category: String = row.get(4);
+                (
+                    oid,
+                    TypeRow {
+                        typtype: first_byte(&typtype),
+                        base: row.get(2),
+                        element: row.get(3),
+                        is_array: category == "A",
+                    },
+                )
+            })
+            .collect(),
+    );
+
+    let mut relations = Vec::new();
+    for row in client
+        .query(include_str!("sql/relations.sql"), &[])
+        .await
+        .context("listing relations")?
+    {
+        let relkind: String = row.get(3);
+        let Some(kind) = RelationKind::from_relkind(&relkind) else {
+            continue;
+        };
+        relations.push(Relation {
+            oid: row.get(0),
+            schema: row.get(1),
+            name: row.get(2),
+            kind,
+            partition_root: row.get(5),
+            populated: row.get(6),
+            estimated_rows: row.get::<_, f64>(7).max(0.0),
+            columns: Vec::new(),
+            indexes: Vec::new(),
+            constraints: Vec::new(),
+        });
+    }
+    let position: HashMap<u32, usize> = relations.iter().enumerate().map(|(i, r)| (r.oid, i)).collect();
+
+    for row in client
+        .query(include_str!("sql/columns.sql"), &[])
+        .await
+        .context("reading columns")?
+    {
+        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+            continue;
+        };
+        let type_oid: u32 = row.get(4);
+        relations[at].columns.push(Column {
+            attnum: row.get(1),
+            name: row.get(2),
+            type_text: row.get(3),
+            type_oid,
+            typmod: row.get(5),
+            not_null: row.get(6),
+            default: row.get(7),
+            identity: row.get(8),
+            generated: row.get(9),
+            type_info: types.info(type_oid),
+        });
+    }
+
+    for row in client
+        .query(include_str!("sql/indexes.sql"), &[])
+        .await
+        .context("reading indexes")?
+    {
+        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+            continue;
+        };
+        relations[at].indexes.push(Index {
+            name: row.get(1),
+            unique: row.get(2),
+            primary: row.get(3),
+            definition: row.get(4),
+            method: row.get(5),
+            has_expressions: row.get(6),
+            columns: row.get(7),
+        });
+    }
+
+    for row in client
+        .query(include_str!("sql/constraints.sql"), &[])
+        .await
+        .context("reading constraints")?
+    {
+        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+            continue;
+        };
+        let referenced: u32 = row.get(4);
+        relations[at].constraints.push(Constraint {
+            name: row.get(1),
+            kind: row.get(2),
+            definition: row.get(3),
+            referenced_relation: (referenced != 0).then_some(referenced),
+            columns: row.get(5),
+            referenced_columns: row.get(6),
+        });
+    }
+
+    let sequences = client
+        .query(include_str!("sql/sequences.sql"), &[])
+        .await
+        .context("reading sequences")?
+        .iter()
+        .map(|row| Sequence {
+            schema: row.get(0),
+            name: row.get(1),
+            data_type: row.get(2),
+            start: row.get(3),
+            increment: row.get(4),
+            min: row.get(5),
+            max: row.get(6),
+            cycle: row.get(7),
+            last_value: row.get(8),
+            owner_relation: row.get(9),
+            owner_column: row.get(10),
+            is_identity: row.get::<_, Option<bool>>(11).unwrap_or(false),
+        })
+        .collect();
+
+    let views = client
+        .query(include_str!("sql/views.sql"), &[])
+        .await
+        .context("reading view definitions")?
+        .iter()
+        .filter_map(|row| {
+            Some(ViewDefinition {
+                schema: row.get(0),
+                name: row.get(1),
+                kind: RelationKind::from_relkind(&row.get::<_, String>(2))?,
+                definition: row.get(3),
+            })
+        })
+        .collect();
+
+    Ok(Catalog {
+        server,
+        relations,
+        sequences,
+        views,
+    })
+}
+
+/// Size in bytes of each relation; call after the relations are locked.
+pub async fn relation_sizes(client: &Client, oids: &[u32]) -> Result<HashMap<u32, i64>> {
+    Ok(client
+        .query(include_str!("sql/sizes.sql"), &[&oids])
+        .await
+        .context("reading relation sizes")?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}

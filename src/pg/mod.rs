@@ -1,0 +1,22 @@
+//! Everything that talks to PostgreSQL: connections, the snapshot, the catalog model.
+
+pub mod catalog;
+pub mod connect;
+pub mod snapshot;
+
+pub use connect::ConnectionSpec;
+
+/// Quotes an identifier for PostgreSQL and SQLite alike (both double embedded quotes).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."name"`
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// Quotes a string literal (standard_conforming_strings is on from PostgreSQL 9.1).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

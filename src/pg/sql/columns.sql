@@ -1,0 +1,20 @@
+-- Live columns of user relations, in physical order (dropped columns skipped).
+SELECT a.attrelid,
+       a.attnum,
+       a.attname::text,
+       format_type(a.atttypid, a.atttypmod),
+       a.atttypid,
+       a.atttypmod,
+       a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid),
+       a.attidentity::text,
+       a.attgenerated::text
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped
+  AND c.relkind IN ('r', 'p', 'm', 'v')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_)'
+ORDER BY a.attrelid, a.attnum

@@ -1,0 +1,20 @@
+-- Indexes with their key columns; expression or partial indexes get an empty column list.
+SELECT i.indrelid,
+       ic.relname::text,
+       i.indisunique,
+       i.indisprimary,
+       pg_get_indexdef(i.indexrelid),
+       am.amname::text,
+       (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AS has_expressions,
+       ARRAY(SELECT a.attname::text
+             FROM generate_series(0, i.indnkeyatts - 1) AS k(pos)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.pos]
+             ORDER BY k.pos) AS columns
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_)'
+ORDER BY i.indrelid, ic.relname

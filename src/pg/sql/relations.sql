@@ -1,0 +1,18 @@
+-- User relations that can hold or describe data, without extension members.
+SELECT c.oid,
+       n.nspname::text,
+       c.relname::text,
+       c.relkind::text,
+       c.relispartition,
+       CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::oid END AS partition_root,
+       c.relispopulated,
+       c.reltuples::float8
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm', 'v')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_)'
+  AND NOT EXISTS (
+        SELECT 1 FROM pg_depend d
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname

@@ -1,0 +1,397 @@
+//! `export()`: catalog → plan → workers → channel → SQLite writer → finalise.
+//! The first error wins, the rest of the run is cancelled, and the partial file is removed.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::batch::RowBatch;
+use crate::config::ExportOptions;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::mirror::{IndexOutcome, Metadata, MetadataInputs};
+use crate::pg::catalog::{self, Catalog, RelationKind};
+use crate::pg::snapshot;
+use crate::plan::{self, ExportPlan};
+use crate::progress::Progress;
+use crate::sink::SqliteSink;
+use crate::source::Worker;
+
+/// What an export did, for the summary line and `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    pub output: PathBuf,
+    pub source: String,
+    pub server_version: String,
+    pub snapshot_id: String,
+    pub snapshot_time: String,
+    pub tables: usize,
+    pub rows: u64,
+    pub file_bytes: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub table_rows: Vec<TableRows>,
+    /// Indexes and constraints that are only recorded in the metadata, and why.
+    pub untranslated: Vec<String>,
+    /// Relations not exported as tables, and indexes SQLite rejected.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableRows {
+    pub table: String,
+    pub rows: u64,
+}
+
+impl ExportSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "exported {} tables, {} rows, {} in {:.2} s ({:.0} rows/s) to {}",
+            self.tables,
+            self.rows,
+            indicatif::HumanBytes(self.file_bytes),
+            self.seconds,
+            self.rows_per_second,
+            self.output.display()
+        )
+    }
+}
+
+/// Removes the partial file unless the run got as far as renaming it.
+struct PartialFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The first real error of the run; later ones and cancellations are dropped.
+#[derive(Default)]
+struct FirstError {
+    error: Mutex<Option<Error>>,
+    quit: AtomicBool,
+}
+
+impl FirstError {
+    fn report(&self, error: Error) {
+        self.quit.store(true, Ordering::Relaxed);
+        if let Ok(mut slot) = self.error.lock() {
+            let replace = match &*slot {
+                None => true,
+                Some(current) => current.is_cancelled() && !error.is_cancelled(),
+            };
+            if replace {
+                *slot = Some(error);
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+pub fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Exports the source database into a new SQLite mirror at `options.output`.
+pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let partial = PartialFile {
+        path: partial_path(&options.output),
+        keep: false,
+    };
+    // Fail on an unwritable destination before touching the server. 0600: a mirror holds user data.
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial.path)
+        .with_context(|| format!("creating {}", partial.path.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the coordinator runtime")?;
+    let coordinator = runtime.block_on(options.source.connect())?;
+    let snapshot_id = runtime.block_on(snapshot::export(&coordinator))?;
+    let (catalog, plan) = runtime.block_on(prepare(&coordinator, options))?;
+
+    let progress = Progress::new(
+        plan.tables.iter().map(|t| t.estimated_rows as u64).sum(),
+        options.quiet,
+    );
+    let (counts, outcomes) = run_workers(
+        options,
+        &snapshot_id,
+        &catalog,
+        &plan,
+        &partial.path,
+        &progress,
+        started_at,
+    )?;
+    progress.finish();
+    // The snapshot is no longer needed; the read-only transaction has nothing to keep.
+    let _ = runtime.block_on(coordinator.batch_execute("ROLLBACK"));
+    drop(coordinator);
+
+    publish(&partial.path, &options.output)?;
+    let mut partial = partial;
+    partial.keep = true;
+
+    let file_bytes = fs::metadata(&options.output).map(|m| m.len()).unwrap_or(0);
+    let rows: u64 = counts.iter().sum();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ExportSummary {
+        output: options.output.clone(),
+        source: options.source.redacted(),
+        server_version: catalog.server.version.clone(),
+        snapshot_id,
+        snapshot_time: catalog.server.snapshot_time.clone(),
+        tables: plan.tables.len(),
+        rows,
+        file_bytes,
+        seconds,
+        rows_per_second: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
+        table_rows: plan
+            .tables
+            .iter()
+            .zip(&counts)
+            .map(|(t, &rows)| TableRows {
+                table: t.sqlite_name.clone(),
+                rows,
+            })
+            .collect(),
+        untranslated: plan
+            .tables
+            .iter()
+            .flat_map(|t| {
+                t.sqlite.untranslated.iter().map(move |u| {
+                    format!(
+                        "{} {} on {}: {} ({})",
+                        u.kind,
+                        u.name,
+                        t.display_name(),
+                        u.reason,
+                        u.definition
+                    )
+                })
+            })
+            .collect(),
+        warnings: plan
+            .skipped
+            .iter()
+            .cloned()
+            .chain(outcomes.iter().filter_map(|o| {
+                o.failure.as_ref().map(|f| {
+                    format!(
+                        "index {} on {} was not created in SQLite: {f}",
+                        o.source_name,
+                        plan.tables[o.table].display_name()
+                    )
+                })
+            }))
+            .collect(),
+    })
+}
+
+/// Reads the catalog, selects and locks the relations, and builds the plan.
+async fn prepare(client: &tokio_postgres::Client, options: &ExportOptions) -> Result<(Catalog, ExportPlan)> {
+    let catalog = catalog::load(client).await?;
+    if catalog.server.version_num < 120_000 {
+        return Err(Error::unsupported(
+            format!("server {}", options.source.redacted()),
+            format!(
+                "PostgreSQL {} is not supported; pgmirror needs 12 or later",
+                catalog.server.version
+            ),
+        ));
+    }
+    let selected = plan::select(&catalog, &options.filter)?;
+    snapshot::set_lock_timeout(client, options.lock_wait_timeout).await?;
+    let mut sized = Vec::new();
+    for relation in &selected {
+        sized.push(relation.oid);
+        sized.extend(catalog.partition_leaves(relation.oid).map(|leaf| leaf.oid));
+        if relation.kind == RelationKind::MaterializedView {
+            continue;
+        }
+        let with_partitions = relation.kind == RelationKind::PartitionedTable;
+        snapshot::lock_relation(
+            client,
+            &relation.display_name(),
+            &relation.qualified_name(),
+            with_partitions,
+            options.lock_wait_timeout,
+        )
+        .await?;
+    }
+    let sizes = catalog::relation_sizes(client, &sized).await?;
+    let plan = plan::build(&catalog, &selected, &sizes);
+    Ok((catalog, plan))
+}
+
+fn run_workers(
+    options: &ExportOptions,
+    snapshot_id: &str,
+    catalog: &Catalog,
+    plan: &ExportPlan,
+    partial: &Path,
+    progress: &Progress,
+    started_at: SystemTime,
+) -> Result<(Vec<u64>, Vec<IndexOutcome>)> {
+    let jobs = options.jobs.max(1).min(plan.tasks.len().max(1));
+    let (task_sender, task_receiver) = crossbeam_channel::unbounded();
+    for index in 0..plan.tasks.len() {
+        let _ = task_sender.send(index);
+    }
+    drop(task_sender);
+    let (batch_sender, batch_receiver) = crossbeam_channel::bounded::<RowBatch>(2 * jobs);
+    let first_error = FirstError::default();
+
+    let sink = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let result = write_all(partial, plan, batch_receiver, &first_error.quit);
+            if let Err(e) = &result {
+                first_error.report(Error::new(e.context.clone(), ErrorKind::Cancelled));
+            }
+            result
+        });
+        for _ in 0..jobs {
+            let worker = Worker {
+                spec: &options.source,
+                snapshot_id,
+                plan,
+                tasks: task_receiver.clone(),
+                batches: batch_sender.clone(),
+                limits: options.batch,
+                lock_timeout: options.lock_wait_timeout,
+                quit: &first_error.quit,
+                progress,
+            };
+            let first_error = &first_error;
+            scope.spawn(move || {
+                if let Err(e) = worker.run() {
+                    first_error.report(e);
+                }
+            });
+        }
+        drop(batch_sender);
+        match writer.join() {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                "the SQLite writer",
+                ErrorKind::Unsupported("panicked".into()),
+            )),
+        }
+    });
+    let sink = match (first_error.take(), sink) {
+        (Some(error), _) if !error.is_cancelled() => return Err(error),
+        (_, Err(error)) => return Err(error),
+        (Some(error), Ok(_)) => return Err(error),
+        (None, Ok(sink)) => sink,
+    };
+
+    progress.set_stage("building indexes and metadata");
+    let mut sink = sink;
+    let outcomes = sink.build_indexes(&plan.tables)?;
+    let counts = sink.row_counts();
+    sink.finish(&Metadata::new(MetadataInputs {
+        catalog,
+        plan,
+        row_counts: &counts,
+        index_outcomes: &outcomes,
+        meta: meta_entries(options, snapshot_id, catalog, started_at),
+    }))?;
+    Ok((counts, outcomes))
+}
+
+/// The writer thread: every batch into SQLite until the workers hang up.
+fn write_all(
+    partial: &Path,
+    plan: &ExportPlan,
+    batches: crossbeam_channel::Receiver<RowBatch>,
+    quit: &AtomicBool,
+) -> Result<SqliteSink> {
+    let mut sink = SqliteSink::create(partial, &plan.tables)?;
+    for batch in batches {
+        if quit.load(Ordering::Relaxed) {
+            break;
+        }
+        sink.write_batch(&batch)?;
+    }
+    Ok(sink)
+}
+
+fn meta_entries(
+    options: &ExportOptions,
+    snapshot_id: &str,
+    catalog: &Catalog,
+    started_at: SystemTime,
+) -> Vec<(String, String)> {
+    let options_json = serde_json::json!({
+        "jobs": options.jobs,
+        "filter": options.filter.describe(),
+        "lock_wait_timeout_ms": options.lock_wait_timeout.as_millis() as u64,
+        "batch_rows": options.batch.rows,
+        "batch_bytes": options.batch.bytes,
+    });
+    [
+        ("format_version", crate::mirror::FORMAT_VERSION.to_string()),
+        ("tool", "pgmirror".to_owned()),
+        ("tool_version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("server_version", catalog.server.version.clone()),
+        ("server_version_num", catalog.server.version_num.to_string()),
+        ("database", catalog.server.database.clone()),
+        ("source", options.source.redacted()),
+        ("snapshot_id", snapshot_id.to_owned()),
+        ("snapshot_time", catalog.server.snapshot_time.clone()),
+        (
+            "started_at",
+            humantime::format_rfc3339_micros(started_at).to_string(),
+        ),
+        (
+            "finished_at",
+            humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        ),
+        ("interval_style", "postgres".to_owned()),
+        ("timestamptz_zone", "UTC".to_owned()),
+        ("options", options_json.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// fsync the file, rename it into place, fsync the directory: after this returns the
+/// mirror survives a crash, and before it nothing exists under the final name.
+fn publish(partial: &Path, output: &Path) -> Result<()> {
+    let context = || format!("publishing {}", output.display());
+    File::open(partial)
+        .and_then(|f| f.sync_all())
+        .with_context(context)?;
+    fs::rename(partial, output).with_context(context)?;
+    let directory = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&directory)
+        .and_then(|d| d.sync_all())
+        .with_context(context)?;
+    Ok(())
+}

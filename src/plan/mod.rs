@@ -1,0 +1,229 @@
+//! The export plan: which relations become which SQLite tables, with which codecs,
+//! read by which COPY tasks. Pure data built from the catalog, so it can be tested
+//! without a server and printed.
+
+mod schema;
+
+use std::collections::HashMap;
+
+pub use schema::{ForeignKey, SqliteIndex, SqliteSchema, Untranslated};
+
+use crate::config::TableFilter;
+use crate::convert::{choose_codec, Codec, SelectAs};
+use crate::error::{Error, Result};
+use crate::mirror;
+use crate::pg::catalog::{Catalog, Column, Relation, RelationKind};
+use crate::pg::quote_ident;
+
+#[derive(Debug, Clone)]
+pub struct PlannedColumn {
+    pub name: String,
+    pub codec: Codec,
+    pub select_as: SelectAs,
+    pub source: Column,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTable {
+    pub relation_oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub kind: RelationKind,
+    pub sqlite_name: String,
+    pub columns: Vec<PlannedColumn>,
+    pub sqlite: SqliteSchema,
+    pub estimated_rows: f64,
+}
+
+impl PlannedTable {
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// One `COPY ... TO STDOUT` of the plan: a whole table, or one leaf of a partitioned table.
+#[derive(Debug, Clone)]
+pub struct CopyTask {
+    pub table: usize,
+    /// The relation actually read (the table itself or a partition), for messages.
+    pub source_name: String,
+    /// Materialized views cannot be locked (nor altered under a running COPY).
+    pub lockable: bool,
+    /// The same, quoted and qualified, for LOCK TABLE.
+    pub source_relation: String,
+    pub query: String,
+    pub estimated_bytes: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub tables: Vec<PlannedTable>,
+    pub tasks: Vec<CopyTask>,
+    /// Relations in scope that are not exported as tables, and why (unpopulated
+    /// materialized views, tables without columns).
+    pub skipped: Vec<String>,
+}
+
+/// The relations a filter selects for export, in catalog order. Errors on patterns that
+/// match nothing and on names that cannot be told apart in the mirror.
+pub fn select<'c>(catalog: &'c Catalog, filter: &TableFilter) -> Result<Vec<&'c Relation>> {
+    let exportable: Vec<&Relation> = catalog
+        .relations
+        .iter()
+        .filter(|r| {
+            r.partition_root.is_none()
+                && matches!(
+                    r.kind,
+                    RelationKind::Table | RelationKind::PartitionedTable | RelationKind::MaterializedView
+                )
+        })
+        .collect();
+    let unmatched = filter.unmatched(exportable.iter().map(|r| (r.schema.as_str(), r.name.as_str())));
+    if !unmatched.is_empty() {
+        return Err(Error::usage(format!("no table matches {}", unmatched.join(", "))));
+    }
+    let selected: Vec<&Relation> = exportable
+        .into_iter()
+        .filter(|r| filter.includes(&r.schema, &r.name))
+        .collect();
+    check_names(&selected)?;
+    Ok(selected)
+}
+
+fn check_names(relations: &[&Relation]) -> Result<()> {
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for relation in relations {
+        let sqlite_name = mirror::sqlite_table_name(&relation.schema, &relation.name);
+        if let Some(reason) = mirror::reserved_name_reason(&sqlite_name) {
+            return Err(Error::unsupported(
+                format!("table {}", relation.display_name()),
+                format!("its mirror name {sqlite_name:?} {reason}; exclude it with --exclude-table"),
+            ));
+        }
+        seen.entry(sqlite_name.to_lowercase())
+            .or_default()
+            .push(relation.display_name());
+    }
+    let mut collisions: Vec<String> = seen
+        .into_values()
+        .filter(|names| names.len() > 1)
+        .map(|names| names.join(" and "))
+        .collect();
+    if collisions.is_empty() {
+        return Ok(());
+    }
+    collisions.sort();
+    Err(Error::unsupported(
+        "naming mirror tables",
+        format!(
+            "these tables would get the same SQLite name (SQLite compares names case-insensitively): {}; \
+             exclude one of each with --exclude-table",
+            collisions.join("; ")
+        ),
+    ))
+}
+
+/// Builds the plan for the selected relations; `sizes` are relation sizes in bytes.
+pub fn build(catalog: &Catalog, selected: &[&Relation], sizes: &HashMap<u32, i64>) -> ExportPlan {
+    let mut tables = Vec::new();
+    let mut tasks = Vec::new();
+    let mut skipped = Vec::new();
+    for relation in selected {
+        if relation.kind == RelationKind::MaterializedView && !relation.populated {
+            skipped.push(format!(
+                "materialized view {} is not populated (REFRESH MATERIALIZED VIEW it to export its rows); \
+                 its definition is kept",
+                relation.display_name()
+            ));
+            continue;
+        }
+        if relation.columns.is_empty() {
+            skipped.push(format!(
+                "table {} has no columns; SQLite cannot hold it",
+                relation.display_name()
+            ));
+            continue;
+        }
+        let index = tables.len();
+        let columns: Vec<PlannedColumn> = relation
+            .columns
+            .iter()
+            .map(|column| {
+                let (codec, select_as) = choose_codec(column.type_info);
+                PlannedColumn {
+                    name: column.name.clone(),
+                    codec,
+                    select_as,
+                    source: column.clone(),
+                }
+            })
+            .collect();
+        let select_list = select_list(&columns);
+        let sources: Vec<&Relation> = if relation.kind == RelationKind::PartitionedTable {
+            catalog.partition_leaves(relation.oid).collect()
+        } else {
+            vec![relation]
+        };
+        for source in sources {
+            tasks.push(CopyTask {
+                table: index,
+                source_name: source.display_name(),
+                lockable: source.kind != RelationKind::MaterializedView,
+                source_relation: source.qualified_name(),
+                query: format!(
+                    "COPY (SELECT {select_list} FROM ONLY {}) TO STDOUT (FORMAT binary)",
+                    source.qualified_name()
+                ),
+                estimated_bytes: sizes.get(&source.oid).copied().unwrap_or(0),
+            });
+        }
+        let sqlite_name = mirror::sqlite_table_name(&relation.schema, &relation.name);
+        tables.push(PlannedTable {
+            relation_oid: relation.oid,
+            schema: relation.schema.clone(),
+            name: relation.name.clone(),
+            kind: relation.kind,
+            sqlite: SqliteSchema::default(),
+            sqlite_name,
+            columns,
+            estimated_rows: relation.estimated_rows
+                + catalog
+                    .partition_leaves(relation.oid)
+                    .map(|leaf| leaf.estimated_rows)
+                    .sum::<f64>(),
+        });
+    }
+    let sqlite_names: HashMap<u32, String> = tables
+        .iter()
+        .map(|t| (t.relation_oid, t.sqlite_name.clone()))
+        .collect();
+    for table in &mut tables {
+        if let Some(relation) = catalog.relation(table.relation_oid) {
+            table.sqlite = schema::translate(relation, &table.columns, &sqlite_names);
+        }
+    }
+    // Largest first, so the longest COPY starts early and the run ends evenly.
+    tasks.sort_by_key(|task| std::cmp::Reverse(task.estimated_bytes));
+    ExportPlan {
+        tables,
+        tasks,
+        skipped,
+    }
+}
+
+fn select_list(columns: &[PlannedColumn]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let name = quote_ident(&c.name);
+            match c.select_as {
+                SelectAs::Column => name,
+                SelectAs::CastToNumeric => format!("{name}::numeric"),
+                // Not format('%s'): `IS NULL` is true for a composite of NULL fields, and
+                // xml's output function drops the stored declaration; ::text keeps both.
+                SelectAs::TextOutput => format!("{name}::text"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,114 @@
+//! Translation of a relation's keys, indexes and foreign keys into SQLite terms.
+//! What SQLite cannot express is listed, never silently dropped.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::PlannedColumn;
+use crate::mirror;
+use crate::pg::catalog::Relation;
+
+#[derive(Debug, Clone, Default)]
+pub struct SqliteSchema {
+    /// A single-column integer primary key, stored as SQLite's rowid alias.
+    pub integer_primary_key: Option<String>,
+    /// Created after the load.
+    pub indexes: Vec<SqliteIndex>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub untranslated: Vec<Untranslated>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteIndex {
+    /// The SQLite index name (unique across the file, like the table names).
+    pub name: String,
+    /// The PostgreSQL index it comes from.
+    pub source_name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub target_table: String,
+    pub target_columns: Vec<String>,
+}
+
+/// An index or constraint kept only as its PostgreSQL definition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Untranslated {
+    pub kind: &'static str,
+    pub name: String,
+    pub definition: String,
+    pub reason: String,
+}
+
+pub fn translate(
+    relation: &Relation,
+    columns: &[PlannedColumn],
+    sqlite_names: &HashMap<u32, String>,
+) -> SqliteSchema {
+    let mut schema = SqliteSchema::default();
+    let is_integer = |name: &str| columns.iter().any(|c| c.name == name && c.codec.is_integer());
+    for index in &relation.indexes {
+        let plain = !index.has_expressions && !index.columns.is_empty();
+        if !plain || !matches!(index.method.as_str(), "btree" | "hash") {
+            let reason = if plain {
+                format!("{} index has no SQLite equivalent", index.method)
+            } else {
+                "expression or partial index".to_owned()
+            };
+            schema.untranslated.push(Untranslated {
+                kind: "index",
+                name: index.name.clone(),
+                definition: index.definition.clone(),
+                reason,
+            });
+            continue;
+        }
+        if index.primary && index.columns.len() == 1 && is_integer(&index.columns[0]) {
+            schema.integer_primary_key = Some(index.columns[0].clone());
+            continue;
+        }
+        schema.indexes.push(SqliteIndex {
+            name: mirror::sqlite_table_name(&relation.schema, &index.name),
+            source_name: index.name.clone(),
+            columns: index.columns.clone(),
+            unique: index.unique,
+        });
+    }
+    for constraint in &relation.constraints {
+        let reason = match constraint.kind.as_str() {
+            // Carried by their indexes.
+            "p" | "u" => continue,
+            "f" => match constraint
+                .referenced_relation
+                .and_then(|oid| sqlite_names.get(&oid))
+            {
+                Some(target) => {
+                    schema.foreign_keys.push(ForeignKey {
+                        name: constraint.name.clone(),
+                        columns: constraint.columns.clone(),
+                        target_table: target.clone(),
+                        target_columns: constraint.referenced_columns.clone(),
+                    });
+                    continue;
+                }
+                None => "references a table that is not in the mirror",
+            },
+            "c" => "CHECK expression in PostgreSQL syntax",
+            "x" => "exclusion constraint",
+            _ => "no SQLite equivalent",
+        };
+        schema.untranslated.push(Untranslated {
+            kind: "constraint",
+            name: constraint.name.clone(),
+            definition: constraint.definition.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+    schema
+}

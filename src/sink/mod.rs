@@ -1,0 +1,254 @@
+//! The SQLite side: data-table DDL, the batched insert loop and finalisation.
+//! Knows nothing of tokio or the wire format; it receives RowBatches.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::batch::{Cell, RowBatch};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::mirror::{self, IndexOutcome, Metadata};
+use crate::pg::quote_ident;
+use crate::plan::PlannedTable;
+
+/// SQLite's default limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER).
+const MAX_PARAMETERS: usize = 32_766;
+/// Rows per multi-row INSERT: beyond this, longer statements stop paying off.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+/// Rows per transaction; with the journal off a commit is cheap, but it bounds the page cache.
+const ROWS_PER_TRANSACTION: u64 = 500_000;
+
+struct TableWriter {
+    sqlite_name: String,
+    /// Rows per full multi-row statement.
+    rows_per_statement: usize,
+    multi_row_sql: String,
+    single_row_sql: String,
+    rows: u64,
+}
+
+/// Writes one mirror file. Owned by the writer thread.
+pub struct SqliteSink {
+    conn: Connection,
+    tables: Vec<TableWriter>,
+    rows_since_commit: u64,
+}
+
+impl SqliteSink {
+    /// Opens `path` (which must already exist, created with the right permissions) and
+    /// creates the data tables.
+    pub fn create(path: &Path, tables: &[PlannedTable]) -> Result<Self> {
+        let context = || format!("creating the mirror {}", path.display());
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .with_context(context)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;
+             PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -65536;
+             PRAGMA application_id = {}; PRAGMA user_version = {};",
+            mirror::APPLICATION_ID,
+            mirror::FORMAT_VERSION
+        ))
+        .with_context(context)?;
+        conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
+        let mut writers = Vec::with_capacity(tables.len());
+        for table in tables {
+            conn.execute_batch(&create_table_sql(table))
+                .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
+            writers.push(TableWriter::new(table));
+        }
+        conn.execute_batch("BEGIN").with_context(context)?;
+        Ok(SqliteSink {
+            conn,
+            tables: writers,
+            rows_since_commit: 0,
+        })
+    }
+
+    pub fn write_batch(&mut self, batch: &RowBatch) -> Result<()> {
+        let table = &self.tables[batch.table];
+        let context = || format!("writing rows of table {:?} to SQLite", table.sqlite_name);
+        let rows = batch.rows();
+        let full_statements = rows / table.rows_per_statement;
+        let mut row = 0;
+        if full_statements > 0 {
+            let mut statement = self
+                .conn
+                .prepare_cached(&table.multi_row_sql)
+                .with_context(context)?;
+            for _ in 0..full_statements {
+                bind_rows(&mut statement, batch, row, table.rows_per_statement).with_context(context)?;
+                statement.raw_execute().with_context(context)?;
+                row += table.rows_per_statement;
+            }
+        }
+        if row < rows {
+            let mut statement = self
+                .conn
+                .prepare_cached(&table.single_row_sql)
+                .with_context(context)?;
+            while row < rows {
+                bind_rows(&mut statement, batch, row, 1).with_context(context)?;
+                statement.raw_execute().with_context(context)?;
+                row += 1;
+            }
+        }
+        self.tables[batch.table].rows += rows as u64;
+        self.rows_since_commit += rows as u64;
+        if self.rows_since_commit >= ROWS_PER_TRANSACTION {
+            self.conn
+                .execute_batch("COMMIT; BEGIN")
+                .context("committing to SQLite")?;
+            self.rows_since_commit = 0;
+        }
+        Ok(())
+    }
+
+    pub fn row_counts(&self) -> Vec<u64> {
+        self.tables.iter().map(|t| t.rows).collect()
+    }
+
+    /// Commits the data and builds the indexes, returning what became of each.
+    pub fn build_indexes(&mut self, tables: &[PlannedTable]) -> Result<Vec<IndexOutcome>> {
+        self.conn
+            .execute_batch("COMMIT")
+            .context("committing to SQLite")?;
+        Ok(create_indexes(&self.conn, tables))
+    }
+
+    /// Writes the metadata, runs ANALYZE and `quick_check`, and closes the file.
+    pub fn finish(self, metadata: &Metadata<'_>) -> Result<()> {
+        let conn = &self.conn;
+        conn.execute_batch("BEGIN").context("writing metadata")?;
+        metadata
+            .write(conn)
+            .context("writing the _pgmirror_ metadata tables")?;
+        conn.execute_batch("COMMIT; ANALYZE")
+            .context("analyzing the mirror")?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .context("checking the mirror")?;
+        if check != "ok" {
+            return Err(Error::new(
+                "checking the mirror",
+                ErrorKind::Unsupported(format!("quick_check: {check}")),
+            ));
+        }
+        self.conn
+            .close()
+            .map_err(|(_, e)| Error::new("closing the mirror", ErrorKind::Sqlite(e)))
+    }
+}
+
+impl TableWriter {
+    fn new(table: &PlannedTable) -> Self {
+        let columns = table.columns.len();
+        let rows_per_statement = (MAX_PARAMETERS / columns).clamp(1, MAX_ROWS_PER_STATEMENT);
+        TableWriter {
+            sqlite_name: table.sqlite_name.clone(),
+            rows_per_statement,
+            multi_row_sql: insert_sql(&table.sqlite_name, columns, rows_per_statement),
+            single_row_sql: insert_sql(&table.sqlite_name, columns, 1),
+            rows: 0,
+        }
+    }
+}
+
+fn insert_sql(table: &str, columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(","));
+    format!(
+        "INSERT INTO {} VALUES {}",
+        quote_ident(table),
+        vec![row; rows].join(",")
+    )
+}
+
+fn bind_rows(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    batch: &RowBatch,
+    first_row: usize,
+    rows: usize,
+) -> rusqlite::Result<()> {
+    let mut parameter = 1;
+    for row in first_row..first_row + rows {
+        for cell in batch.row(row) {
+            match cell {
+                Cell::Null => statement.raw_bind_parameter(parameter, rusqlite::types::Null)?,
+                Cell::Integer(value) => statement.raw_bind_parameter(parameter, value)?,
+                Cell::Real(value) => statement.raw_bind_parameter(parameter, value)?,
+                Cell::Text(range) => statement.raw_bind_parameter(parameter, batch.text_of(range))?,
+                Cell::Blob(range) => statement.raw_bind_parameter(parameter, batch.blob_of(range))?,
+            }
+            parameter += 1;
+        }
+    }
+    Ok(())
+}
+
+fn create_table_sql(table: &PlannedTable) -> String {
+    let mut lines: Vec<String> = table
+        .columns
+        .iter()
+        .map(|column| {
+            let mut line = format!("{} {}", quote_ident(&column.name), column.codec.sqlite_type());
+            if table.sqlite.integer_primary_key.as_deref() == Some(column.name.as_str()) {
+                line.push_str(" PRIMARY KEY");
+            }
+            if column.source.not_null {
+                line.push_str(" NOT NULL");
+            }
+            line
+        })
+        .collect();
+    let quote_all = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| quote_ident(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for fk in &table.sqlite.foreign_keys {
+        lines.push(format!(
+            "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+            quote_ident(&fk.name),
+            quote_all(&fk.columns),
+            quote_ident(&fk.target_table),
+            quote_all(&fk.target_columns)
+        ));
+    }
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        quote_ident(&table.sqlite_name),
+        lines.join(",\n  ")
+    )
+}
+
+/// Builds every translated index; one that SQLite rejects (a unique index over values that
+/// PostgreSQL compares differently) is reported, not fatal.
+fn create_indexes(conn: &Connection, tables: &[PlannedTable]) -> Vec<IndexOutcome> {
+    let mut outcomes = Vec::new();
+    for (position, table) in tables.iter().enumerate() {
+        for index in &table.sqlite.indexes {
+            let columns = index
+                .columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "CREATE {}INDEX {} ON {} ({columns})",
+                if index.unique { "UNIQUE " } else { "" },
+                quote_ident(&index.name),
+                quote_ident(&table.sqlite_name)
+            );
+            outcomes.push(IndexOutcome {
+                table: position,
+                source_name: index.source_name.clone(),
+                failure: conn.execute_batch(&sql).err().map(|e| e.to_string()),
+            });
+        }
+    }
+    outcomes
+}

@@ -1,0 +1,141 @@
+//! Source workers: each owns one connection inside the shared snapshot, takes COPY tasks
+//! from the queue, decodes the binary stream and sends row batches to the writer.
+//! A blocking send on the bounded channel is the backpressure that keeps memory flat.
+
+use std::collections::HashSet;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+
+use crate::batch::{BatchLimits, RowBatch};
+use crate::copy::{CopyReader, Row};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::pg::{snapshot, ConnectionSpec};
+use crate::plan::{CopyTask, ExportPlan, PlannedTable};
+use crate::progress::Progress;
+
+/// What a worker needs; borrowed from the pipeline for the life of the run.
+pub struct Worker<'a> {
+    pub spec: &'a ConnectionSpec,
+    pub snapshot_id: &'a str,
+    pub plan: &'a ExportPlan,
+    pub tasks: Receiver<usize>,
+    pub batches: Sender<RowBatch>,
+    pub limits: BatchLimits,
+    pub lock_timeout: Duration,
+    pub quit: &'a AtomicBool,
+    pub progress: &'a Progress,
+}
+
+impl Worker<'_> {
+    /// Runs until the queue is empty, an error occurs, or the run is cancelled.
+    pub fn run(self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a worker runtime")?;
+        runtime.block_on(self.run_async())
+    }
+
+    async fn run_async(self) -> Result<()> {
+        let client = self.spec.connect().await?;
+        snapshot::import(&client, self.snapshot_id).await?;
+        snapshot::set_lock_timeout(&client, self.lock_timeout).await?;
+        let mut locked = HashSet::new();
+        while let Ok(task_index) = self.tasks.try_recv() {
+            self.check_quit()?;
+            let task = &self.plan.tasks[task_index];
+            if task.lockable && locked.insert(task.source_relation.clone()) {
+                snapshot::lock_relation(
+                    &client,
+                    &task.source_name,
+                    &task.source_relation,
+                    false,
+                    self.lock_timeout,
+                )
+                .await?;
+            }
+            let table = &self.plan.tables[task.table];
+            self.progress.table_started(&task.source_name);
+            self.copy_task(&client, task, table).await?;
+            self.progress.table_finished(&task.source_name);
+        }
+        Ok(())
+    }
+
+    fn check_quit(&self) -> Result<()> {
+        if self.quit.load(Ordering::Relaxed) {
+            Err(Error::new("", ErrorKind::Cancelled))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn copy_task(&self, client: &Client, task: &CopyTask, table: &PlannedTable) -> Result<()> {
+        let context = || format!("reading table {}", task.source_name);
+        let stream = client.copy_out(task.query.as_str()).await.with_context(context)?;
+        let mut stream = pin!(stream);
+        let mut reader = CopyReader::new(table.columns.len());
+        let mut batch = RowBatch::new(task.table, table.columns.len(), self.limits);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(context)?;
+            batch.source_bytes += chunk.len() as u64;
+            reader
+                .feed(&chunk, |row: &Row<'_>| {
+                    decode_row(row, task, table, &mut batch)?;
+                    if batch.is_full(self.limits) {
+                        let full = std::mem::replace(
+                            &mut batch,
+                            RowBatch::new(task.table, table.columns.len(), self.limits),
+                        );
+                        self.send(full)?;
+                    }
+                    Ok::<(), Error>(())
+                })
+                .map_err(|e| {
+                    if e.context.is_empty() {
+                        Error::new(context(), e.kind)
+                    } else {
+                        e
+                    }
+                })?;
+            self.check_quit()?;
+        }
+        reader.finish().with_context(context)?;
+        if !batch.is_empty() || batch.source_bytes > 0 {
+            self.send(batch)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, batch: RowBatch) -> Result<()> {
+        let (rows, bytes) = (batch.rows() as u64, batch.source_bytes);
+        self.batches
+            .send(batch)
+            .map_err(|_| Error::new("", ErrorKind::Cancelled))?;
+        self.progress.rows_done(rows, bytes);
+        Ok(())
+    }
+}
+
+fn decode_row(row: &Row<'_>, task: &CopyTask, table: &PlannedTable, batch: &mut RowBatch) -> Result<()> {
+    for (index, column) in table.columns.iter().enumerate() {
+        match row.get(index) {
+            None => batch.push_null(),
+            Some(bytes) => column.codec.decode_into(bytes, batch).map_err(|e| {
+                Error::new(
+                    format!(
+                        "table {}, column {:?} ({}), row {}",
+                        task.source_name, column.name, column.source.type_text, row.number
+                    ),
+                    ErrorKind::Copy(e),
+                )
+            })?,
+        }
+    }
+    Ok(())
+}

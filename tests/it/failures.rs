@@ -1,0 +1,157 @@
+//! Failures end with exit code 2, a message naming the object, and no file left behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{connect, fresh_db, pgmirror, runtime, temp_dir};
+
+fn assert_failed_cleanly(result: &std::process::Output, dir: &Path, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert_eq!(result.status.code(), Some(2), "exit code; stderr: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    stderr
+}
+
+fn export_args<'a>(source: &'a str, output: &'a str) -> Vec<&'a str> {
+    vec!["export", "--quiet", "--source", source, "--output", output]
+}
+
+#[test]
+fn unreachable_server() {
+    let dir = temp_dir();
+    let output = dir.path().join("out.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let source = format!("host=127.0.0.1 port={port} user=nobody dbname=nothing connect_timeout=5");
+    let result = pgmirror(&export_args(&source, output.to_str().unwrap()));
+    assert_failed_cleanly(
+        &result,
+        dir.path(),
+        &["connecting to nobody@127.0.0.1", "no mirror was written"],
+    );
+}
+
+#[test]
+fn wrong_password_is_reported_without_the_password() {
+    let db = fresh_db("wrong_password");
+    db.execute(
+        "DROP ROLE IF EXISTS mirror_reader; CREATE ROLE mirror_reader LOGIN PASSWORD 'right-horse-battery'",
+    );
+    let port = db.scalar("SELECT current_setting('port')");
+    let dir = temp_dir();
+    let output = dir.path().join("out.db");
+    let secret = "Wr0ng-S3cret-Pa55";
+    let source = format!("postgres://mirror_reader:{secret}@127.0.0.1:{port}/wrong_password?sslmode=disable");
+    let result = pgmirror(&export_args(&source, output.to_str().unwrap()));
+    let stderr = assert_failed_cleanly(
+        &result,
+        dir.path(),
+        &["mirror_reader", "password authentication failed"],
+    );
+    assert!(!stderr.contains(secret), "the password leaked: {stderr}");
+    assert!(!String::from_utf8_lossy(&result.stdout).contains(secret));
+}
+
+#[test]
+fn a_table_locked_longer_than_the_lock_wait_timeout_fails_naming_it() {
+    let db = fresh_db("lock_timeout");
+    db.execute("CREATE TABLE free (a int); CREATE TABLE \"Held Table\" (a int); INSERT INTO \"Held Table\" VALUES (1)");
+    let rt = runtime();
+    let holder = rt.block_on(async {
+        let client = connect(&db.url).await;
+        client
+            .batch_execute("BEGIN; LOCK TABLE \"Held Table\" IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        client
+    });
+    let dir = temp_dir();
+    let output = dir.path().join("out.db");
+    let mut args = export_args(&db.url, output.to_str().unwrap());
+    args.extend(["--lock-wait-timeout", "300ms"]);
+    let started = Instant::now();
+    let result = pgmirror(&args);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_failed_cleanly(
+        &result,
+        dir.path(),
+        &["locking table public.Held Table", "--lock-wait-timeout"],
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_backend_killed_mid_copy_fails_the_run() {
+    let db = fresh_db("killed_backend");
+    db.execute(
+        "CREATE TABLE big (id bigint, payload text); \
+         INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g",
+    );
+    let dir = temp_dir();
+    let output = dir.path().join("out.db");
+    let output_text = output.to_str().unwrap().to_owned();
+    let url = db.url.clone();
+    let export = std::thread::spawn(move || {
+        pgmirror(&[
+            "export",
+            "--quiet",
+            "--jobs",
+            "1",
+            "--source",
+            &url,
+            "--output",
+            &output_text,
+        ])
+    });
+    let rt = runtime();
+    let killed = rt.block_on(async {
+        let client = connect(&db.url).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let rows = client
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if !rows.is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    });
+    let result = export.join().unwrap();
+    assert!(killed, "the COPY was never seen running");
+    assert_failed_cleanly(&result, dir.path(), &["reading table public.big"]);
+}
+
+#[test]
+fn an_output_directory_that_cannot_be_written() {
+    let dir = temp_dir();
+    let not_a_directory = dir.path().join("plain-file");
+    std::fs::write(&not_a_directory, b"x").unwrap();
+    let output = not_a_directory.join("out.db");
+    // Nothing is contacted: the destination is checked before the server.
+    let result = pgmirror(&export_args(
+        "host=127.0.0.1 port=1 user=x dbname=x",
+        output.to_str().unwrap(),
+    ));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("out.db.partial"), "{stderr}");
+    assert_eq!(std::fs::read(&not_a_directory).unwrap(), b"x");
+}

@@ -1,0 +1,359 @@
+//! Test support: a throwaway PostgreSQL cluster per test binary, one database per test,
+//! helpers to run SQL and the pgmirror binary, and the mirror-vs-source comparison.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// Where the cluster (or `PGMIRROR_TEST_URL`) is reached: a key=value or URL string
+/// without a database name.
+struct Server {
+    /// Connection string for a given database.
+    base: String,
+    is_url: bool,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("PGMIRROR_TEST_URL") {
+        Ok(url) if !url.is_empty() => Server {
+            is_url: url.starts_with("postgres"),
+            base: url,
+        },
+        _ => start_cluster(),
+    })
+}
+
+impl Server {
+    fn connection_string(&self, database: &str) -> String {
+        if self.is_url {
+            let (without_query, query) = match self.base.split_once('?') {
+                Some((base, query)) => (base, format!("?{query}")),
+                None => (self.base.as_str(), String::new()),
+            };
+            let scheme_end = without_query.find("://").map(|i| i + 3).unwrap_or(0);
+            let authority_end = without_query[scheme_end..]
+                .find('/')
+                .map(|i| i + scheme_end)
+                .unwrap_or(without_query.len());
+            format!("{}/{database}{query}", &without_query[..authority_end])
+        } else {
+            format!("{} dbname={database}", self.base)
+        }
+    }
+}
+
+fn postgres_bin_dir() -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
+                return dir;
+            }
+        }
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.retain(|dir| dir.join("pg_ctl").is_file());
+    candidates.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    candidates
+        .pop()
+        .expect("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin; install postgresql")
+}
+
+/// uid and gid of the `postgres` OS user, from /etc/passwd.
+fn postgres_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() != Some(&"postgres") || fields.len() < 4 {
+            return None;
+        }
+        Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// initdb + pg_ctl start in a temp dir, as the postgres OS user when we are root. A watchdog
+/// process stops the server and removes the directory once this test process is gone.
+fn start_cluster() -> Server {
+    let bin = postgres_bin_dir();
+    let dir = std::env::temp_dir().join(format!("pgmirror-test-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("creating the cluster directory");
+    let run_as = if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) =
+            postgres_user().expect("running as root needs a `postgres` OS user to run the server");
+        let status = Command::new("chown")
+            .arg(format!("{uid}:{gid}"))
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of {} failed", dir.display());
+        Some((uid, gid))
+    } else {
+        None
+    };
+    let command = |program: &Path| {
+        let mut command = Command::new(program);
+        if let Some((uid, gid)) = run_as {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        command.env_remove("PGDATA").current_dir(&dir);
+        command
+    };
+    let data = dir.join("data");
+    let output = command(&bin.join("initdb"))
+        .args(["-D"])
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
+        .output()
+        .expect("running initdb");
+    assert!(
+        output.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let port = free_port();
+    let options = format!(
+        "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+         -c wal_level=logical -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=200 -c max_wal_senders=10 -c max_replication_slots=10 \
+         -c timezone=UTC -c lc_messages=C",
+        dir.display()
+    );
+    let output = command(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-o", &options, "-l"])
+        .arg(dir.join("server.log"))
+        .args(["-w", "-t", "60", "start"])
+        .stdout(Stdio::null())
+        .output()
+        .expect("running pg_ctl start");
+    assert!(
+        output.status.success(),
+        "pg_ctl start failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+    );
+    let watchdog = format!(
+        "while [ -d /proc/{pid} ]; do sleep 0.5; done; '{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        pg_ctl = bin.join("pg_ctl").display(),
+        data = data.display(),
+        dir = dir.display()
+    );
+    // The watchdog must outlive this process, so it is deliberately never waited for.
+    #[allow(clippy::zombie_processes)]
+    command(Path::new("sh"))
+        .args(["-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the cluster watchdog");
+    Server {
+        base: format!("host={} port={port} user=postgres", dir.display()),
+        is_url: false,
+    }
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Drops and recreates database `name`.
+pub fn fresh_db(name: &str) -> TestDb {
+    let server = server();
+    let admin = server.connection_string("postgres");
+    let rt = runtime();
+    rt.block_on(async {
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("dropping the test database");
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
+            ))
+            .await
+            .expect("creating the test database");
+    });
+    TestDb {
+        name: name.to_owned(),
+        url: server.connection_string(name),
+    }
+}
+
+impl TestDb {
+    pub fn execute(&self, sql: &str) {
+        let rt = runtime();
+        rt.block_on(async {
+            let client = connect(&self.url).await;
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        });
+    }
+
+    /// Rows as text (PostgreSQL's output form), NULL as None.
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let rt = runtime();
+        rt.block_on(async {
+            let client = connect(&self.url).await;
+            simple_rows(&client, sql).await
+        })
+    }
+
+    pub fn scalar(&self, sql: &str) -> String {
+        self.query(sql)[0][0].clone().unwrap_or_default()
+    }
+
+    /// Runs a SQL file with psql (the shared datasets use psql's COPY FROM stdin and \c).
+    pub fn psql_file(&self, file: &Path) {
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url, "-f"])
+            .arg(file)
+            .output()
+            .expect("running psql");
+        assert!(
+            output.status.success(),
+            "psql -f {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// ../shared, which CI provides. Without it, the test says so loudly; under CI it fails.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let message = format!(
+        "\n!!!!! {} is missing: tests on the shared datasets and fixtures did NOT run !!!!!\n",
+        dir.display()
+    );
+    if std::env::var("CI").is_ok() {
+        panic!("{message}");
+    }
+    eprintln!("{message}");
+    None
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pgmirror-it-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Runs the pgmirror binary.
+pub fn pgmirror(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("running pgmirror")
+}
+
+/// `pgmirror export --quiet` of `db` into `output`; panics with stderr on failure.
+pub fn export(db: &TestDb, output: &Path, extra: &[&str]) -> String {
+    let output_text = output.to_str().expect("utf-8 path");
+    let mut args = vec!["export", "--source", &db.url, "--output", output_text];
+    args.extend_from_slice(extra);
+    let result = pgmirror(&args);
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert!(result.status.success(), "export of {} failed: {stderr}", db.name);
+    stderr
+}
+
+pub fn open_mirror(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("opening the mirror")
+}
+
+/// A database that a script created itself (for example chinook's `CREATE DATABASE`).
+pub fn existing_db(name: &str) -> TestDb {
+    TestDb {
+        name: name.to_owned(),
+        url: server().connection_string(name),
+    }
+}
+
+/// Names of the data tables in a mirror (without the `_pgmirror_` metadata tables).
+pub fn mirror_table_names(mirror: &Path) -> Vec<String> {
+    let conn = open_mirror(mirror);
+    let mut statement = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_pgmirror\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .expect("listing tables");
+    statement
+        .query_map([], |row| row.get(0))
+        .expect("listing tables")
+        .collect::<Result<_, _>>()
+        .expect("listing tables")
+}
