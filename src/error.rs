@@ -16,7 +16,7 @@ pub struct Error {
 pub enum ErrorKind {
     #[error("{}", describe_postgres(.0))]
     Postgres(#[source] tokio_postgres::Error),
-    #[error("{0}")]
+    #[error("{}", describe_sqlite(.0))]
     Sqlite(#[source] rusqlite::Error),
     #[error("{0}")]
     Io(#[source] std::io::Error),
@@ -46,11 +46,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
-    }
-}
+/// The kind's text already carries its causes (see `describe_postgres`), so the error
+/// reports no source: chain printers such as anyhow's `{:#}` would repeat them.
+impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -108,6 +106,17 @@ impl From<std::io::Error> for ErrorKind {
 impl From<CopyError> for ErrorKind {
     fn from(e: CopyError) -> Self {
         ErrorKind::Copy(e)
+    }
+}
+
+/// SQLite's "disk I/O error" leaves the likeliest cause unsaid.
+fn describe_sqlite(error: &rusqlite::Error) -> String {
+    use rusqlite::ffi::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+            format!("{error} (is the disk full, or the file too large for its filesystem?)")
+        }
+        _ => error.to_string(),
     }
 }
 

@@ -30,6 +30,8 @@ struct TableWriter {
 /// Writes one mirror file. Owned by the writer thread.
 pub struct SqliteSink {
     conn: Connection,
+    /// For messages: which file a failure is about.
+    path: String,
     tables: Vec<TableWriter>,
     rows_since_commit: u64,
 }
@@ -62,6 +64,7 @@ impl SqliteSink {
         conn.execute_batch("BEGIN").with_context(context)?;
         Ok(SqliteSink {
             conn,
+            path: path.display().to_string(),
             tables: writers,
             rows_since_commit: 0,
         })
@@ -69,7 +72,7 @@ impl SqliteSink {
 
     pub fn write_batch(&mut self, batch: &RowBatch) -> Result<()> {
         let table = &self.tables[batch.table];
-        let context = || format!("writing rows of table {:?} to SQLite", table.sqlite_name);
+        let context = || format!("writing rows of table {:?} to {}", table.sqlite_name, self.path);
         let rows = batch.rows();
         let full_statements = rows / table.rows_per_statement;
         let mut row = 0;
@@ -100,7 +103,7 @@ impl SqliteSink {
         if self.rows_since_commit >= ROWS_PER_TRANSACTION {
             self.conn
                 .execute_batch("COMMIT; BEGIN")
-                .context("committing to SQLite")?;
+                .with_context(|| format!("committing to {}", self.path))?;
             self.rows_since_commit = 0;
         }
         Ok(())
@@ -114,7 +117,7 @@ impl SqliteSink {
     pub fn build_indexes(&mut self, tables: &[PlannedTable]) -> Result<Vec<IndexOutcome>> {
         self.conn
             .execute_batch("COMMIT")
-            .context("committing to SQLite")?;
+            .with_context(|| format!("committing to {}", self.path))?;
         Ok(create_indexes(&self.conn, tables))
     }
 

@@ -1,9 +1,11 @@
 //! Integration tests against a real PostgreSQL (see support.rs for the throwaway cluster).
 
 mod compare;
+mod connection;
 mod consistency;
 mod datasets;
 mod failures;
+mod output;
 mod reader;
 mod relations;
 mod support;

@@ -13,6 +13,7 @@ struct Server {
     /// Connection string for a given database.
     base: String,
     is_url: bool,
+    certificate: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -22,6 +23,7 @@ fn server() -> &'static Server {
         Ok(url) if !url.is_empty() => Server {
             is_url: url.starts_with("postgres"),
             base: url,
+            certificate: None,
         },
         _ => start_cluster(),
     })
@@ -142,13 +144,37 @@ fn start_cluster() -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // TLS: a test CA and a server certificate for "localhost" signed by it, and a role
+    // that may only come over TLS.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("writing the certificate extensions");
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgmirror-test-ca -keyout ca.key -out ca.crt",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr",
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt",
+    ] {
+        let output = command(Path::new("openssl"))
+            .args(args.split(' '))
+            .output()
+            .expect("running openssl to make the test server's certificate");
+        assert!(output.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+    std::fs::write(&hba, format!("hostnossl all {TLS_ONLY_ROLE} all reject\n{rules}"))
+        .expect("writing pg_hba.conf");
     let port = free_port();
     let options = format!(
         "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
          -c wal_level=logical -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
          -c max_connections=200 -c max_wal_senders=10 -c max_replication_slots=10 \
-         -c timezone=UTC -c lc_messages=C",
-        dir.display()
+         -c timezone=UTC -c lc_messages=C -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}",
+        dir.display(),
+        cert = dir.join("server.crt").display(),
+        key = dir.join("server.key").display(),
     );
     let output = command(&bin.join("pg_ctl"))
         .arg("-D")
@@ -184,7 +210,16 @@ fn start_cluster() -> Server {
     Server {
         base: format!("host={} port={port} user=postgres", dir.display()),
         is_url: false,
+        certificate: Some(dir.join("ca.crt")),
     }
+}
+
+/// A role that pg_hba.conf of the harness's cluster rejects without TLS.
+pub const TLS_ONLY_ROLE: &str = "tls_only";
+
+/// The CA certificate that signed the harness's cluster's certificate (`None` under PGMIRROR_TEST_URL).
+pub fn server_certificate() -> Option<PathBuf> {
+    server().certificate.clone()
 }
 
 /// A database of its own for one test.
@@ -312,11 +347,28 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// Runs the pgmirror binary.
+/// Runs the pgmirror binary with none of the libpq environment variables set.
 pub fn pgmirror(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+    pgmirror_with_env(args, &[])
+}
+
+/// Runs the pgmirror binary with exactly these libpq environment variables.
+pub fn pgmirror_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgmirror"));
+    for name in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+    ] {
+        command.env_remove(name);
+    }
+    command
         .args(args)
-        .env_remove("PGPASSWORD")
+        .envs(env.iter().copied())
         .output()
         .expect("running pgmirror")
 }

@@ -1,0 +1,113 @@
+//! The output file: atomic, private, summarised; a full disk loses nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::support::{export, fresh_db, open_mirror, pgmirror, temp_dir};
+
+#[test]
+fn mirror_is_private_and_the_json_summary_describes_it() {
+    let db = fresh_db("output_json");
+    db.execute("CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10); CREATE TABLE b (x text)");
+    let dir = temp_dir();
+    let mirror = dir.path().join("out.db");
+    let result = pgmirror(&[
+        "export",
+        "--quiet",
+        "--json",
+        "--source",
+        &db.url,
+        "--output",
+        mirror.to_str().unwrap(),
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(result.stderr.is_empty(), "--quiet prints nothing on success");
+    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("--json prints JSON");
+    assert_eq!(summary["tables"], 2);
+    assert_eq!(summary["rows"], 10);
+    assert_eq!(summary["table_rows"][0]["table"], "a");
+    assert!(summary["snapshot_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(
+        std::fs::metadata(&mirror).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let conn = open_mirror(&mirror);
+    let (application_id, user_version): (i64, i64) = conn
+        .query_row(
+            "SELECT * FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((application_id, user_version), (0x5047_4d52, 1));
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_the_previous_mirror() {
+    let db = fresh_db("full_disk");
+    db.execute("CREATE TABLE big (id int, payload text); INSERT INTO big SELECT g, repeat('z', 1000) FROM generate_series(1, 20000) g");
+    let dir = temp_dir();
+    let mirror = dir.path().join("out.db");
+    std::fs::write(&mirror, b"the previous mirror").unwrap();
+    // RLIMIT_FSIZE makes writes past 2 MB fail with EFBIG, as a full disk fails them with
+    // ENOSPC; SIGXFSZ is ignored (inherited through exec) so the write returns the error.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgmirror"));
+    command.args([
+        "export",
+        "--quiet",
+        "--source",
+        &db.url,
+        "--output",
+        mirror.to_str().unwrap(),
+    ]);
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 20,
+                rlim_max: 2 << 20,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let result = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("out.db.partial") && stderr.contains("is the disk full"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&mirror).unwrap(),
+        b"the previous mirror",
+        "the old mirror is untouched"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["out.db"], "no partial file left");
+}
+
+#[test]
+fn an_existing_mirror_is_replaced_whole() {
+    let db = fresh_db("replace");
+    db.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)");
+    let dir = temp_dir();
+    let mirror = dir.path().join("out.db");
+    export(&db, &mirror, &[]);
+    db.execute("INSERT INTO t VALUES (2)");
+    export(&db, &mirror, &[]);
+    let total: i64 = open_mirror(&mirror)
+        .query_row("SELECT sum(v) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 3);
+}
