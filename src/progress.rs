@@ -25,8 +25,13 @@ impl Progress {
         };
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/~{human_len} rows {per_sec} eta {eta}\n  {msg}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/~{human_len} rows {rate} eta {eta}\n  {msg}",
             )
+            .map(|style| {
+                style.with_key("rate", |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{:.0} rows/s", state.per_sec());
+                })
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         if visible {
