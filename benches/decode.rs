@@ -4,16 +4,16 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pgmirror::batch::{BatchLimits, RowBatch};
-use pgmirror::convert::Codec;
+use pgmirror::convert::{Codec, Scalar};
 use pgmirror::copy::{CopyError, CopyReader, Row};
 
 const CODECS: [Codec; 6] = [
-    Codec::Int8,
-    Codec::Int4,
-    Codec::Float8,
-    Codec::Text,
-    Codec::Bool,
-    Codec::Timestamptz,
+    Codec::Scalar(Scalar::Int8),
+    Codec::Scalar(Scalar::Int4),
+    Codec::Scalar(Scalar::Float8),
+    Codec::Scalar(Scalar::Text),
+    Codec::Scalar(Scalar::Bool),
+    Codec::Scalar(Scalar::Timestamptz),
 ];
 
 fn narrow_stream(rows: u64) -> Vec<u8> {
