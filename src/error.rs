@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// The run was stopped because another part of it failed first.
     #[error("cancelled")]
     Cancelled,
+    /// The user asked the run to stop (SIGINT, SIGTERM).
+    #[error("interrupted; nothing was written")]
+    Interrupted,
 }
 
 impl fmt::Display for Error {

@@ -21,6 +21,24 @@ use crate::progress::Progress;
 use crate::sink::SqliteSink;
 use crate::source::Worker;
 
+/// Set from a signal handler: every running export stops at its next batch and cleans up.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks running exports to stop and remove their partial files. Async-signal-safe: it
+/// only stores to an atomic, so a SIGINT/SIGTERM handler may call it.
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// An error if a stop was requested, for the checkpoints of a run.
+pub(crate) fn check_stop() -> Result<()> {
+    if STOP_REQUESTED.load(Ordering::Relaxed) {
+        Err(Error::new("", ErrorKind::Interrupted))
+    } else {
+        Ok(())
+    }
+}
+
 /// What an export did, for the summary line and `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportSummary {
@@ -146,6 +164,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         started_at,
     )?;
     progress.finish();
+    check_stop()?;
     // The snapshot is no longer needed; the read-only transaction has nothing to keep.
     let _ = runtime.block_on(coordinator.batch_execute("ROLLBACK"));
     drop(coordinator);
@@ -330,6 +349,7 @@ fn write_all(
 ) -> Result<SqliteSink> {
     let mut sink = SqliteSink::create(partial, &plan.tables)?;
     for batch in batches {
+        check_stop()?;
         if quit.load(Ordering::Relaxed) {
             break;
         }

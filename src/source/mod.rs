@@ -68,6 +68,7 @@ impl Worker<'_> {
     }
 
     fn check_quit(&self) -> Result<()> {
+        crate::pipeline::check_stop()?;
         if self.quit.load(Ordering::Relaxed) {
             Err(Error::new("", ErrorKind::Cancelled))
         } else {

@@ -91,52 +91,82 @@ fn a_table_locked_longer_than_the_lock_wait_timeout_fails_naming_it() {
     drop(holder);
 }
 
-#[test]
-fn a_backend_killed_mid_copy_fails_the_run() {
-    let db = fresh_db("killed_backend");
+/// A database with a table large enough that its COPY is seen running.
+fn big_table_db(name: &str) -> crate::support::TestDb {
+    let db = fresh_db(name);
     db.execute(
         "CREATE TABLE big (id bigint, payload text); \
          INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g",
     );
-    let dir = temp_dir();
-    let output = dir.path().join("out.db");
-    let output_text = output.to_str().unwrap().to_owned();
-    let url = db.url.clone();
-    let export = std::thread::spawn(move || {
-        pgmirror(&[
+    db
+}
+
+/// Starts `pgmirror export` on `db`, waits until its COPY runs on the server, then runs
+/// `on_copy(pid of the COPY's backend, the pgmirror child)`; returns the finished child's output.
+fn interrupt_mid_copy(
+    db: &crate::support::TestDb,
+    output: &Path,
+    on_copy: impl FnOnce(i32, &std::process::Child, &crate::support::TestDb),
+) -> std::process::Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args([
             "export",
             "--quiet",
             "--jobs",
             "1",
             "--source",
-            &url,
+            &db.url,
             "--output",
-            &output_text,
+            output.to_str().unwrap(),
         ])
-    });
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting pgmirror");
     let rt = runtime();
-    let killed = rt.block_on(async {
+    let backend = rt.block_on(async {
         let client = connect(&db.url).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let rows = client
                 .query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND pid <> pg_backend_pid()",
+                    "SELECT pid FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND state = 'active'",
                     &[],
                 )
                 .await
                 .unwrap();
-            if !rows.is_empty() {
-                return true;
+            if let Some(row) = rows.first() {
+                return Some(row.get::<_, i32>(0));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        false
+        None
     });
-    let result = export.join().unwrap();
-    assert!(killed, "the COPY was never seen running");
+    let backend = backend.expect("the COPY was never seen running");
+    on_copy(backend, &child, db);
+    child.wait_with_output().expect("waiting for pgmirror")
+}
+
+#[test]
+fn a_backend_killed_mid_copy_fails_the_run() {
+    let db = big_table_db("killed_backend");
+    let dir = temp_dir();
+    let result = interrupt_mid_copy(&db, &dir.path().join("out.db"), |backend, _, db| {
+        assert_eq!(db.scalar(&format!("SELECT pg_terminate_backend({backend})")), "t");
+    });
     assert_failed_cleanly(&result, dir.path(), &["reading table public.big"]);
+}
+
+#[test]
+fn sigint_mid_copy_stops_cleanly() {
+    let db = big_table_db("sigint");
+    let dir = temp_dir();
+    let result = interrupt_mid_copy(&db, &dir.path().join("out.db"), |_, child, _| {
+        let pid = i32::try_from(child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    });
+    assert_failed_cleanly(&result, dir.path(), &["interrupted"]);
 }
 
 #[test]
