@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::RowBatch;
 use crate::copy::{types, CopyError};
@@ -18,7 +18,7 @@ pub enum Codec {
 }
 
 /// The types decoded natively, as columns or as array elements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scalar {
     Int2,
@@ -335,4 +335,133 @@ fn write_literal_level<'s, 'a: 's>(
         }
     }
     out.push('}');
+}
+
+impl Codec {
+    /// The inverse of [`Codec::name`], for codecs recorded in a mirror.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        let scalar =
+            |text: &str| serde_json::from_value::<Scalar>(serde_json::Value::String(text.to_owned())).ok();
+        match name.strip_prefix("array:") {
+            Some(element) => scalar(element).map(Codec::Array),
+            None => scalar(name).map(Codec::Scalar),
+        }
+    }
+}
+
+/// Appends a mirror value as a field of PostgreSQL's text COPY format (tab-separated,
+/// `\N` for NULL, backslash escapes), in the text form the column's type reads back.
+pub fn write_copy_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &mut Vec<u8>) {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => out.extend_from_slice(b"\\N"),
+        ValueRef::Integer(i) if codec == Codec::Scalar(Scalar::Bool) => {
+            out.push(if i != 0 { b't' } else { b'f' })
+        }
+        ValueRef::Integer(i) => {
+            let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
+        }
+        ValueRef::Real(f) => {
+            let mut text = String::new();
+            types::write_float(&mut text, f);
+            out.extend_from_slice(text.as_bytes());
+        }
+        ValueRef::Blob(bytes) => {
+            let mut text = String::new();
+            types::write_bytea_hex(&mut text, bytes);
+            escape_copy_text(text.as_bytes(), out);
+        }
+        ValueRef::Text(text) => match codec {
+            Codec::Array(_) => match json_array_to_literal(text) {
+                Some(literal) => escape_copy_text(literal.as_bytes(), out),
+                None => escape_copy_text(text, out),
+            },
+            _ => escape_copy_text(text, out),
+        },
+    }
+}
+
+fn escape_copy_text(text: &[u8], out: &mut Vec<u8>) {
+    for &byte in text {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(byte),
+        }
+    }
+}
+
+/// A mirror's JSON array as PostgreSQL's array literal; `None` when the text is already a
+/// literal (multi-dimensional, or lower bounds other than 1).
+fn json_array_to_literal(text: &[u8]) -> Option<String> {
+    if text.first() != Some(&b'[') {
+        return None;
+    }
+    let serde_json::Value::Array(elements) = serde_json::from_slice(text).ok()? else {
+        return None;
+    };
+    let values: Vec<ElementValue<'_>> = elements
+        .iter()
+        .map(|element| match element {
+            serde_json::Value::Null => ElementValue::Null,
+            serde_json::Value::Bool(b) => ElementValue::Bool(*b),
+            serde_json::Value::Number(n) => ElementValue::Number(n.to_string()),
+            serde_json::Value::String(s) => ElementValue::Str(s.as_str().into()),
+            other => ElementValue::Str(other.to_string().into()),
+        })
+        .collect();
+    let mut literal = String::new();
+    write_array_literal(&mut literal, &[(values.len() as i32, 1)], &values);
+    Some(literal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::types::ValueRef;
+
+    fn field(codec: Codec, value: ValueRef<'_>) -> String {
+        let mut out = Vec::new();
+        write_copy_text(codec, value, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn codec_names_round_trip() {
+        for codec in [
+            Codec::Scalar(Scalar::Timestamptz),
+            Codec::Array(Scalar::Numeric),
+            Codec::Scalar(Scalar::Text),
+        ] {
+            assert_eq!(Codec::from_name(&codec.name()), Some(codec));
+        }
+        assert_eq!(Codec::from_name("array:nonsense"), None);
+    }
+
+    #[test]
+    fn mirror_values_become_copy_text() {
+        let text = Codec::Scalar(Scalar::Text);
+        assert_eq!(field(text, ValueRef::Null), "\\N");
+        assert_eq!(field(text, ValueRef::Text(b"")), "");
+        assert_eq!(field(text, ValueRef::Text(b"a\tb\\c\nd")), "a\\tb\\\\c\\nd");
+        assert_eq!(field(Codec::Scalar(Scalar::Bool), ValueRef::Integer(1)), "t");
+        assert_eq!(field(Codec::Scalar(Scalar::Float8), ValueRef::Real(0.1)), "0.1");
+        assert_eq!(
+            field(Codec::Scalar(Scalar::Bytea), ValueRef::Blob(&[0, 255])),
+            "\\\\x00ff"
+        );
+        let array = Codec::Array(Scalar::Text);
+        // The literal {"a,b",NULL,"q\"d",""} with its backslash doubled for COPY.
+        assert_eq!(
+            field(array, ValueRef::Text(br#"["a,b",null,"q\"d",""]"#)),
+            r#"{"a,b",NULL,"q\\"d",""}"#
+        );
+        assert_eq!(
+            field(Codec::Array(Scalar::Int4), ValueRef::Text(b"[0:1]={7,8}")),
+            "[0:1]={7,8}"
+        );
+        assert_eq!(field(Codec::Array(Scalar::Int4), ValueRef::Text(b"[]")), "{}");
+    }
 }

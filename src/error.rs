@@ -134,6 +134,9 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
         if let Some(hint) = db.hint() {
             text.push_str(&format!(" (HINT: {hint})"));
         }
+        if let Some(context) = db.where_() {
+            text.push_str(&format!(" (CONTEXT: {context})"));
+        }
         return text;
     }
     let mut text = error.to_string();

@@ -27,6 +27,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod sink;
 pub mod source;
 

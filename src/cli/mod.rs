@@ -1,6 +1,7 @@
 //! Command line: clap definitions and the glue to the library. Nothing here does real work.
 
 mod export;
+mod restore;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Export(export::ExportArgs),
+    Restore(restore::RestoreArgs),
 }
 
 /// Where to read from.
@@ -81,6 +83,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Export(args) => export::run(args),
+        Command::Restore(args) => restore::run(args),
     };
     match result {
         Ok(code) => code,

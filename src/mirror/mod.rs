@@ -3,8 +3,10 @@
 //! metadata goes through here.
 
 mod metadata;
+mod read;
 
 pub use metadata::{IndexOutcome, Metadata, MetadataInputs};
+pub use read::{Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorSequence, MirrorTable};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 pub const FORMAT_VERSION: i32 = 1;

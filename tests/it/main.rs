@@ -8,5 +8,6 @@ mod failures;
 mod output;
 mod reader;
 mod relations;
+mod restore;
 mod support;
 mod types;

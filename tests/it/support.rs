@@ -48,11 +48,17 @@ impl Server {
     }
 }
 
-fn postgres_bin_dir() -> PathBuf {
+/// The directory of the server binaries (and of the matching pg_dump).
+pub fn postgres_bin_dir() -> PathBuf {
     if let Ok(path) = std::env::var("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
-                return dir;
+                // Follow a symlink (/usr/local/bin/pg_ctl) to the directory that also
+                // holds the matching pg_dump.
+                return std::fs::canonicalize(dir.join("pg_ctl"))
+                    .ok()
+                    .and_then(|real| real.parent().map(Path::to_path_buf))
+                    .unwrap_or(dir);
             }
         }
     }
@@ -408,4 +414,64 @@ pub fn mirror_table_names(mirror: &Path) -> Vec<String> {
         .expect("listing tables")
         .collect::<Result<_, _>>()
         .expect("listing tables")
+}
+
+/// Copies `source`'s schema (no rows) into `target` with pg_dump | psql.
+pub fn copy_schema(source: &TestDb, target: &TestDb) {
+    let dump = Command::new(postgres_bin_dir().join("pg_dump"))
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "-d",
+            &source.url,
+        ])
+        .output()
+        .expect("running pg_dump");
+    assert!(
+        dump.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let mut psql = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &target.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running psql");
+    use std::io::Write;
+    psql.stdin
+        .take()
+        .expect("psql stdin")
+        .write_all(&dump.stdout)
+        .expect("feeding psql");
+    let output = psql.wait_with_output().expect("waiting for psql");
+    assert!(
+        output.status.success(),
+        "loading the schema failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Per table (`schema.table`), the row count and an md5 over the sorted full-row texts.
+pub fn table_digests(db: &TestDb) -> Vec<(String, String, String)> {
+    let tables = db.query(
+        "SELECT format('%I.%I', n.nspname, c.relname), n.nspname || '.' || c.relname, c.relkind = 'p' \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 2",
+    );
+    tables
+        .into_iter()
+        .map(|row| {
+            let relation = row[0].clone().unwrap();
+            let only = if row[2].as_deref() == Some("t") { "" } else { "ONLY " };
+            // The same instant prints differently under each database's TimeZone.
+            let digest = db.query(&format!(
+                "SET TimeZone = 'UTC'; SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {only}{relation} t"
+            ));
+            (row[1].clone().unwrap(), digest[0][0].clone().unwrap(), digest[0][1].clone().unwrap())
+        })
+        .collect()
 }

@@ -1,0 +1,216 @@
+//! Opening an existing mirror and reading its metadata back.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{APPLICATION_ID, FORMAT_VERSION};
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// A column as the mirror recorded it.
+#[derive(Debug, Clone)]
+pub struct MirrorColumn {
+    pub name: String,
+    /// `format_type()` text, e.g. `character varying(255)`.
+    pub pg_type: String,
+    pub type_oid: u32,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// "", "always" or "by default".
+    pub identity: String,
+    /// "" or "stored".
+    pub generated: String,
+    /// The codec name, e.g. `int4`, `array:numeric`, `text`.
+    pub codec: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorIndex {
+    pub name: String,
+    pub definition: String,
+    pub is_primary: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorConstraint {
+    pub name: String,
+    /// pg_constraint.contype: p, u, f, c, x.
+    pub kind: String,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorTable {
+    pub sqlite_name: String,
+    pub schema: String,
+    pub name: String,
+    /// "table", "partitioned table" or "materialized view".
+    pub kind: String,
+    pub row_count: i64,
+    pub columns: Vec<MirrorColumn>,
+    pub indexes: Vec<MirrorIndex>,
+    pub constraints: Vec<MirrorConstraint>,
+}
+
+impl MirrorTable {
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorSequence {
+    pub schema: String,
+    pub name: String,
+    pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cycle: bool,
+    pub last_value: Option<i64>,
+    pub owner_schema: Option<String>,
+    pub owner_table: Option<String>,
+    pub owner_column: Option<String>,
+    pub is_identity: bool,
+}
+
+/// An open mirror with its metadata.
+pub struct Mirror {
+    pub conn: Connection,
+    pub path: String,
+    pub tables: Vec<MirrorTable>,
+    pub sequences: Vec<MirrorSequence>,
+}
+
+impl Mirror {
+    /// Opens a mirror read-only and checks that it is one this version understands.
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let context = || format!("opening mirror {shown}");
+        if !path.is_file() {
+            return Err(Error::new(context(), ErrorKind::Usage("no such file".into())));
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(context)?;
+        let (application_id, version): (i32, i32) = conn
+            .query_row(
+                "SELECT * FROM pragma_application_id, pragma_user_version",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .with_context(|| format!("{}: not a readable SQLite file", context()))?;
+        if application_id != APPLICATION_ID {
+            return Err(Error::unsupported(
+                context(),
+                "not a pgmirror mirror (its application_id is not PGMR)",
+            ));
+        }
+        if version > FORMAT_VERSION {
+            return Err(Error::unsupported(
+                context(),
+                format!("mirror format {version} is newer than this pgmirror understands ({FORMAT_VERSION}); upgrade pgmirror"),
+            ));
+        }
+        let tables = read_tables(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
+        let sequences = read_sequences(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
+        Ok(Mirror {
+            conn,
+            path: shown,
+            tables,
+            sequences,
+        })
+    }
+
+    pub fn table(&self, sqlite_name: &str) -> Option<&MirrorTable> {
+        self.tables.iter().find(|t| t.sqlite_name == sqlite_name)
+    }
+}
+
+fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
+    let mut tables: Vec<MirrorTable> = conn
+        .prepare("SELECT sqlite_name, schema_name, table_name, kind, row_count FROM _pgmirror_tables ORDER BY sqlite_name")?
+        .query_map([], |r| {
+            Ok(MirrorTable {
+                sqlite_name: r.get(0)?,
+                schema: r.get(1)?,
+                name: r.get(2)?,
+                kind: r.get(3)?,
+                row_count: r.get(4)?,
+                columns: Vec::new(),
+                indexes: Vec::new(),
+                constraints: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut columns = conn.prepare(
+        "SELECT column_name, pg_type, type_oid, not_null, default_expr, identity, generated, codec \
+         FROM _pgmirror_columns WHERE sqlite_table = ?1 ORDER BY ordinal",
+    )?;
+    let mut indexes = conn.prepare(
+        "SELECT index_name, definition, is_primary FROM _pgmirror_indexes WHERE sqlite_table = ?1",
+    )?;
+    let mut constraints = conn.prepare(
+        "SELECT constraint_name, kind, definition FROM _pgmirror_constraints WHERE sqlite_table = ?1",
+    )?;
+    for table in &mut tables {
+        table.columns = columns
+            .query_map([&table.sqlite_name], |r| {
+                Ok(MirrorColumn {
+                    name: r.get(0)?,
+                    pg_type: r.get(1)?,
+                    type_oid: r.get::<_, i64>(2)? as u32,
+                    not_null: r.get(3)?,
+                    default: r.get(4)?,
+                    identity: r.get(5)?,
+                    generated: r.get(6)?,
+                    codec: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        table.indexes = indexes
+            .query_map([&table.sqlite_name], |r| {
+                Ok(MirrorIndex {
+                    name: r.get(0)?,
+                    definition: r.get(1)?,
+                    is_primary: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        table.constraints = constraints
+            .query_map([&table.sqlite_name], |r| {
+                Ok(MirrorConstraint {
+                    name: r.get(0)?,
+                    kind: r.get(1)?,
+                    definition: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(tables)
+}
+
+fn read_sequences(conn: &Connection) -> rusqlite::Result<Vec<MirrorSequence>> {
+    conn.prepare(
+        "SELECT schema_name, sequence_name, data_type, start_value, increment, min_value, max_value, cycle, \
+                last_value, owner_schema, owner_table, owner_column, is_identity FROM _pgmirror_sequences",
+    )?
+    .query_map([], |r| {
+        Ok(MirrorSequence {
+            schema: r.get(0)?,
+            name: r.get(1)?,
+            data_type: r.get(2)?,
+            start: r.get(3)?,
+            increment: r.get(4)?,
+            min: r.get(5)?,
+            max: r.get(6)?,
+            cycle: r.get(7)?,
+            last_value: r.get(8)?,
+            owner_schema: r.get(9)?,
+            owner_table: r.get(10)?,
+            owner_column: r.get(11)?,
+            is_identity: r.get(12)?,
+        })
+    })?
+    .collect()
+}

@@ -1,0 +1,154 @@
+//! Streaming one mirror table into `COPY ... FROM STDIN`.
+
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use super::target::TargetTable;
+use super::RestoreMode;
+use crate::convert::{write_copy_text, Codec};
+use crate::error::{Context, Error, Result};
+use crate::mirror::{Mirror, MirrorTable};
+use crate::pg::{qualified, quote_ident};
+use crate::progress::Progress;
+
+/// Bytes of COPY data sent per message.
+const CHUNK_BYTES: usize = 1 << 20;
+const UPSERT_STAGING: &str = "pg_temp.pgmirror_upsert";
+
+/// Loads the table's rows; returns how many.
+pub async fn load_table(
+    client: &Client,
+    mirror: &Mirror,
+    table: &MirrorTable,
+    target: &TargetTable,
+    mode: RestoreMode,
+    progress: &Progress,
+) -> Result<u64> {
+    let name = table.display_name();
+    let destination = qualified(&table.schema, &table.name);
+    // Generated columns are the server's to compute.
+    let columns: Vec<(&str, Codec)> = table
+        .columns
+        .iter()
+        .filter(|c| c.generated.is_empty())
+        .map(|c| {
+            Codec::from_name(&c.codec)
+                .map(|codec| (c.name.as_str(), codec))
+                .ok_or_else(|| {
+                    Error::unsupported(
+                        format!("table {name}, column {:?}", c.name),
+                        format!("unknown codec {:?} in the mirror", c.codec),
+                    )
+                })
+        })
+        .collect::<Result<_>>()?;
+    let column_list = columns
+        .iter()
+        .map(|(c, _)| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let copy_into = if mode == RestoreMode::Upsert {
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {UPSERT_STAGING}; \
+                 CREATE TEMP TABLE pgmirror_upsert (LIKE {destination} INCLUDING DEFAULTS) ON COMMIT DROP"
+            ))
+            .await
+            .with_context(|| format!("staging rows of table {name} for upsert"))?;
+        UPSERT_STAGING.to_owned()
+    } else {
+        destination.clone()
+    };
+    let context = || {
+        format!(
+            "restoring table {name} (COPY line N is row N of mirror table {:?} in rowid order)",
+            table.sqlite_name
+        )
+    };
+    let sink = client
+        .copy_in::<_, Bytes>(&format!("COPY {copy_into} ({column_list}) FROM STDIN"))
+        .await
+        .with_context(context)?;
+    let mut sink = pin!(sink);
+    let select = format!(
+        "SELECT {column_list} FROM {} ORDER BY rowid",
+        quote_ident(&table.sqlite_name)
+    );
+    let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
+    let mut statement = mirror.conn.prepare(&select).with_context(reading)?;
+    let mut rows = statement.query([]).with_context(reading)?;
+    let mut buffer = Vec::with_capacity(CHUNK_BYTES + 4096);
+    let mut count: u64 = 0;
+    let mut since_report: u64 = 0;
+    while let Some(row) = rows.next().with_context(reading)? {
+        for (index, (_, codec)) in columns.iter().enumerate() {
+            if index > 0 {
+                buffer.push(b'\t');
+            }
+            let value = row.get_ref(index).with_context(reading)?;
+            write_copy_text(*codec, value, &mut buffer);
+        }
+        buffer.push(b'\n');
+        count += 1;
+        since_report += 1;
+        if buffer.len() >= CHUNK_BYTES {
+            crate::pipeline::check_stop()?;
+            let chunk = Bytes::from(std::mem::replace(
+                &mut buffer,
+                Vec::with_capacity(CHUNK_BYTES + 4096),
+            ));
+            sink.send(chunk).await.with_context(context)?;
+            progress.rows_done(since_report, 0);
+            since_report = 0;
+        }
+    }
+    if !buffer.is_empty() {
+        sink.send(Bytes::from(buffer)).await.with_context(context)?;
+    }
+    sink.as_mut().finish().await.with_context(context)?;
+    progress.rows_done(since_report, 0);
+    if mode == RestoreMode::Upsert {
+        upsert_from_staging(client, &destination, &columns, target, &name).await?;
+    }
+    Ok(count)
+}
+
+async fn upsert_from_staging(
+    client: &Client,
+    destination: &str,
+    columns: &[(&str, Codec)],
+    target: &TargetTable,
+    name: &str,
+) -> Result<()> {
+    let column_list = columns
+        .iter()
+        .map(|(c, _)| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = target
+        .primary_key
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|(c, _)| !target.primary_key.iter().any(|k| k == c))
+        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .collect();
+    let action = if updates.is_empty() {
+        "DO NOTHING".to_owned()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {destination} ({column_list}) OVERRIDING SYSTEM VALUE \
+             SELECT {column_list} FROM {UPSERT_STAGING} ON CONFLICT ({key}) {action}; DROP TABLE {UPSERT_STAGING}"
+        ))
+        .await
+        .with_context(|| format!("upserting rows of table {name}"))
+}

@@ -1,0 +1,365 @@
+//! Restore: tables from a mirror back into PostgreSQL, in one transaction, in foreign-key
+//! order, with sequences moved past the restored values.
+
+mod create;
+mod load;
+mod target;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::TableFilter;
+use crate::error::{Context, Error, Result};
+use crate::mirror::{Mirror, MirrorTable};
+use crate::pg::{qualified, quote_ident, ConnectionSpec};
+use crate::progress::Progress;
+use target::TargetTable;
+
+/// What happens to rows already in a target table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// Empty the table first (TRUNCATE, or DELETE where a foreign key forbids it).
+    Replace,
+    /// Add the mirror's rows to what is there.
+    Append,
+    /// Insert new rows, update rows whose primary key exists.
+    Upsert,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub from: PathBuf,
+    pub target: ConnectionSpec,
+    pub filter: TableFilter,
+    pub mode: RestoreMode,
+    /// Create tables missing in the target from the mirror's recorded definitions.
+    pub create: bool,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredTable {
+    pub table: String,
+    pub rows: u64,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreSummary {
+    pub from: String,
+    pub target: String,
+    pub mode: RestoreMode,
+    pub tables: Vec<RestoredTable>,
+    pub rows: u64,
+    /// `sequence = value` for each sequence moved past the restored rows.
+    pub sequences: Vec<String>,
+    pub seconds: f64,
+}
+
+impl RestoreSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "restored {} tables, {} rows in {:.2} s from {} to {}",
+            self.tables.len(),
+            self.rows,
+            self.seconds,
+            self.from,
+            self.target
+        )
+    }
+}
+
+/// One table of the restore: where it comes from and where it goes.
+struct Job<'m> {
+    table: &'m MirrorTable,
+    target: TargetTable,
+    created: bool,
+}
+
+/// Restores the selected tables of a mirror into the target database. All or nothing:
+/// any error rolls the whole restore back.
+pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let mirror = Mirror::open(&options.from)?;
+    let selected = select(&mirror, &options.filter)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the restore runtime")?;
+    let client = runtime.block_on(options.target.connect())?;
+    let progress = Progress::new(
+        selected.iter().map(|t| t.row_count.max(0) as u64).sum(),
+        options.quiet,
+    );
+    let result = runtime.block_on(async {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .context("starting the restore transaction")?;
+        let outcome = run(&client, &mirror, &selected, options, &progress).await;
+        match outcome {
+            Ok(done) => {
+                crate::pipeline::check_stop()?;
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .context("committing the restore")?;
+                Ok(done)
+            }
+            Err(error) => {
+                // Dropping the connection would roll back too; say it explicitly.
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(error)
+            }
+        }
+    });
+    progress.finish();
+    let (tables, sequences) = result?;
+    Ok(RestoreSummary {
+        from: mirror.path.clone(),
+        target: options.target.redacted(),
+        mode: options.mode,
+        rows: tables.iter().map(|t| t.rows).sum(),
+        tables,
+        sequences,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn select<'m>(mirror: &'m Mirror, filter: &TableFilter) -> Result<Vec<&'m MirrorTable>> {
+    let unmatched = filter.unmatched(mirror.tables.iter().map(|t| (t.schema.as_str(), t.name.as_str())));
+    if !unmatched.is_empty() {
+        return Err(Error::usage(format!(
+            "no table of mirror {} matches {}",
+            mirror.path,
+            unmatched.join(", ")
+        )));
+    }
+    Ok(mirror
+        .tables
+        .iter()
+        .filter(|t| filter.includes(&t.schema, &t.name))
+        .collect())
+}
+
+async fn run(
+    client: &Client,
+    mirror: &Mirror,
+    selected: &[&MirrorTable],
+    options: &RestoreOptions,
+    progress: &Progress,
+) -> Result<(Vec<RestoredTable>, Vec<String>)> {
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    for &table in selected {
+        let existing = target::find_table(client, table).await?;
+        let (target, created) = match existing {
+            Some(target) => (target, false),
+            None if options.create => (create::create_table(client, mirror, table).await?, true),
+            None => {
+                problems.push(format!(
+                    "table {} does not exist in the target (use --create to create it from the mirror)",
+                    table.display_name()
+                ));
+                continue;
+            }
+        };
+        problems.extend(compare_columns(table, &target));
+        if options.mode == RestoreMode::Upsert && target.primary_key.is_empty() {
+            problems.push(format!(
+                "table {} has no primary key in the target; --mode upsert needs one",
+                table.display_name()
+            ));
+        }
+        jobs.push(Job {
+            table,
+            target,
+            created,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Error::unsupported(
+            "comparing the mirror with the target; nothing was written",
+            format!("\n  - {}", problems.join("\n  - ")),
+        ));
+    }
+    let jobs = foreign_key_order(client, jobs).await?;
+    if options.mode == RestoreMode::Replace {
+        empty_tables(client, &jobs).await?;
+    }
+    let mut restored = Vec::new();
+    for job in &jobs {
+        progress.table_started(&job.table.display_name());
+        let rows = load::load_table(client, mirror, job.table, &job.target, options.mode, progress).await?;
+        progress.table_finished(&job.table.display_name());
+        restored.push(RestoredTable {
+            table: job.table.display_name(),
+            rows,
+            created: job.created,
+        });
+    }
+    for job in jobs.iter().filter(|j| j.created) {
+        create::add_constraints_and_indexes(client, job.table, false).await?;
+    }
+    for job in jobs.iter().filter(|j| j.created) {
+        create::add_constraints_and_indexes(client, job.table, true).await?;
+    }
+    let mut sequences = Vec::new();
+    for job in &jobs {
+        sequences.extend(advance_sequences(client, mirror, job).await?);
+    }
+    Ok((restored, sequences))
+}
+
+/// Every difference between the mirror's columns and the target's, as sentences.
+fn compare_columns(table: &MirrorTable, target: &TargetTable) -> Vec<String> {
+    let name = table.display_name();
+    let mut problems = Vec::new();
+    for column in &table.columns {
+        match target.columns.iter().find(|c| c.name == column.name) {
+            None => problems.push(format!(
+                "{name}: column {:?} ({}) is missing in the target",
+                column.name, column.pg_type
+            )),
+            Some(found) if found.pg_type != column.pg_type => problems.push(format!(
+                "{name}: column {:?} is {} in the mirror but {} in the target",
+                column.name, column.pg_type, found.pg_type
+            )),
+            Some(found) if found.generated != (column.generated == "stored") => problems.push(format!(
+                "{name}: column {:?} is {}generated in the mirror but {}generated in the target",
+                column.name,
+                if column.generated == "stored" { "" } else { "not " },
+                if found.generated { "" } else { "not " },
+            )),
+            Some(_) => {}
+        }
+    }
+    for column in &target.columns {
+        if !table.columns.iter().any(|c| c.name == column.name) {
+            problems.push(format!(
+                "{name}: the target has column {:?} ({}) that the mirror does not",
+                column.name, column.pg_type
+            ));
+        }
+    }
+    problems
+}
+
+/// Referenced tables before the tables that reference them; a cycle is an error.
+async fn foreign_key_order<'m>(client: &Client, jobs: Vec<Job<'m>>) -> Result<Vec<Job<'m>>> {
+    let oids: Vec<u32> = jobs.iter().map(|j| j.target.oid).collect();
+    let edges = target::foreign_keys(client, &oids).await?;
+    let mut remaining: BTreeMap<usize, Job<'m>> = jobs.into_iter().enumerate().collect();
+    let mut ordered = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let ready: Vec<usize> = remaining
+            .iter()
+            .filter(|(_, job)| {
+                edges.iter().all(|&(from, to)| {
+                    from != job.target.oid
+                        || to == from
+                        || !remaining.values().any(|other| other.target.oid == to)
+                })
+            })
+            .map(|(&index, _)| index)
+            .collect();
+        if ready.is_empty() {
+            let names: Vec<String> = remaining.values().map(|j| j.table.display_name()).collect();
+            return Err(Error::unsupported(
+                "ordering tables by foreign keys",
+                format!(
+                    "the foreign keys of {} form a cycle; restore these tables in separate runs or make \
+                     the constraints DEFERRABLE",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for index in ready {
+            if let Some(job) = remaining.remove(&index) {
+                ordered.push(job);
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+/// TRUNCATE every table at once; where a foreign key from outside the set forbids it,
+/// DELETE instead, referencing tables first.
+async fn empty_tables(client: &Client, jobs: &[Job<'_>]) -> Result<()> {
+    // Tables just created are empty already.
+    let existing: Vec<&Job<'_>> = jobs.iter().filter(|j| !j.created).collect();
+    let targets: Vec<String> = existing
+        .iter()
+        .map(|j| {
+            // ONLY keeps an inheritance parent's children out of it; a partitioned
+            // table has no rows of its own, so it is emptied through its partitions.
+            let only = if j.target.partitioned { "" } else { "ONLY " };
+            format!("{only}{}", qualified(&j.table.schema, &j.table.name))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let truncate = format!(
+        "SAVEPOINT pgmirror_truncate; TRUNCATE {}; RELEASE SAVEPOINT pgmirror_truncate",
+        targets.join(", ")
+    );
+    if client.batch_execute(&truncate).await.is_ok() {
+        return Ok(());
+    }
+    client
+        .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_truncate")
+        .await
+        .context("emptying the target tables")?;
+    for (job, target) in existing.iter().zip(&targets).rev() {
+        client
+            .batch_execute(&format!("DELETE FROM {target}"))
+            .await
+            .with_context(|| format!("emptying table {} in the target", job.table.display_name()))?;
+    }
+    Ok(())
+}
+
+/// Moves each sequence feeding a column of the table past the largest restored value (or
+/// to the value the mirror recorded for that sequence, if larger), so the next INSERT does
+/// not collide.
+async fn advance_sequences(client: &Client, mirror: &Mirror, job: &Job<'_>) -> Result<Vec<String>> {
+    let table = job.table;
+    let relation = qualified(&table.schema, &table.name);
+    let mut moved = Vec::new();
+    for feed in target::column_sequences(client, &table.schema, &table.name).await? {
+        let recorded = mirror
+            .sequences
+            .iter()
+            .find(|s| {
+                (s.schema == feed.schema && s.name == feed.name)
+                    || (s.owner_schema.as_deref() == Some(&table.schema)
+                        && s.owner_table.as_deref() == Some(&table.name)
+                        && s.owner_column.as_deref() == Some(&feed.column))
+            })
+            .and_then(|s| s.last_value);
+        let sequence = qualified(&feed.schema, &feed.name);
+        let sql = format!(
+            "SELECT setval($1::text::regclass, v, true) FROM ( \
+               SELECT CASE WHEN s.seqincrement > 0 \
+                           THEN greatest((SELECT max({col}) FROM {relation})::int8, $2::int8) \
+                           ELSE least((SELECT min({col}) FROM {relation})::int8, $2::int8) END AS v \
+               FROM pg_sequence s WHERE s.seqrelid = $1::text::regclass) x \
+             WHERE v IS NOT NULL",
+            col = quote_ident(&feed.column),
+        );
+        let rows = client
+            .query(&sql, &[&sequence, &recorded])
+            .await
+            .with_context(|| format!("moving sequence {sequence} past table {}", table.display_name()))?;
+        if let Some(row) = rows.first() {
+            moved.push(format!("{sequence} = {}", row.get::<_, i64>(0)));
+        }
+    }
+    Ok(moved)
+}
