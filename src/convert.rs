@@ -352,9 +352,28 @@ impl Codec {
 /// Appends a mirror value as a field of PostgreSQL's text COPY format (tab-separated,
 /// `\N` for NULL, backslash escapes), in the text form the column's type reads back.
 pub fn write_copy_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &mut Vec<u8>) {
+    if let rusqlite::types::ValueRef::Null = value {
+        out.extend_from_slice(b"\\N");
+        return;
+    }
+    // Written in place; only a value that needs escaping is copied once more.
+    let start = out.len();
+    write_pg_text(codec, value, out);
+    if out[start..]
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
+    {
+        let raw = out.split_off(start);
+        escape_copy_text(&raw, out);
+    }
+}
+
+/// Appends a non-NULL mirror value in PostgreSQL's text input form for the column's type
+/// (unescaped): booleans `t`/`f`, bytea `\x..`, JSON arrays as array literals.
+pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &mut Vec<u8>) {
     use rusqlite::types::ValueRef;
     match value {
-        ValueRef::Null => out.extend_from_slice(b"\\N"),
+        ValueRef::Null => {}
         ValueRef::Integer(i) if codec == Codec::Scalar(Scalar::Bool) => {
             out.push(if i != 0 { b't' } else { b'f' })
         }
@@ -369,14 +388,11 @@ pub fn write_copy_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: 
         ValueRef::Blob(bytes) => {
             let mut text = String::new();
             types::write_bytea_hex(&mut text, bytes);
-            escape_copy_text(text.as_bytes(), out);
+            out.extend_from_slice(text.as_bytes());
         }
-        ValueRef::Text(text) => match codec {
-            Codec::Array(_) => match json_array_to_literal(text) {
-                Some(literal) => escape_copy_text(literal.as_bytes(), out),
-                None => escape_copy_text(text, out),
-            },
-            _ => escape_copy_text(text, out),
+        ValueRef::Text(text) => match (codec, json_array_to_literal(text)) {
+            (Codec::Array(_), Some(literal)) => out.extend_from_slice(literal.as_bytes()),
+            _ => out.extend_from_slice(text),
         },
     }
 }

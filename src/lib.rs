@@ -18,9 +18,11 @@
 //! `pipeline::export` wires it together; the CLI is a thin layer over it.
 
 pub mod batch;
+pub mod compress;
 pub mod config;
 pub mod convert;
 pub mod copy;
+pub mod csv;
 pub mod error;
 pub mod mirror;
 pub mod pg;

@@ -1,5 +1,6 @@
 //! Command line: clap definitions and the glue to the library. Nothing here does real work.
 
+mod csv;
 mod export;
 mod restore;
 
@@ -23,6 +24,7 @@ pub struct Cli {
 enum Command {
     Export(export::ExportArgs),
     Restore(restore::RestoreArgs),
+    Csv(csv::CsvArgs),
 }
 
 /// Where to read from.
@@ -84,6 +86,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Export(args) => export::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Csv(args) => csv::run(args),
     };
     match result {
         Ok(code) => code,

@@ -52,10 +52,20 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeArg {
+pub enum ModeArg {
     Replace,
     Append,
     Upsert,
+}
+
+impl From<ModeArg> for RestoreMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Replace => RestoreMode::Replace,
+            ModeArg::Append => RestoreMode::Append,
+            ModeArg::Upsert => RestoreMode::Upsert,
+        }
+    }
 }
 
 pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -63,11 +73,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         from: args.from,
         target: ConnectionSpec::parse(&args.target)?,
         filter: TableFilter::new(&args.schema, &args.table, &[])?,
-        mode: match args.mode {
-            ModeArg::Replace => RestoreMode::Replace,
-            ModeArg::Append => RestoreMode::Append,
-            ModeArg::Upsert => RestoreMode::Upsert,
-        },
+        mode: args.mode.into(),
         create: args.create,
         quiet: args.report.quiet,
     };

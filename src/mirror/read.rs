@@ -78,6 +78,8 @@ pub struct MirrorSequence {
 /// An open mirror with its metadata.
 pub struct Mirror {
     pub conn: Connection,
+    /// The decompressed copy of a `.zst` mirror, removed when the mirror is dropped.
+    _decompressed: Option<crate::compress::Decompressed>,
     pub path: String,
     pub tables: Vec<MirrorTable>,
     pub sequences: Vec<MirrorSequence>,
@@ -91,8 +93,14 @@ impl Mirror {
         if !path.is_file() {
             return Err(Error::new(context(), ErrorKind::Usage("no such file".into())));
         }
+        let decompressed = if crate::compress::is_zstd(path)? {
+            Some(crate::compress::Decompressed::from(path)?)
+        } else {
+            None
+        };
+        let file = decompressed.as_ref().map_or(path, |d| d.path.as_path());
         let conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(context)?;
+            Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(context)?;
         let (application_id, version): (i32, i32) = conn
             .query_row(
                 "SELECT * FROM pragma_application_id, pragma_user_version",
@@ -116,6 +124,7 @@ impl Mirror {
         let sequences = read_sequences(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         Ok(Mirror {
             conn,
+            _decompressed: decompressed,
             path: shown,
             tables,
             sequences,

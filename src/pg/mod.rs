@@ -11,6 +11,15 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `"a", "b", "c"`: a quoted, comma-separated list of identifiers.
+pub fn quote_list<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(|n| quote_ident(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `"schema"."name"`
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))

@@ -87,7 +87,7 @@ pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable)
         };
         return Err(Error::new(format!("{}{hint}", context()), error.into()));
     }
-    target::find_table(client, table)
+    target::find_table(client, &table.schema, &table.name)
         .await?
         .ok_or_else(|| Error::unsupported(context(), "the table is not visible after CREATE TABLE"))
 }

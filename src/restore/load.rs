@@ -11,7 +11,7 @@ use super::RestoreMode;
 use crate::convert::{write_copy_text, Codec};
 use crate::error::{Context, Error, Result};
 use crate::mirror::{Mirror, MirrorTable};
-use crate::pg::{qualified, quote_ident};
+use crate::pg::{qualified, quote_ident, quote_list};
 use crate::progress::Progress;
 
 /// Bytes of COPY data sent per message.
@@ -45,23 +45,9 @@ pub async fn load_table(
                 })
         })
         .collect::<Result<_>>()?;
-    let column_list = columns
-        .iter()
-        .map(|(c, _)| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let copy_into = if mode == RestoreMode::Upsert {
-        client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {UPSERT_STAGING}; \
-                 CREATE TEMP TABLE pgmirror_upsert (LIKE {destination} INCLUDING DEFAULTS) ON COMMIT DROP"
-            ))
-            .await
-            .with_context(|| format!("staging rows of table {name} for upsert"))?;
-        UPSERT_STAGING.to_owned()
-    } else {
-        destination.clone()
-    };
+    let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    let column_list = quote_list(&names);
+    let copy_into = copy_destination(client, &destination, &name, mode).await?;
     let context = || {
         format!(
             "restoring table {name} (COPY line N is row N of mirror table {:?} in rowid order)",
@@ -111,33 +97,45 @@ pub async fn load_table(
     sink.as_mut().finish().await.with_context(context)?;
     progress.rows_done(since_report, 0);
     if mode == RestoreMode::Upsert {
-        upsert_from_staging(client, &destination, &columns, target, &name).await?;
+        upsert_from_staging(client, &destination, &names, target, &name).await?;
     }
     Ok(count)
 }
 
-async fn upsert_from_staging(
+/// Where COPY writes for this mode: the table itself, or a staging table for upsert.
+pub async fn copy_destination(
     client: &Client,
     destination: &str,
-    columns: &[(&str, Codec)],
+    name: &str,
+    mode: RestoreMode,
+) -> Result<String> {
+    if mode != RestoreMode::Upsert {
+        return Ok(destination.to_owned());
+    }
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {UPSERT_STAGING}; \
+             CREATE TEMP TABLE pgmirror_upsert (LIKE {destination} INCLUDING DEFAULTS) ON COMMIT DROP"
+        ))
+        .await
+        .with_context(|| format!("staging rows of table {name} for upsert"))?;
+    Ok(UPSERT_STAGING.to_owned())
+}
+
+/// Moves the staged rows into the table: new keys inserted, existing keys updated.
+pub async fn upsert_from_staging(
+    client: &Client,
+    destination: &str,
+    columns: &[&str],
     target: &TargetTable,
     name: &str,
 ) -> Result<()> {
-    let column_list = columns
-        .iter()
-        .map(|(c, _)| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let key = target
-        .primary_key
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let column_list = quote_list(columns);
+    let key = quote_list(&target.primary_key);
     let updates: Vec<String> = columns
         .iter()
-        .filter(|(c, _)| !target.primary_key.iter().any(|k| k == c))
-        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .filter(|c| !target.primary_key.iter().any(|k| k == *c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
         .collect();
     let action = if updates.is_empty() {
         "DO NOTHING".to_owned()

@@ -2,8 +2,8 @@
 //! order, with sequences moved past the restored values.
 
 mod create;
-mod load;
-mod target;
+pub mod load;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::error::{Context, Error, Result};
 use crate::mirror::{Mirror, MirrorTable};
 use crate::pg::{qualified, quote_ident, ConnectionSpec};
 use crate::progress::Progress;
-use target::TargetTable;
+use target::{ColumnSequence, TargetTable};
 
 /// What happens to rows already in a target table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,7 +157,7 @@ async fn run(
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     for &table in selected {
-        let existing = target::find_table(client, table).await?;
+        let existing = target::find_table(client, &table.schema, &table.name).await?;
         let (target, created) = match existing {
             Some(target) => (target, false),
             None if options.create => (create::create_table(client, mirror, table).await?, true),
@@ -190,7 +190,9 @@ async fn run(
     }
     let jobs = foreign_key_order(client, jobs).await?;
     if options.mode == RestoreMode::Replace {
-        empty_tables(client, &jobs).await?;
+        // Tables just created are empty already.
+        let existing: Vec<TableRef> = jobs.iter().filter(|j| !j.created).map(Job::table_ref).collect();
+        empty_tables(client, &existing).await?;
     }
     let mut restored = Vec::new();
     for job in &jobs {
@@ -211,7 +213,8 @@ async fn run(
     }
     let mut sequences = Vec::new();
     for job in &jobs {
-        sequences.extend(advance_sequences(client, mirror, job).await?);
+        let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);
+        sequences.extend(advance_sequences(client, &job.table_ref(), recorded).await?);
     }
     Ok((restored, sequences))
 }
@@ -288,23 +291,48 @@ async fn foreign_key_order<'m>(client: &Client, jobs: Vec<Job<'m>>) -> Result<Ve
     Ok(ordered)
 }
 
-/// TRUNCATE every table at once; where a foreign key from outside the set forbids it,
-/// DELETE instead, referencing tables first.
-async fn empty_tables(client: &Client, jobs: &[Job<'_>]) -> Result<()> {
-    // Tables just created are empty already.
-    let existing: Vec<&Job<'_>> = jobs.iter().filter(|j| !j.created).collect();
-    let targets: Vec<String> = existing
-        .iter()
-        .map(|j| {
-            // ONLY keeps an inheritance parent's children out of it; a partitioned
-            // table has no rows of its own, so it is emptied through its partitions.
-            let only = if j.target.partitioned { "" } else { "ONLY " };
-            format!("{only}{}", qualified(&j.table.schema, &j.table.name))
-        })
-        .collect();
-    if targets.is_empty() {
+/// A table of the target by name, as restore and CSV import address it.
+#[derive(Debug, Clone)]
+pub struct TableRef {
+    pub schema: String,
+    pub name: String,
+    pub partitioned: bool,
+}
+
+impl TableRef {
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    pub fn relation(&self) -> String {
+        qualified(&self.schema, &self.name)
+    }
+
+    /// The table without an inheritance parent's children; a partitioned table has no rows
+    /// of its own, so it is addressed with its partitions.
+    fn only_relation(&self) -> String {
+        let only = if self.partitioned { "" } else { "ONLY " };
+        format!("{only}{}", self.relation())
+    }
+}
+
+impl Job<'_> {
+    fn table_ref(&self) -> TableRef {
+        TableRef {
+            schema: self.table.schema.clone(),
+            name: self.table.name.clone(),
+            partitioned: self.target.partitioned,
+        }
+    }
+}
+
+/// TRUNCATE the tables at once; where a foreign key from outside the set forbids it,
+/// DELETE instead, in reverse order (referencing tables first).
+pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
+    if tables.is_empty() {
         return Ok(());
     }
+    let targets: Vec<String> = tables.iter().map(TableRef::only_relation).collect();
     let truncate = format!(
         "SAVEPOINT pgmirror_truncate; TRUNCATE {}; RELEASE SAVEPOINT pgmirror_truncate",
         targets.join(", ")
@@ -316,33 +344,41 @@ async fn empty_tables(client: &Client, jobs: &[Job<'_>]) -> Result<()> {
         .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_truncate")
         .await
         .context("emptying the target tables")?;
-    for (job, target) in existing.iter().zip(&targets).rev() {
+    for (table, target) in tables.iter().zip(&targets).rev() {
         client
             .batch_execute(&format!("DELETE FROM {target}"))
             .await
-            .with_context(|| format!("emptying table {} in the target", job.table.display_name()))?;
+            .with_context(|| format!("emptying table {} in the target", table.display_name()))?;
     }
     Ok(())
 }
 
-/// Moves each sequence feeding a column of the table past the largest restored value (or
-/// to the value the mirror recorded for that sequence, if larger), so the next INSERT does
-/// not collide.
-async fn advance_sequences(client: &Client, mirror: &Mirror, job: &Job<'_>) -> Result<Vec<String>> {
-    let table = job.table;
-    let relation = qualified(&table.schema, &table.name);
+/// The value the mirror recorded for the sequence feeding `feed`, matched by the
+/// sequence's name or by the column that owned it.
+fn recorded_sequence_value(mirror: &Mirror, table: &MirrorTable, feed: &ColumnSequence) -> Option<i64> {
+    mirror
+        .sequences
+        .iter()
+        .find(|s| {
+            (s.schema == feed.schema && s.name == feed.name)
+                || (s.owner_schema.as_deref() == Some(&table.schema)
+                    && s.owner_table.as_deref() == Some(&table.name)
+                    && s.owner_column.as_deref() == Some(&feed.column))
+        })
+        .and_then(|s| s.last_value)
+}
+
+/// Moves each sequence feeding a column of the table past the largest value in it (or to
+/// `recorded(sequence)`, if larger), so the next INSERT does not collide. Returns
+/// `sequence = value` for each one moved.
+pub async fn advance_sequences(
+    client: &Client,
+    table: &TableRef,
+    recorded: impl Fn(&ColumnSequence) -> Option<i64>,
+) -> Result<Vec<String>> {
+    let relation = table.relation();
     let mut moved = Vec::new();
     for feed in target::column_sequences(client, &table.schema, &table.name).await? {
-        let recorded = mirror
-            .sequences
-            .iter()
-            .find(|s| {
-                (s.schema == feed.schema && s.name == feed.name)
-                    || (s.owner_schema.as_deref() == Some(&table.schema)
-                        && s.owner_table.as_deref() == Some(&table.name)
-                        && s.owner_column.as_deref() == Some(&feed.column))
-            })
-            .and_then(|s| s.last_value);
         let sequence = qualified(&feed.schema, &feed.name);
         let sql = format!(
             "SELECT setval($1::text::regclass, v, true) FROM ( \
@@ -354,7 +390,7 @@ async fn advance_sequences(client: &Client, mirror: &Mirror, job: &Job<'_>) -> R
             col = quote_ident(&feed.column),
         );
         let rows = client
-            .query(&sql, &[&sequence, &recorded])
+            .query(&sql, &[&sequence, &recorded(&feed)])
             .await
             .with_context(|| format!("moving sequence {sequence} past table {}", table.display_name()))?;
         if let Some(row) = rows.first() {

@@ -3,7 +3,6 @@
 use tokio_postgres::Client;
 
 use crate::error::{Context, Result};
-use crate::mirror::MirrorTable;
 use crate::pg::qualified;
 
 #[derive(Debug, Clone)]
@@ -21,10 +20,10 @@ pub struct TargetTable {
     pub primary_key: Vec<String>,
 }
 
-/// The target's table of the same schema and name, if it exists.
-pub async fn find_table(client: &Client, table: &MirrorTable) -> Result<Option<TargetTable>> {
-    let context = || format!("reading table {} in the target", table.display_name());
-    let name = qualified(&table.schema, &table.name);
+/// The target's table of this schema and name, if it exists.
+pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Option<TargetTable>> {
+    let context = || format!("reading table {schema}.{table} in the target");
+    let name = qualified(schema, table);
     let Some(row) = client
         .query_opt(
             "SELECT c.oid, c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass($1)",

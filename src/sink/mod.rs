@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::batch::{Cell, RowBatch};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::mirror::{self, IndexOutcome, Metadata};
-use crate::pg::quote_ident;
+use crate::pg::{quote_ident, quote_list};
 use crate::plan::PlannedTable;
 
 /// SQLite's default limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER).
@@ -205,20 +205,13 @@ fn create_table_sql(table: &PlannedTable) -> String {
             line
         })
         .collect();
-    let quote_all = |names: &[String]| {
-        names
-            .iter()
-            .map(|n| quote_ident(n))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for fk in &table.sqlite.foreign_keys {
         lines.push(format!(
             "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
             quote_ident(&fk.name),
-            quote_all(&fk.columns),
+            quote_list(&fk.columns),
             quote_ident(&fk.target_table),
-            quote_all(&fk.target_columns)
+            quote_list(&fk.target_columns)
         ));
     }
     format!(
@@ -234,12 +227,7 @@ fn create_indexes(conn: &Connection, tables: &[PlannedTable]) -> Vec<IndexOutcom
     let mut outcomes = Vec::new();
     for (position, table) in tables.iter().enumerate() {
         for index in &table.sqlite.indexes {
-            let columns = index
-                .columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let columns = quote_list(&index.columns);
             let sql = format!(
                 "CREATE {}INDEX {} ON {} ({columns})",
                 if index.unique { "UNIQUE " } else { "" },

@@ -3,6 +3,7 @@
 mod compare;
 mod connection;
 mod consistency;
+mod csv;
 mod datasets;
 mod failures;
 mod output;

@@ -1,0 +1,173 @@
+//! Files in and out, with zstd handled transparently: inputs are recognised by their magic
+//! number, outputs ending in `.zst` are compressed. `-` is stdin/stdout. Output files are
+//! written under a partial name and renamed when complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Result};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const ZSTD_LEVEL: i32 = 3;
+
+/// Whether the file starts with zstd's magic number.
+pub fn is_zstd(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let read = file
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(read == 4 && magic == ZSTD_MAGIC)
+}
+
+/// Opens `-` (stdin) or a file, decompressing zstd.
+pub fn open_input(path: &str) -> Result<Box<dyn Read>> {
+    let raw: Box<dyn Read> = if path == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).with_context(|| format!("opening {path}"))?)
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, raw);
+    let head = std::io::BufRead::fill_buf(&mut reader).with_context(|| format!("reading {path}"))?;
+    if head.starts_with(&ZSTD_MAGIC) {
+        let decoder = zstd::Decoder::with_buffer(reader).with_context(|| format!("decompressing {path}"))?;
+        Ok(Box::new(decoder))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+enum Sink {
+    Plain(BufWriter<Box<dyn Write>>),
+    Zstd(zstd::Encoder<'static, BufWriter<Box<dyn Write>>>),
+}
+
+/// An output that appears under its final name only when [`Output::finish`] succeeds.
+pub struct Output {
+    sink: Option<Sink>,
+    partial: Option<PathBuf>,
+    path: String,
+}
+
+impl Output {
+    /// `-` for stdout; a path ending in `.zst` is zstd-compressed. Files are created 0600.
+    pub fn create(path: &str) -> Result<Output> {
+        let (raw, partial): (Box<dyn Write>, Option<PathBuf>) = if path == "-" {
+            (Box::new(io::stdout().lock()), None)
+        } else {
+            let partial = PathBuf::from(format!("{path}.partial"));
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            (Box::new(file), Some(partial))
+        };
+        let buffered = BufWriter::with_capacity(1 << 16, raw);
+        let sink = if path.ends_with(".zst") {
+            Sink::Zstd(
+                zstd::Encoder::new(buffered, ZSTD_LEVEL).with_context(|| format!("compressing {path}"))?,
+            )
+        } else {
+            Sink::Plain(buffered)
+        };
+        Ok(Output {
+            sink: Some(sink),
+            partial,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The path as given (`-` for stdout), for messages.
+    pub fn name(&self) -> &str {
+        &self.path
+    }
+
+    /// Flushes, ends the zstd frame, syncs and renames into place.
+    pub fn finish(mut self) -> Result<()> {
+        let context = || format!("writing {}", self.path);
+        let buffered = match self.sink.take() {
+            Some(Sink::Plain(writer)) => writer,
+            Some(Sink::Zstd(encoder)) => encoder.finish().with_context(context)?,
+            None => return Ok(()),
+        };
+        let mut inner = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(context)?;
+        inner.flush().with_context(context)?;
+        drop(inner);
+        if let Some(partial) = self.partial.take() {
+            File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .with_context(context)?;
+            fs::rename(&partial, &self.path).with_context(context)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Some(Sink::Plain(w)) => w.write(buf),
+            Some(Sink::Zstd(w)) => w.write(buf),
+            None => Err(io::Error::other("output already finished")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Some(Sink::Plain(w)) => w.flush(),
+            Some(Sink::Zstd(w)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(partial) = &self.partial {
+            let _ = fs::remove_file(partial);
+        }
+    }
+}
+
+/// A zstd-compressed file decompressed into a temporary file, removed on drop.
+pub struct Decompressed {
+    pub path: PathBuf,
+}
+
+impl Decompressed {
+    /// Decompresses `source` next to the system's temporary files.
+    pub fn from(source: &Path) -> Result<Decompressed> {
+        let name = source.file_name().and_then(|n| n.to_str()).unwrap_or("mirror");
+        let path = std::env::temp_dir().join(format!(
+            "pgmirror-{}-{}",
+            std::process::id(),
+            name.trim_end_matches(".zst")
+        ));
+        let guard = Decompressed { path };
+        let context = || format!("decompressing {} into {}", source.display(), guard.path.display());
+        let mut input =
+            zstd::Decoder::new(File::open(source).with_context(context)?).with_context(context)?;
+        let mut output = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&guard.path)
+            .with_context(context)?;
+        io::copy(&mut input, &mut output).with_context(context)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for Decompressed {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
