@@ -88,6 +88,9 @@ pub struct ExportOptions {
     pub filter: TableFilter,
     pub lock_wait_timeout: Duration,
     pub batch: BatchLimits,
+    /// Heap tables larger than this are read in chunks of about this size by several
+    /// workers at once (PostgreSQL 14+); `None` reads every table whole.
+    pub chunk_bytes: Option<i64>,
     /// Hide the progress bars (the summary is the caller's business).
     pub quiet: bool,
 }
@@ -101,10 +104,14 @@ impl ExportOptions {
             filter: TableFilter::default(),
             lock_wait_timeout: Duration::from_secs(10),
             batch: BatchLimits::default(),
+            chunk_bytes: Some(DEFAULT_CHUNK_BYTES),
             quiet: true,
         }
     }
 }
+
+/// Chunk size for splitting big tables; see the Performance section of the README.
+pub const DEFAULT_CHUNK_BYTES: i64 = 64 << 20;
 
 /// One worker per core, at least two: reading overlaps decoding on another connection.
 pub fn default_jobs() -> usize {

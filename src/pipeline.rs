@@ -48,6 +48,8 @@ pub struct ExportSummary {
     pub snapshot_id: String,
     pub snapshot_time: String,
     pub tables: usize,
+    /// COPY statements run: one per table, partition or chunk.
+    pub copy_tasks: usize,
     pub rows: u64,
     pub file_bytes: u64,
     pub seconds: f64,
@@ -183,6 +185,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         snapshot_id,
         snapshot_time: catalog.server.snapshot_time.clone(),
         tables: plan.tables.len(),
+        copy_tasks: plan.tasks.len(),
         rows,
         file_bytes,
         seconds,
@@ -261,7 +264,15 @@ async fn prepare(client: &tokio_postgres::Client, options: &ExportOptions) -> Re
         .await?;
     }
     let sizes = catalog::relation_sizes(client, &sized).await?;
-    let plan = plan::build(&catalog, &selected, &sizes);
+    // TID range scans, which make ctid chunks cheap, arrived in PostgreSQL 14.
+    let chunking = options
+        .chunk_bytes
+        .filter(|_| catalog.server.version_num >= 140_000)
+        .map(|chunk_bytes| plan::Chunking {
+            chunk_bytes,
+            block_size: catalog.server.block_size,
+        });
+    let plan = plan::build(&catalog, &selected, &sizes, chunking);
     Ok((catalog, plan))
 }
 
@@ -369,6 +380,7 @@ fn meta_entries(
         "filter": options.filter.describe(),
         "lock_wait_timeout_ms": options.lock_wait_timeout.as_millis() as u64,
         "batch_rows": options.batch.rows,
+        "chunk_bytes": options.chunk_bytes,
         "batch_bytes": options.batch.bytes,
     });
     [

@@ -9,7 +9,9 @@ use clap::Args;
 use pgmirror::pg::ConnectionSpec;
 use pgmirror::{ExportOptions, TableFilter};
 
-use super::{parse_duration, print_stdout, ConnectionArgs, ReportArgs, TableFilterArgs};
+use pgmirror::batch::BatchLimits;
+
+use super::{parse_duration, parse_size, print_stdout, ConnectionArgs, ReportArgs, TableFilterArgs};
 
 /// Export every table into one consistent SQLite file.
 ///
@@ -39,6 +41,13 @@ pub struct ExportArgs {
     /// (a concurrent ALTER or DROP holds a conflicting one).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     lock_wait_timeout: Duration,
+    /// Tables larger than this are split into chunks of about this size that several
+    /// workers read at once (PostgreSQL 14 or later); 0 reads every table whole.
+    #[arg(long, value_name = "SIZE", default_value = "64MB", value_parser = parse_size)]
+    chunk_size: i64,
+    /// Rows per batch sent from a worker to the SQLite writer (batches are also capped at 8 MB).
+    #[arg(long, value_name = "N", default_value_t = BatchLimits::default().rows)]
+    batch_rows: usize,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -56,6 +65,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         &args.filter.exclude_table,
     )?;
     options.lock_wait_timeout = args.lock_wait_timeout;
+    options.chunk_bytes = (args.chunk_size > 0).then_some(args.chunk_size);
+    anyhow::ensure!(args.batch_rows >= 1, "--batch-rows must be at least 1");
+    options.batch.rows = args.batch_rows;
     options.quiet = args.report.quiet;
     let summary = pgmirror::export(&options).context("export failed; no mirror was written")?;
     if args.report.json {

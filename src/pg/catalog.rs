@@ -131,6 +131,8 @@ pub struct ServerInfo {
     pub version: String,
     pub version_num: i32,
     pub database: String,
+    /// Bytes per heap page (8192 unless compiled otherwise).
+    pub block_size: i64,
     /// When the snapshot's transaction started, UTC, RFC 3339.
     pub snapshot_time: String,
 }
@@ -207,7 +209,8 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         version: server_row.get(0),
         version_num: server_row.get(1),
         database: server_row.get(2),
-        snapshot_time: server_row.get(3),
+        block_size: server_row.get(3),
+        snapshot_time: server_row.get(4),
     };
 
     let types = TypeResolver(

@@ -53,6 +53,43 @@ pub struct CopyTask {
     pub source_relation: String,
     pub query: String,
     pub estimated_bytes: i64,
+    /// The heap pages this task reads, `[first, end)`; `None` for a whole relation, an
+    /// open end for the last chunk (the table may have grown since it was sized).
+    pub pages: Option<(u64, Option<u64>)>,
+}
+
+impl CopyTask {
+    /// The relation and, for a chunk, its pages: what messages name.
+    pub fn describe(&self) -> String {
+        match self.pages {
+            None => self.source_name.clone(),
+            Some((first, Some(end))) => format!("{} (pages {first}..{end})", self.source_name),
+            Some((first, None)) => format!("{} (pages {first}..end)", self.source_name),
+        }
+    }
+}
+
+/// How big heap tables are split for parallel reading (TID range scans, PostgreSQL 14+).
+#[derive(Debug, Clone, Copy)]
+pub struct Chunking {
+    /// Tables larger than this are split into chunks of about this size.
+    pub chunk_bytes: i64,
+    pub block_size: i64,
+}
+
+/// Page ranges `[first, end)` covering a relation of `size` bytes in chunks of about
+/// `chunk_bytes`; the last range is open-ended. One open range when no split is due.
+pub fn page_ranges(size: i64, chunking: Chunking) -> Vec<(u64, Option<u64>)> {
+    let pages = (size.max(0) / chunking.block_size.max(1)) as u64;
+    let per_chunk = (chunking.chunk_bytes / chunking.block_size.max(1)).max(1) as u64;
+    let mut ranges = Vec::new();
+    let mut first = 0;
+    while pages > first + per_chunk {
+        ranges.push((first, Some(first + per_chunk)));
+        first += per_chunk;
+    }
+    ranges.push((first, None));
+    ranges
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +161,12 @@ fn check_names(relations: &[&Relation]) -> Result<()> {
 }
 
 /// Builds the plan for the selected relations; `sizes` are relation sizes in bytes.
-pub fn build(catalog: &Catalog, selected: &[&Relation], sizes: &HashMap<u32, i64>) -> ExportPlan {
+pub fn build(
+    catalog: &Catalog,
+    selected: &[&Relation],
+    sizes: &HashMap<u32, i64>,
+    chunking: Option<Chunking>,
+) -> ExportPlan {
     let mut tables = Vec::new();
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
@@ -165,17 +207,34 @@ pub fn build(catalog: &Catalog, selected: &[&Relation], sizes: &HashMap<u32, i64
             vec![relation]
         };
         for source in sources {
-            tasks.push(CopyTask {
-                table: index,
-                source_name: source.display_name(),
-                lockable: source.kind != RelationKind::MaterializedView,
-                source_relation: source.qualified_name(),
-                query: format!(
-                    "COPY (SELECT {select_list} FROM ONLY {}) TO STDOUT (FORMAT binary)",
-                    source.qualified_name()
-                ),
-                estimated_bytes: sizes.get(&source.oid).copied().unwrap_or(0),
-            });
+            let size = sizes.get(&source.oid).copied().unwrap_or(0);
+            let ranges = match chunking {
+                Some(chunking) if size > chunking.chunk_bytes => page_ranges(size, chunking),
+                _ => Vec::new(),
+            };
+            let whole = ranges.is_empty();
+            let count = ranges.len().max(1) as i64;
+            for pages in ranges.into_iter().map(Some).chain(whole.then_some(None)) {
+                let filter = match pages {
+                    None => String::new(),
+                    Some((first, Some(end))) => {
+                        format!(" WHERE ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid")
+                    }
+                    Some((first, None)) => format!(" WHERE ctid >= '({first},0)'::tid"),
+                };
+                tasks.push(CopyTask {
+                    table: index,
+                    source_name: source.display_name(),
+                    lockable: source.kind != RelationKind::MaterializedView,
+                    source_relation: source.qualified_name(),
+                    query: format!(
+                        "COPY (SELECT {select_list} FROM ONLY {}{filter}) TO STDOUT (FORMAT binary)",
+                        source.qualified_name()
+                    ),
+                    estimated_bytes: size / count,
+                    pages,
+                });
+            }
         }
         let sqlite_name = mirror::sqlite_table_name(&relation.schema, &relation.name);
         tables.push(PlannedTable {
@@ -226,4 +285,27 @@ fn select_list(columns: &[PlannedColumn]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_ranges_cover_the_table_and_leave_the_end_open() {
+        let chunking = Chunking {
+            chunk_bytes: 8192 * 100,
+            block_size: 8192,
+        };
+        assert_eq!(
+            page_ranges(8192 * 250, chunking),
+            vec![(0, Some(100)), (100, Some(200)), (200, None)]
+        );
+        assert_eq!(
+            page_ranges(8192 * 200, chunking),
+            vec![(0, Some(100)), (100, None)]
+        );
+        assert_eq!(page_ranges(8192 * 50, chunking), vec![(0, None)]);
+        assert_eq!(page_ranges(0, chunking), vec![(0, None)]);
+    }
 }

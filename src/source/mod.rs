@@ -60,9 +60,10 @@ impl Worker<'_> {
                 .await?;
             }
             let table = &self.plan.tables[task.table];
-            self.progress.table_started(&task.source_name);
+            let described = task.describe();
+            self.progress.table_started(&described);
             self.copy_task(&client, task, table).await?;
-            self.progress.table_finished(&task.source_name);
+            self.progress.table_finished(&described);
         }
         Ok(())
     }
@@ -77,7 +78,7 @@ impl Worker<'_> {
     }
 
     async fn copy_task(&self, client: &Client, task: &CopyTask, table: &PlannedTable) -> Result<()> {
-        let context = || format!("reading table {}", task.source_name);
+        let context = || format!("reading table {}", task.describe());
         let stream = client.copy_out(task.query.as_str()).await.with_context(context)?;
         let mut stream = pin!(stream);
         let mut reader = CopyReader::new(table.columns.len());
@@ -131,7 +132,10 @@ fn decode_row(row: &Row<'_>, task: &CopyTask, table: &PlannedTable, batch: &mut 
                 Error::new(
                     format!(
                         "table {}, column {:?} ({}), row {}",
-                        task.source_name, column.name, column.source.type_text, row.number
+                        task.describe(),
+                        column.name,
+                        column.source.type_text,
+                        row.number
                     ),
                     ErrorKind::Copy(e),
                 )
