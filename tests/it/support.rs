@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use crate::cluster::{free_port, postgres_bin_dir, Cluster};
+
 /// Where the cluster (or `PGMIRROR_TEST_URL`) is reached: a key=value or URL string
 /// without a database name.
 struct Server {
@@ -48,108 +50,13 @@ impl Server {
     }
 }
 
-/// The directory of the server binaries (and of the matching pg_dump).
-pub fn postgres_bin_dir() -> PathBuf {
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
-                // Follow a symlink (/usr/local/bin/pg_ctl) to the directory that also
-                // holds the matching pg_dump.
-                return std::fs::canonicalize(dir.join("pg_ctl"))
-                    .ok()
-                    .and_then(|real| real.parent().map(Path::to_path_buf))
-                    .unwrap_or(dir);
-            }
-        }
-    }
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    candidates.retain(|dir| dir.join("pg_ctl").is_file());
-    candidates.sort_by_key(|dir| {
-        dir.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    candidates
-        .pop()
-        .expect("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin; install postgresql")
-}
-
-/// uid and gid of the `postgres` OS user, from /etc/passwd.
-fn postgres_user() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.first() != Some(&"postgres") || fields.len() < 4 {
-            return None;
-        }
-        Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
 /// initdb + pg_ctl start in a temp dir, as the postgres OS user when we are root. A watchdog
 /// process stops the server and removes the directory once this test process is gone.
 fn start_cluster() -> Server {
-    let bin = postgres_bin_dir();
     let dir = std::env::temp_dir().join(format!("pgmirror-test-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("creating the cluster directory");
-    let run_as = if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) =
-            postgres_user().expect("running as root needs a `postgres` OS user to run the server");
-        let status = Command::new("chown")
-            .arg(format!("{uid}:{gid}"))
-            .arg(&dir)
-            .status()
-            .expect("chown");
-        assert!(status.success(), "chown of {} failed", dir.display());
-        Some((uid, gid))
-    } else {
-        None
-    };
-    let command = |program: &Path| {
-        let mut command = Command::new(program);
-        if let Some((uid, gid)) = run_as {
-            use std::os::unix::process::CommandExt;
-            command.uid(uid).gid(gid);
-        }
-        command.env_remove("PGDATA").current_dir(&dir);
-        command
-    };
-    let data = dir.join("data");
-    let output = command(&bin.join("initdb"))
-        .args(["-D"])
-        .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ])
-        .output()
-        .expect("running initdb");
-    assert!(
-        output.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut cluster = Cluster::prepare(dir);
+    cluster.initdb(&["--auth-local=trust", "--auth-host=scram-sha-256"]);
+    let dir = cluster.dir.clone();
     // TLS: a test CA and a server certificate for "localhost" signed by it, and a role
     // that may only come over TLS.
     std::fs::write(
@@ -162,51 +69,33 @@ fn start_cluster() -> Server {
         "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr",
         "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt",
     ] {
-        let output = command(Path::new("openssl"))
+        let output = cluster
+            .command(Path::new("openssl"))
             .args(args.split(' '))
             .output()
             .expect("running openssl to make the test server's certificate");
         assert!(output.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&output.stderr));
     }
-    let hba = data.join("pg_hba.conf");
+    let hba = cluster.data.join("pg_hba.conf");
     let rules = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
     std::fs::write(&hba, format!("hostnossl all {TLS_ONLY_ROLE} all reject\n{rules}"))
         .expect("writing pg_hba.conf");
-    let port = free_port();
-    let options = format!(
-        "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-         -c wal_level=logical -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-         -c max_connections=200 -c max_wal_senders=10 -c max_replication_slots=10 \
-         -c timezone=UTC -c lc_messages=C -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}",
-        dir.display(),
-        cert = dir.join("server.crt").display(),
-        key = dir.join("server.key").display(),
-    );
-    let output = command(&bin.join("pg_ctl"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-o", &options, "-l"])
-        .arg(dir.join("server.log"))
-        .args(["-w", "-t", "60", "start"])
-        .stdout(Stdio::null())
-        .output()
-        .expect("running pg_ctl start");
-    assert!(
-        output.status.success(),
-        "pg_ctl start failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-    );
+    cluster.start(&format!(
+        "-c max_connections=200 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display(),
+    ));
     let watchdog = format!(
         "while [ -d /proc/{pid} ]; do sleep 0.5; done; '{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
         pid = std::process::id(),
-        pg_ctl = bin.join("pg_ctl").display(),
-        data = data.display(),
+        pg_ctl = cluster.bin.join("pg_ctl").display(),
+        data = cluster.data.display(),
         dir = dir.display()
     );
     // The watchdog must outlive this process, so it is deliberately never waited for.
     #[allow(clippy::zombie_processes)]
-    command(Path::new("sh"))
+    cluster
+        .command(Path::new("sh"))
         .args(["-c", &watchdog])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -214,7 +103,7 @@ fn start_cluster() -> Server {
         .spawn()
         .expect("starting the cluster watchdog");
     Server {
-        base: format!("host={} port={port} user=postgres", dir.display()),
+        base: cluster.conninfo(),
         is_url: false,
         certificate: Some(dir.join("ca.crt")),
     }
