@@ -195,22 +195,54 @@ fn julian_to_date(julian_day: i64) -> (i64, u32, u32) {
     (year - 4800, month as u32, day as u32)
 }
 
+/// Appends `value` zero-padded to at least `width` digits. Dates and times are formatted
+/// for every row of a table, where `write!` costs a measurable share of the export.
+fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"));
+}
+
 /// Writes `YYYY-MM-DD` and returns the suffix (` BC` or nothing) that must end the value.
 fn write_date_part(out: &mut String, days_since_2000: i64) -> &'static str {
     let (year, month, day) = julian_to_date(days_since_2000 + POSTGRES_EPOCH_JDATE);
     let (shown_year, suffix) = if year <= 0 { (1 - year, " BC") } else { (year, "") };
-    let _ = write!(out, "{shown_year:04}-{month:02}-{day:02}");
+    push_padded(out, shown_year as u64, 4);
+    out.push('-');
+    push_padded(out, month as u64, 2);
+    out.push('-');
+    push_padded(out, day as u64, 2);
     suffix
 }
 
 fn write_time_of_day(out: &mut String, usecs: i64) {
-    let secs = usecs / 1_000_000;
-    let fraction = usecs % 1_000_000;
-    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let secs = (usecs / 1_000_000) as u64;
+    let fraction = (usecs % 1_000_000) as u64;
+    push_padded(out, secs / 3600, 2);
+    out.push(':');
+    push_padded(out, secs / 60 % 60, 2);
+    out.push(':');
+    push_padded(out, secs % 60, 2);
     if fraction != 0 {
-        let digits = format!("{fraction:06}");
+        let mut digits = fraction;
+        let mut width = 6;
+        while digits % 10 == 0 {
+            digits /= 10;
+            width -= 1;
+        }
         out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
+        push_padded(out, digits, width);
     }
 }
 
@@ -355,6 +387,22 @@ mod tests {
         assert_eq!(numeric(&[5], -2, 0x4000, 8), "-0.00000005");
         assert_eq!(numeric(&[], 0, 0xC000, 0), "NaN");
         assert_eq!(numeric(&[1], 3, 0, 0), "1000000000000");
+    }
+
+    #[test]
+    fn times_keep_leading_zeros_and_drop_trailing_ones() {
+        let text = |usecs: i64| {
+            let mut out = String::new();
+            write_time_of_day(&mut out, usecs);
+            out
+        };
+        assert_eq!(text(0), "00:00:00");
+        assert_eq!(text(1), "00:00:00.000001");
+        assert_eq!(text(3_723_500_000), "01:02:03.5");
+        assert_eq!(text(86_400_000_000), "24:00:00");
+        let mut out = String::new();
+        push_padded(&mut out, 294_276, 4);
+        assert_eq!(out, "294276");
     }
 
     #[test]

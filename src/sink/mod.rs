@@ -43,7 +43,10 @@ impl SqliteSink {
         let context = || format!("creating the mirror {}", path.display());
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                // One thread owns the connection: SQLite's per-call mutex is pure cost.
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(context)?;
         conn.execute_batch(&format!(
@@ -124,24 +127,26 @@ impl SqliteSink {
     /// Writes the metadata, runs ANALYZE and `quick_check`, and closes the file.
     pub fn finish(self, metadata: &Metadata<'_>) -> Result<()> {
         let conn = &self.conn;
-        conn.execute_batch("BEGIN").context("writing metadata")?;
-        metadata
-            .write(conn)
-            .context("writing the _pgmirror_ metadata tables")?;
-        conn.execute_batch("COMMIT; ANALYZE")
-            .context("analyzing the mirror")?;
+        let context = |step: &str| format!("{step} {}", self.path);
+        conn.execute_batch("BEGIN")
+            .and_then(|_| metadata.write(conn))
+            .and_then(|_| conn.execute_batch("COMMIT"))
+            .with_context(|| context("writing the _pgmirror_ metadata tables of"))?;
+        conn.execute_batch("ANALYZE")
+            .with_context(|| context("analyzing"))?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |row| row.get(0))
-            .context("checking the mirror")?;
+            .with_context(|| context("checking"))?;
         if check != "ok" {
             return Err(Error::new(
-                "checking the mirror",
+                context("checking"),
                 ErrorKind::Unsupported(format!("quick_check: {check}")),
             ));
         }
+        let closing = context("closing");
         self.conn
             .close()
-            .map_err(|(_, e)| Error::new("closing the mirror", ErrorKind::Sqlite(e)))
+            .map_err(|(_, e)| Error::new(closing, ErrorKind::Sqlite(e)))
     }
 }
 

@@ -1,0 +1,596 @@
+//! End-to-end benchmark: PostgreSQL → SQLite mirror (and back) against the limits and
+//! the tools people would otherwise use, measured in one run on this machine.
+//!
+//!   cargo bench --bench export               # narrow 5M rows, wide 500k, app with 1M logs
+//!   cargo bench --bench export -- --quick    # a tenth of that, for development
+//!   cargo bench --bench export -- --dataset narrow
+//!
+//! It starts its own PostgreSQL in target/bench-cluster and keeps it between runs, so the
+//! generated datasets are made once. Per dataset it prints: the read limit (binary COPY into
+//! nothing), the write limit (a bare rusqlite insert loop of the same rows already in
+//! memory), the naive pipeline (psql CSV + sqlite3 .import), `pgmirror export` at jobs 1, 2
+//! and 4 (seconds, rows/s, peak RSS of the process), and for the single-table datasets the
+//! restore rate against `psql \copy FROM`.
+
+#[path = "../tests/it/cluster.rs"]
+mod cluster;
+
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use rusqlite::types::Value;
+
+struct Dataset {
+    name: &'static str,
+    database: String,
+    /// Tables as written in SQL (quoted where needed).
+    tables: Vec<String>,
+    /// Whether the restore comparison runs (single tables without foreign keys).
+    restore: bool,
+}
+
+/// One measured stage.
+struct Measure {
+    stage: String,
+    seconds: f64,
+    rows: u64,
+    peak_rss_mb: Option<f64>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child-export") {
+        child_export(&args[2..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--dataset")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let scale = if quick { 10 } else { 1 };
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let mut server = cluster::Cluster::prepare(root.join("bench-cluster"));
+    if !server.data.join("PG_VERSION").exists() {
+        server.initdb(&["--auth=trust"]);
+    }
+    server.start("-c shared_buffers=512MB -c max_connections=50 -c work_mem=64MB");
+    let out = root.join("bench-out");
+    std::fs::create_dir_all(&out).expect("creating target/bench-out");
+    let conninfo = server.conninfo();
+    let result = std::panic::catch_unwind(|| {
+        let datasets = prepare_datasets(&conninfo, scale);
+        println!(
+            "pgmirror end-to-end benchmark ({}), {} cores",
+            if quick { "--quick" } else { "full" },
+            cores()
+        );
+        for dataset in datasets
+            .iter()
+            .filter(|d| only.as_deref().is_none_or(|o| o == d.name))
+        {
+            run_dataset(&conninfo, dataset, &out);
+        }
+        println!(
+            "\nreference, not measured here (issue 3, same 2-core class of machine): DuckDB 1.4 ATTACH postgres + sqlite, \
+             CREATE TABLE AS: narrow 5M 7.7 s, wide 500k 4.9 s"
+        );
+    });
+    server.stop();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn connect(conninfo: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connecting");
+    tokio::spawn(connection);
+    client
+}
+
+fn db_url(conninfo: &str, database: &str) -> String {
+    format!("{conninfo} dbname={database}")
+}
+
+/// Creates each dataset's database unless a previous run left it complete.
+fn prepare_datasets(conninfo: &str, scale: u64) -> Vec<Dataset> {
+    let narrow_rows = 5_000_000 / scale;
+    let wide_rows = 500_000 / scale;
+    let log_rows = 1_000_000 / scale;
+    let narrow = format!(
+        "CREATE TABLE narrow (id bigint, n int, x double precision, s text, b bool, t timestamptz);
+         INSERT INTO narrow SELECT g, (g % 100000)::int, g * 0.25, substr(md5(g::text), 1, 12), g % 3 = 0,
+                timestamptz '2020-01-01 00:00+00' + g * interval '1 second' FROM generate_series(1, {narrow_rows}) g;"
+    );
+    let wide = format!(
+        "CREATE TABLE wide (id bigint PRIMARY KEY, amount numeric(14,2), ratio numeric, ident uuid, doc jsonb,
+                            body text, blob bytea, tags int[], born date, seen timestamp, seen_tz timestamptz,
+                            flag bool, small smallint, count int, score double precision, name varchar(64),
+                            code char(8), note text, big bigint, day date);
+         INSERT INTO wide SELECT g,
+                CASE WHEN g % 10 = 0 THEN NULL ELSE (g * 1.37)::numeric(14,2) END, g / 7.0, md5(g::text)::uuid,
+                CASE WHEN g % 10 = 1 THEN NULL ELSE jsonb_build_object('id', g, 'name', 'user ' || g,
+                     'tags', jsonb_build_array('a', 'b', g % 7), 'text', repeat('x', 120)) END,
+                CASE WHEN g % 10 = 2 THEN NULL ELSE repeat(md5(g::text), 9) END,
+                CASE WHEN g % 10 = 3 THEN NULL ELSE decode(repeat(md5(g::text), 6), 'hex') END,
+                ARRAY[g % 10, g % 100, g % 1000], date '1970-01-01' + (g % 20000),
+                timestamp '2000-01-01' + g * interval '1 minute',
+                CASE WHEN g % 10 = 4 THEN NULL ELSE timestamptz '2000-01-01 00:00+00' + g * interval '37 seconds' END,
+                g % 2 = 0, (g % 30000)::smallint, (g % 1000000)::int, g * 0.001, 'name ' || g,
+                lpad((g % 100000)::text, 8, '0'), CASE WHEN g % 10 = 5 THEN NULL ELSE 'note ' || g END,
+                g * 1000, date '2020-01-01' + (g % 365)
+         FROM generate_series(1, {wide_rows}) g;"
+    );
+    let mut datasets = vec![
+        make_dataset(
+            conninfo,
+            "narrow",
+            narrow_rows,
+            &narrow,
+            vec!["narrow".into()],
+            true,
+        ),
+        make_dataset(conninfo, "wide", wide_rows, &wide, vec!["wide".into()], true),
+    ];
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/aidungeonprompts");
+    if fixture.is_dir() {
+        let read = |file: &str| std::fs::read_to_string(fixture.join(file)).expect("reading the app fixture");
+        let app = format!(
+            "{}\n{}\nINSERT INTO \"ApplicationLogs\" (\"Level\", \"TimeStamp\", \"Properties\", \"LogEvent\", \"Message\", \"RenderedMessage\")
+             SELECT 'Information', timestamptz '2021-07-18 00:00+00' + g * interval '1 second',
+                    jsonb_build_object('SourceContext', 'Job' || (g % 50), 'RequestId', md5(g::text)),
+                    jsonb_build_object('Level', 'Information', 'MessageTemplate', 'Handled request {{Id}}', 'Id', g),
+                    'Handled request ' || g, 'Handled request ' || g || ' in ' || (g % 997) || ' ms'
+             FROM generate_series(1, {log_rows}) g;",
+            read("schema.sql"),
+            read("seed.sql")
+        );
+        let tables = [
+            "__EFMigrationsHistory",
+            "Users",
+            "Prompts",
+            "Tags",
+            "PromptTags",
+            "WorldInfos",
+            "Reports",
+            "AuditPrompts",
+            "ServerFlags",
+            "DataProtectionKeys",
+            "ApplicationLogs",
+        ]
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect();
+        datasets.push(make_dataset(conninfo, "app", log_rows, &app, tables, false));
+    } else {
+        eprintln!(
+            "\n!!!!! ../shared/fixtures/aidungeonprompts is missing: the app dataset is NOT measured !!!!!\n"
+        );
+    }
+    datasets
+}
+
+fn make_dataset(
+    conninfo: &str,
+    name: &'static str,
+    rows: u64,
+    sql: &str,
+    tables: Vec<String>,
+    restore: bool,
+) -> Dataset {
+    let database = format!("bench_{name}_{rows}");
+    runtime().block_on(async {
+        let admin = connect(&db_url(conninfo, "postgres")).await;
+        let exists = !admin
+            .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await
+            .unwrap()
+            .is_empty();
+        if exists {
+            let client = connect(&db_url(conninfo, &database)).await;
+            let ready = client
+                .query("SELECT 1 FROM pg_class WHERE relname = '_bench_ready'", &[])
+                .await
+                .unwrap();
+            if !ready.is_empty() {
+                return;
+            }
+            drop(client);
+            admin
+                .batch_execute(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+                .await
+                .unwrap();
+        }
+        eprintln!("generating dataset {name} ({rows} rows); kept in target/bench-cluster for later runs");
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{database}\""))
+            .await
+            .unwrap();
+        let client = connect(&db_url(conninfo, &database)).await;
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("generating {name}: {e:?}"));
+        // VACUUM cannot share a multi-statement batch (an implicit transaction).
+        client.batch_execute("VACUUM ANALYZE").await.unwrap();
+        client
+            .batch_execute("CREATE TABLE _bench_ready ()")
+            .await
+            .unwrap();
+    });
+    Dataset {
+        name,
+        database,
+        tables,
+        restore,
+    }
+}
+
+fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path) {
+    let url = db_url(conninfo, &dataset.database);
+    let heap_mb: f64 = runtime().block_on(async {
+        let client = connect(&url).await;
+        let row = client
+            .query_one("SELECT sum(pg_relation_size(c.oid))::float8 FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace", &[])
+            .await
+            .unwrap();
+        row.get::<_, f64>(0) / 1e6
+    });
+    let mut measures = Vec::new();
+    measures.push(read_limit(&url, dataset));
+
+    let mut mirror_for_later = None;
+    for jobs in [1, 2, 4] {
+        let mirror = out.join(format!("{}-jobs{jobs}.db", dataset.name));
+        measures.push(pgmirror_export(&url, &mirror, jobs));
+        if jobs == 2 {
+            mirror_for_later = Some(mirror);
+        }
+    }
+    let mirror = mirror_for_later.expect("the jobs=2 mirror");
+    let write_limit = write_limit(&mirror, out, dataset.name);
+    let naive = naive_pipeline(&url, dataset, out);
+    let rows = write_limit.rows;
+    measures.insert(1, write_limit);
+    measures.insert(2, naive);
+    let restore = dataset
+        .restore
+        .then(|| restore_pair(conninfo, dataset, &mirror, out));
+
+    println!(
+        "\ndataset {}: {} rows in {} tables, heap {:.0} MB",
+        dataset.name,
+        rows,
+        dataset.tables.len(),
+        heap_mb
+    );
+    println!(
+        "{:<44} {:>8} {:>11} {:>9} {:>15} {:>13}",
+        "stage", "seconds", "rows/s", "peak RSS", "/ write limit", "naive / this"
+    );
+    let write_seconds = measures[1].seconds;
+    let naive_seconds = measures[2].seconds;
+    for m in &measures {
+        let rss = m
+            .peak_rss_mb
+            .map(|mb| format!("{mb:.0} MB"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<44} {:>8.2} {:>11.0} {:>9} {:>15.2} {:>13.2}",
+            m.stage,
+            m.seconds,
+            m.rows as f64 / m.seconds,
+            rss,
+            m.seconds / write_seconds,
+            naive_seconds / m.seconds
+        );
+    }
+    if let Some((ours, psql)) = restore {
+        println!(
+            "restore: pgmirror restore {:.2} s ({:.0} rows/s), psql \\copy FROM {:.2} s ({:.0} rows/s): rate ratio {:.2}",
+            ours.seconds,
+            ours.rows as f64 / ours.seconds,
+            psql.seconds,
+            psql.rows as f64 / psql.seconds,
+            psql.seconds / ours.seconds
+        );
+    }
+}
+
+/// PostgreSQL's own binary COPY of every table, into nothing, on one connection.
+fn read_limit(url: &str, dataset: &Dataset) -> Measure {
+    runtime().block_on(async {
+        let client = connect(url).await;
+        let started = Instant::now();
+        for table in &dataset.tables {
+            let stream = client
+                .copy_out(format!("COPY (SELECT * FROM ONLY {table}) TO STDOUT (FORMAT binary)").as_str())
+                .await
+                .unwrap();
+            let mut stream = pin!(stream);
+            while let Some(chunk) = stream.next().await {
+                chunk.unwrap();
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rows: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT {}",
+                    dataset
+                        .tables
+                        .iter()
+                        .map(|t| format!("(SELECT count(*) FROM {t})"))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        Measure {
+            stage: "read limit: binary COPY into nothing".into(),
+            seconds,
+            rows: rows as u64,
+            peak_rss_mb: None,
+        }
+    })
+}
+
+/// Runs the export in a child process (this benchmark re-executed) to measure its peak RSS.
+fn pgmirror_export(url: &str, mirror: &Path, jobs: usize) -> Measure {
+    let started = Instant::now();
+    // Reaped with wait4 below, which also reports the child's peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--child-export", url, mirror.to_str().unwrap(), &jobs.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the export child");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.expect("child stdout"), &mut stdout).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; the rusage struct is plain data.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "export child failed"
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("child summary");
+    Measure {
+        stage: format!("pgmirror export --jobs {jobs}"),
+        seconds,
+        rows: summary["rows"].as_u64().unwrap_or(0),
+        peak_rss_mb: Some(usage.ru_maxrss as f64 / 1024.0),
+    }
+}
+
+fn child_export(args: &[String]) {
+    let source = pgmirror::pg::ConnectionSpec::parse(&args[0]).expect("source");
+    let mut options = pgmirror::ExportOptions::new(source, PathBuf::from(&args[1]));
+    options.jobs = args[2].parse().expect("jobs");
+    let summary = pgmirror::export(&options).expect("export");
+    println!("{}", serde_json::to_string(&summary).unwrap());
+}
+
+/// The bare SQLite insert loop: the mirror's rows, already in memory, into a fresh file
+/// with the same tables, prepared multi-row INSERTs in one transaction, journal off.
+fn write_limit(mirror: &Path, out: &Path, name: &str) -> Measure {
+    let source = rusqlite::Connection::open(mirror).unwrap();
+    let tables: Vec<(String, String)> = source
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_pgmirror\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut loaded: Vec<(String, String, usize, Vec<Value>)> = Vec::new();
+    for (table, sql) in tables {
+        let mut statement = source
+            .prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))
+            .unwrap();
+        let columns = statement.column_count();
+        let mut values = Vec::new();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                values.push(row.get::<_, Value>(i).unwrap());
+            }
+        }
+        loaded.push((table, sql, columns, values));
+    }
+    let path = out.join(format!("{name}-write-limit.db"));
+    let _ = std::fs::remove_file(&path);
+    let target = rusqlite::Connection::open(&path).unwrap();
+    target
+        .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE; PRAGMA foreign_keys = OFF")
+        .unwrap();
+    for (_, sql, _, _) in &loaded {
+        target.execute_batch(sql).unwrap();
+    }
+    let started = Instant::now();
+    target.execute_batch("BEGIN").unwrap();
+    let mut total = 0;
+    for (table, _, columns, values) in &loaded {
+        let per_statement = (32_766 / columns).clamp(1, 256);
+        let row = format!("({})", vec!["?"; *columns].join(","));
+        let insert = |rows: usize| {
+            format!(
+                "INSERT INTO \"{}\" VALUES {}",
+                table.replace('"', "\"\""),
+                vec![row.as_str(); rows].join(",")
+            )
+        };
+        let mut full = target.prepare(&insert(per_statement)).unwrap();
+        let mut single = target.prepare(&insert(1)).unwrap();
+        let mut chunks = values.chunks_exact(columns * per_statement);
+        for chunk in &mut chunks {
+            full.execute(rusqlite::params_from_iter(chunk.iter())).unwrap();
+        }
+        for row in chunks.remainder().chunks(*columns) {
+            single.execute(rusqlite::params_from_iter(row.iter())).unwrap();
+        }
+        total += values.len() / columns;
+    }
+    target.execute_batch("COMMIT").unwrap();
+    Measure {
+        stage: "write limit: bare rusqlite insert loop".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows: total as u64,
+        peak_rss_mb: None,
+    }
+}
+
+/// What people script today: psql \copy to CSV, then sqlite3 .import.
+fn naive_pipeline(url: &str, dataset: &Dataset, out: &Path) -> Measure {
+    let db = out.join(format!("{}-naive.db", dataset.name));
+    let _ = std::fs::remove_file(&db);
+    let started = Instant::now();
+    let mut rows = 0u64;
+    for (index, table) in dataset.tables.iter().enumerate() {
+        let csv = csv_path(out, dataset, index);
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-d", url, "-c"])
+            .arg(format!(
+                "\\copy (SELECT * FROM ONLY {table}) TO '{}' (FORMAT csv, HEADER true)",
+                csv.display()
+            ))
+            .output()
+            .expect("running psql");
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bare = table.trim_matches('"');
+        let output = Command::new("sqlite3")
+            .arg(&db)
+            .arg(format!(".import --csv '{}' '{bare}'", csv.display()))
+            .output()
+            .expect("running sqlite3 (install the sqlite3 package)");
+        assert!(
+            output.status.success(),
+            "sqlite3: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        rows += std::fs::read(&csv)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+            .unwrap_or(1)
+            - 1;
+    }
+    Measure {
+        stage: "naive: psql \\copy CSV + sqlite3 .import".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows,
+        peak_rss_mb: None,
+    }
+}
+
+fn csv_path(out: &Path, dataset: &Dataset, index: usize) -> PathBuf {
+    out.join(format!("{}-{index}.csv", dataset.name))
+}
+
+/// pgmirror restore of the mirror into an empty copy of the table, against psql \copy FROM
+/// of the naive pipeline's CSV into the same table.
+fn restore_pair(conninfo: &str, dataset: &Dataset, mirror: &Path, out: &Path) -> (Measure, Measure) {
+    let target = format!("{}_restore", dataset.database);
+    let target_url = db_url(conninfo, &target);
+    runtime().block_on(async {
+        let admin = connect(&db_url(conninfo, "postgres")).await;
+        // Each alone: DROP and CREATE DATABASE refuse a multi-statement batch.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{target}\""),
+        ] {
+            admin.batch_execute(&sql).await.unwrap();
+        }
+    });
+    let bin = cluster::postgres_bin_dir();
+    let schema = Command::new(bin.join("pg_dump"))
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "-d",
+            &db_url(conninfo, &dataset.database),
+        ])
+        .args(dataset.tables.iter().flat_map(|t| ["-t".to_owned(), t.clone()]))
+        .output()
+        .expect("pg_dump");
+    let mut psql = Command::new("psql")
+        .args(["-X", "-q", "-d", &target_url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut psql.stdin.take().unwrap(), &schema.stdout).unwrap();
+    assert!(psql.wait().unwrap().success());
+
+    let options = pgmirror::restore::RestoreOptions {
+        from: mirror.to_path_buf(),
+        target: pgmirror::pg::ConnectionSpec::parse(&target_url).unwrap(),
+        filter: pgmirror::TableFilter::default(),
+        mode: pgmirror::restore::RestoreMode::Replace,
+        create: false,
+        quiet: true,
+    };
+    let started = Instant::now();
+    let summary = pgmirror::restore::restore(&options).expect("restore");
+    let ours = Measure {
+        stage: "pgmirror restore".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows: summary.rows,
+        peak_rss_mb: None,
+    };
+    let truncate = Command::new("psql")
+        .args(["-X", "-q", "-d", &target_url, "-c"])
+        .arg(format!("TRUNCATE {}", dataset.tables.join(", ")))
+        .status()
+        .unwrap();
+    assert!(truncate.success());
+    let started = Instant::now();
+    for (index, table) in dataset.tables.iter().enumerate() {
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-d", &target_url, "-c"])
+            .arg(format!(
+                "\\copy {table} FROM '{}' (FORMAT csv, HEADER true)",
+                csv_path(out, dataset, index).display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql \\copy FROM: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let psql = Measure {
+        stage: "psql \\copy FROM".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows: summary.rows,
+        peak_rss_mb: None,
+    };
+    (ours, psql)
+}
