@@ -356,35 +356,24 @@ fn read_limit(url: &str, dataset: &Dataset) -> Measure {
     })
 }
 
-/// Runs the export in a child process (this benchmark re-executed) to measure its peak RSS.
+/// Runs the export in a child process (this benchmark re-executed), which reports its own
+/// peak RSS.
 fn pgmirror_export(url: &str, mirror: &Path, jobs: usize) -> Measure {
     let started = Instant::now();
-    // Reaped with wait4 below, which also reports the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
     let child = Command::new(std::env::current_exe().expect("current exe"))
         .args(["--child-export", url, mirror.to_str().unwrap(), &jobs.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the export child");
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.expect("child stdout"), &mut stdout).unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; the rusage struct is plain data.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "export child failed"
-    );
+    let output = child.wait_with_output().expect("waiting for the export child");
+    assert!(output.status.success(), "export child failed");
     let seconds = started.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("child summary");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("child summary");
     Measure {
         stage: format!("pgmirror export --jobs {jobs}"),
         seconds,
         rows: summary["rows"].as_u64().unwrap_or(0),
-        peak_rss_mb: Some(usage.ru_maxrss as f64 / 1024.0),
+        peak_rss_mb: Some(summary["peak_rss_kb"].as_u64().unwrap_or(0) as f64 / 1024.0),
     }
 }
 
@@ -393,7 +382,23 @@ fn child_export(args: &[String]) {
     let mut options = pgmirror::ExportOptions::new(source, PathBuf::from(&args[1]));
     options.jobs = args[2].parse().expect("jobs");
     let summary = pgmirror::export(&options).expect("export");
-    println!("{}", serde_json::to_string(&summary).unwrap());
+    let mut report = serde_json::to_value(&summary).unwrap();
+    report["peak_rss_kb"] = peak_rss_kb().into();
+    println!("{report}");
+}
+
+/// This process's peak resident set (VmHWM). Read by the child itself: the rusage of a
+/// forked child also counts the parent's pages it started with.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The bare SQLite insert loop: the mirror's rows, already in memory, into a fresh file

@@ -36,8 +36,10 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
+        // 40k rows beat 10k by ~5% on the 5M-row narrow benchmark (fewer channel hand-offs);
+        // the byte cap keeps batches of wide rows small.
         BatchLimits {
-            rows: 10_000,
+            rows: 40_000,
             bytes: 8 << 20,
         }
     }
