@@ -2,7 +2,7 @@
 //! the tools people would otherwise use, measured in one run on this machine.
 //!
 //!   cargo bench --bench export               # narrow 5M rows, wide 500k, app with 1M logs
-//!   cargo bench --bench export -- --quick    # a tenth of that, for development
+//!   cargo bench --bench export -- --quick    # a fifth of that (narrow 1M rows), for development
 //!   cargo bench --bench export -- --dataset narrow
 //!
 //! It starts its own PostgreSQL in target/bench-cluster and keeps it between runs, so the
@@ -52,7 +52,7 @@ fn main() {
         .position(|a| a == "--dataset")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let scale = if quick { 10 } else { 1 };
+    let scale = if quick { 5 } else { 1 };
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let mut server = cluster::Cluster::prepare(root.join("bench-cluster"));

@@ -40,7 +40,7 @@ impl Default for BatchLimits {
         // the byte cap keeps batches of wide rows small.
         BatchLimits {
             rows: 40_000,
-            bytes: 8 << 20,
+            bytes: 4 << 20,
         }
     }
 }
@@ -50,7 +50,14 @@ impl RowBatch {
         RowBatch {
             table,
             columns,
-            cells: Vec::with_capacity(columns * limits.rows.min(4096)),
+            // Sized once to what the limits allow, so the vector never doubles past them.
+            cells: Vec::with_capacity(
+                columns
+                    * limits
+                        .rows
+                        .min(limits.bytes / (std::mem::size_of::<Cell>() * columns.max(1)))
+                        .max(1),
+            ),
             text: String::new(),
             blobs: Vec::new(),
             source_bytes: 0,

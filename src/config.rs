@@ -91,6 +91,8 @@ pub struct ExportOptions {
     /// Heap tables larger than this are read in chunks of about this size by several
     /// workers at once (PostgreSQL 14+); `None` reads every table whole.
     pub chunk_bytes: Option<i64>,
+    /// Read only about this many bytes of each relation (a sample, for `pgmirror bench`).
+    pub sample_bytes: Option<i64>,
     /// Hide the progress bars (the summary is the caller's business).
     pub quiet: bool,
 }
@@ -105,6 +107,7 @@ impl ExportOptions {
             lock_wait_timeout: Duration::from_secs(10),
             batch: BatchLimits::default(),
             chunk_bytes: Some(DEFAULT_CHUNK_BYTES),
+            sample_bytes: None,
             quiet: true,
         }
     }

@@ -32,6 +32,7 @@ pub mod progress;
 pub mod restore;
 pub mod sink;
 pub mod source;
+pub mod tune;
 
 pub use config::{ExportOptions, TableFilter};
 pub use error::{Error, ErrorKind, Result};

@@ -264,15 +264,17 @@ async fn prepare(client: &tokio_postgres::Client, options: &ExportOptions) -> Re
         .await?;
     }
     let sizes = catalog::relation_sizes(client, &sized).await?;
-    // TID range scans, which make ctid chunks cheap, arrived in PostgreSQL 14.
-    let chunking = options
-        .chunk_bytes
-        .filter(|_| catalog.server.version_num >= 140_000)
-        .map(|chunk_bytes| plan::Chunking {
-            chunk_bytes,
-            block_size: catalog.server.block_size,
-        });
-    let plan = plan::build(&catalog, &selected, &sizes, chunking);
+    let read = plan::ReadPlan {
+        // TID range scans, which make ctid chunks cheap, arrived in PostgreSQL 14.
+        chunk_bytes: options
+            .chunk_bytes
+            .filter(|_| catalog.server.version_num >= 140_000),
+        block_size: catalog.server.block_size,
+        sample_pages: options
+            .sample_bytes
+            .map(|bytes| (bytes / catalog.server.block_size.max(1)).max(1) as u64),
+    };
+    let plan = plan::build(&catalog, &selected, &sizes, read);
     Ok((catalog, plan))
 }
 
@@ -291,7 +293,8 @@ fn run_workers(
         let _ = task_sender.send(index);
     }
     drop(task_sender);
-    let (batch_sender, batch_receiver) = crossbeam_channel::bounded::<RowBatch>(2 * jobs);
+    // Enough queued batches to keep the writer busy; each holds up to BatchLimits::bytes.
+    let (batch_sender, batch_receiver) = crossbeam_channel::bounded::<RowBatch>(jobs.max(2));
     let first_error = FirstError::default();
 
     let sink = std::thread::scope(|scope| {

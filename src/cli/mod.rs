@@ -1,5 +1,6 @@
 //! Command line: clap definitions and the glue to the library. Nothing here does real work.
 
+mod bench;
 mod csv;
 mod export;
 mod restore;
@@ -25,6 +26,7 @@ enum Command {
     Export(export::ExportArgs),
     Restore(restore::RestoreArgs),
     Csv(csv::CsvArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Where to read from.
@@ -107,6 +109,7 @@ pub fn run() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Csv(args) => csv::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

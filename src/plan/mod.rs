@@ -69,19 +69,23 @@ impl CopyTask {
     }
 }
 
-/// How big heap tables are split for parallel reading (TID range scans, PostgreSQL 14+).
+/// How relations are read.
 #[derive(Debug, Clone, Copy)]
-pub struct Chunking {
-    /// Tables larger than this are split into chunks of about this size.
-    pub chunk_bytes: i64,
+pub struct ReadPlan {
+    /// Tables larger than this are split into page chunks of about this size (needs TID
+    /// range scans, PostgreSQL 14+); `None` reads every relation whole.
+    pub chunk_bytes: Option<i64>,
+    /// Bytes per heap page.
     pub block_size: i64,
+    /// Read only the first pages of each relation (a sample, for `pgmirror bench`).
+    pub sample_pages: Option<u64>,
 }
 
 /// Page ranges `[first, end)` covering a relation of `size` bytes in chunks of about
 /// `chunk_bytes`; the last range is open-ended. One open range when no split is due.
-pub fn page_ranges(size: i64, chunking: Chunking) -> Vec<(u64, Option<u64>)> {
-    let pages = (size.max(0) / chunking.block_size.max(1)) as u64;
-    let per_chunk = (chunking.chunk_bytes / chunking.block_size.max(1)).max(1) as u64;
+pub fn page_ranges(size: i64, chunk_bytes: i64, block_size: i64) -> Vec<(u64, Option<u64>)> {
+    let pages = (size.max(0) / block_size.max(1)) as u64;
+    let per_chunk = (chunk_bytes / block_size.max(1)).max(1) as u64;
     let mut ranges = Vec::new();
     let mut first = 0;
     while pages > first + per_chunk {
@@ -90,6 +94,29 @@ pub fn page_ranges(size: i64, chunking: Chunking) -> Vec<(u64, Option<u64>)> {
     }
     ranges.push((first, None));
     ranges
+}
+
+/// The COPY tasks' page ranges for one relation; `[None]` reads it whole.
+fn relation_ranges(size: i64, read: ReadPlan) -> Vec<Option<(u64, Option<u64>)>> {
+    let size = match read.sample_pages {
+        Some(pages) => size.min(pages as i64 * read.block_size),
+        None => size,
+    };
+    let mut ranges = match read.chunk_bytes {
+        Some(chunk_bytes) if size > chunk_bytes => page_ranges(size, chunk_bytes, read.block_size),
+        _ => Vec::new(),
+    };
+    if let Some(limit) = read.sample_pages {
+        match ranges.last_mut() {
+            Some(last) => last.1 = Some(limit),
+            None => ranges.push((0, Some(limit))),
+        }
+    }
+    if ranges.is_empty() {
+        vec![None]
+    } else {
+        ranges.into_iter().map(Some).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +192,7 @@ pub fn build(
     catalog: &Catalog,
     selected: &[&Relation],
     sizes: &HashMap<u32, i64>,
-    chunking: Option<Chunking>,
+    read: ReadPlan,
 ) -> ExportPlan {
     let mut tables = Vec::new();
     let mut tasks = Vec::new();
@@ -208,13 +235,9 @@ pub fn build(
         };
         for source in sources {
             let size = sizes.get(&source.oid).copied().unwrap_or(0);
-            let ranges = match chunking {
-                Some(chunking) if size > chunking.chunk_bytes => page_ranges(size, chunking),
-                _ => Vec::new(),
-            };
-            let whole = ranges.is_empty();
-            let count = ranges.len().max(1) as i64;
-            for pages in ranges.into_iter().map(Some).chain(whole.then_some(None)) {
+            let ranges = relation_ranges(size, read);
+            let count = ranges.len() as i64;
+            for pages in ranges {
                 let filter = match pages {
                     None => String::new(),
                     Some((first, Some(end))) => {
@@ -293,19 +316,45 @@ mod tests {
 
     #[test]
     fn page_ranges_cover_the_table_and_leave_the_end_open() {
-        let chunking = Chunking {
-            chunk_bytes: 8192 * 100,
-            block_size: 8192,
-        };
+        let chunk = 8192 * 100;
         assert_eq!(
-            page_ranges(8192 * 250, chunking),
+            page_ranges(8192 * 250, chunk, 8192),
             vec![(0, Some(100)), (100, Some(200)), (200, None)]
         );
         assert_eq!(
-            page_ranges(8192 * 200, chunking),
+            page_ranges(8192 * 200, chunk, 8192),
             vec![(0, Some(100)), (100, None)]
         );
-        assert_eq!(page_ranges(8192 * 50, chunking), vec![(0, None)]);
-        assert_eq!(page_ranges(0, chunking), vec![(0, None)]);
+        assert_eq!(page_ranges(8192 * 50, chunk, 8192), vec![(0, None)]);
+        assert_eq!(page_ranges(0, chunk, 8192), vec![(0, None)]);
+    }
+
+    #[test]
+    fn samples_close_the_last_range_at_the_limit() {
+        let read = |chunk_bytes, sample_pages| ReadPlan {
+            chunk_bytes,
+            block_size: 8192,
+            sample_pages,
+        };
+        assert_eq!(
+            relation_ranges(8192 * 1000, read(Some(8192 * 100), None)).len(),
+            10
+        );
+        assert_eq!(
+            relation_ranges(8192 * 50, read(Some(8192 * 100), None)),
+            vec![None]
+        );
+        assert_eq!(
+            relation_ranges(8192 * 1000, read(Some(8192 * 100), Some(150))),
+            vec![Some((0, Some(100))), Some((100, Some(150)))]
+        );
+        assert_eq!(
+            relation_ranges(8192 * 1000, read(None, Some(150))),
+            vec![Some((0, Some(150)))]
+        );
+        assert_eq!(
+            relation_ranges(8192 * 10, read(None, Some(150))),
+            vec![Some((0, Some(150)))]
+        );
     }
 }

@@ -51,7 +51,7 @@ impl SqliteSink {
         .with_context(context)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;
-             PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -65536;
+             PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -32768;
              PRAGMA application_id = {}; PRAGMA user_version = {};",
             mirror::APPLICATION_ID,
             mirror::FORMAT_VERSION

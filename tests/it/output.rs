@@ -152,3 +152,52 @@ fn chunked_reading_of_big_and_partitioned_tables_is_exact() {
     assert_eq!(summary["rows"], 27000 + 30000);
     crate::compare::assert_mirror_matches(&db, &mirror);
 }
+
+#[test]
+fn bench_tries_each_setting_on_a_sample_and_names_the_fastest() {
+    let db = fresh_db("tune");
+    db.execute(
+        "CREATE TABLE big (id bigint, payload text); INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 40000) g;
+         CREATE TABLE small (id int); INSERT INTO small VALUES (1);",
+    );
+    let result = pgmirror(&[
+        "bench",
+        "--json",
+        "--source",
+        &db.url,
+        "--tables",
+        "1",
+        "--sample-size",
+        "1MB",
+        "--jobs",
+        "1,2",
+        "--chunk-size",
+        "256kB",
+        "--batch-rows",
+        "500",
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(report["tables"], serde_json::json!(["public.big"]));
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2);
+    // 1MB of a ~3MB table: the sample stops at the first 128 pages, not at the whole table.
+    for trial in trials {
+        let rows = trial["rows"].as_u64().unwrap();
+        assert!(rows > 1000 && rows < 40000, "{trial}");
+    }
+    let best = report["best"]["rows_per_second"].as_f64().unwrap();
+    assert!(trials
+        .iter()
+        .all(|t| t["rows_per_second"].as_f64().unwrap() <= best));
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pgmirror-bench-"))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
+}
