@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::compress::{open_input, Output};
-use crate::convert::{write_pg_text, Codec};
+use crate::convert::write_pg_text;
 use crate::error::{Context, Error, Result};
 use crate::mirror::Mirror;
 use crate::pg::{qualified, quote_ident, quote_list, ConnectionSpec};
@@ -129,22 +129,7 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
         .iter()
         .find(|t| t.sqlite_name == wanted || t.display_name() == wanted)
         .ok_or_else(|| Error::usage(format!("mirror {} has no table {wanted:?}", mirror.path)))?;
-    // Generated columns are left out: the server computes them on import.
-    let columns: Vec<(&str, Codec)> = table
-        .columns
-        .iter()
-        .filter(|c| c.generated.is_empty())
-        .map(|c| {
-            Codec::from_name(&c.codec)
-                .map(|codec| (c.name.as_str(), codec))
-                .ok_or_else(|| {
-                    Error::unsupported(
-                        format!("table {}, column {:?}", table.display_name(), c.name),
-                        format!("unknown codec {:?}", c.codec),
-                    )
-                })
-        })
-        .collect::<Result<_>>()?;
+    let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
     let destination = output.name().to_owned();
@@ -256,20 +241,7 @@ pub fn import(options: &CsvImportOptions) -> Result<CsvSummary> {
             .await
             .context("starting the import transaction")?;
         let result = import_in_transaction(&client, options, &header, header_bytes, &mut input).await;
-        match result {
-            Ok(summary) => {
-                crate::pipeline::check_stop()?;
-                client
-                    .batch_execute("COMMIT")
-                    .await
-                    .context("committing the import")?;
-                Ok(summary)
-            }
-            Err(error) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                Err(error)
-            }
-        }
+        crate::pg::finish_transaction(&client, result, "the import").await
     })
 }
 

@@ -56,6 +56,25 @@ impl MirrorTable {
     pub fn display_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+
+    /// The columns whose values go back into PostgreSQL, with their codecs. Generated
+    /// columns are left out: the server computes them.
+    pub fn loadable_columns(&self) -> Result<Vec<(&str, crate::convert::Codec)>> {
+        self.columns
+            .iter()
+            .filter(|c| c.generated.is_empty())
+            .map(|c| {
+                crate::convert::Codec::from_name(&c.codec)
+                    .map(|codec| (c.name.as_str(), codec))
+                    .ok_or_else(|| {
+                        Error::unsupported(
+                            format!("table {}, column {:?}", self.display_name(), c.name),
+                            format!("unknown codec {:?} in the mirror", c.codec),
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -29,3 +29,27 @@ pub fn qualified(schema: &str, name: &str) -> String {
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
+
+/// Ends a transaction by its outcome: COMMIT on success (unless a stop was requested), an
+/// explicit ROLLBACK on failure. `what` names the work in messages ("the restore").
+pub async fn finish_transaction<T>(
+    client: &tokio_postgres::Client,
+    outcome: crate::error::Result<T>,
+    what: &str,
+) -> crate::error::Result<T> {
+    use crate::error::Context;
+    match outcome.and_then(|done| crate::pipeline::check_stop().map(|_| done)) {
+        Ok(done) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .with_context(|| format!("committing {what}"))?;
+            Ok(done)
+        }
+        Err(error) => {
+            // Dropping the connection would roll back too; say it explicitly.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(error)
+        }
+    }
+}

@@ -8,8 +8,8 @@ use tokio_postgres::Client;
 
 use super::target::TargetTable;
 use super::RestoreMode;
-use crate::convert::{write_copy_text, Codec};
-use crate::error::{Context, Error, Result};
+use crate::convert::write_copy_text;
+use crate::error::{Context, Result};
 use crate::mirror::{Mirror, MirrorTable};
 use crate::pg::{qualified, quote_ident, quote_list};
 use crate::progress::Progress;
@@ -29,22 +29,7 @@ pub async fn load_table(
 ) -> Result<u64> {
     let name = table.display_name();
     let destination = qualified(&table.schema, &table.name);
-    // Generated columns are the server's to compute.
-    let columns: Vec<(&str, Codec)> = table
-        .columns
-        .iter()
-        .filter(|c| c.generated.is_empty())
-        .map(|c| {
-            Codec::from_name(&c.codec)
-                .map(|codec| (c.name.as_str(), codec))
-                .ok_or_else(|| {
-                    Error::unsupported(
-                        format!("table {name}, column {:?}", c.name),
-                        format!("unknown codec {:?} in the mirror", c.codec),
-                    )
-                })
-        })
-        .collect::<Result<_>>()?;
+    let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
     let column_list = quote_list(&names);
     let copy_into = copy_destination(client, &destination, &name, mode).await?;

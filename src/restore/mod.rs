@@ -102,21 +102,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
             .await
             .context("starting the restore transaction")?;
         let outcome = run(&client, &mirror, &selected, options, &progress).await;
-        match outcome {
-            Ok(done) => {
-                crate::pipeline::check_stop()?;
-                client
-                    .batch_execute("COMMIT")
-                    .await
-                    .context("committing the restore")?;
-                Ok(done)
-            }
-            Err(error) => {
-                // Dropping the connection would roll back too; say it explicitly.
-                let _ = client.batch_execute("ROLLBACK").await;
-                Err(error)
-            }
-        }
+        crate::pg::finish_transaction(&client, outcome, "the restore").await
     });
     progress.finish();
     let (tables, sequences) = result?;
