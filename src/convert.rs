@@ -261,6 +261,29 @@ fn element_value(element: Scalar, bytes: Option<&[u8]>) -> Result<ElementValue<'
 /// any other shape becomes PostgreSQL's array literal, which never parses as JSON.
 fn write_array(out: &mut String, element: Scalar, bytes: &[u8]) -> Result<(), CopyError> {
     let array = types::parse_array(bytes)?;
+    if let ([(_, 1)], Scalar::Int2 | Scalar::Int4 | Scalar::Int8 | Scalar::Oid) = (array.dims.as_slice(), element) {
+        // The common integer array, written straight into the output: no value per element.
+        out.push('[');
+        for (i, value) in array.elements.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match value {
+                None => out.push_str("null"),
+                Some(bytes) => {
+                    let number = match element {
+                        Scalar::Int2 => types::int2(bytes)?,
+                        Scalar::Int4 => types::int4(bytes)?,
+                        Scalar::Oid => types::oid(bytes)?,
+                        _ => types::int8(bytes)?,
+                    };
+                    let _ = write!(out, "{number}");
+                }
+            }
+        }
+        out.push(']');
+        return Ok(());
+    }
     let scalars = array
         .elements
         .iter()

@@ -154,9 +154,9 @@ pub fn write_numeric(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
     if weight < 0 {
         out.push('0');
     } else {
-        let _ = write!(out, "{}", digit(0)?);
+        push_padded(out, digit(0)? as u64, 1);
         for index in 1..=weight {
-            let _ = write!(out, "{:04}", digit(index)?);
+            push_padded(out, digit(index)? as u64, 4);
         }
     }
     if dscale > 0 {
@@ -164,9 +164,10 @@ pub fn write_numeric(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
         let mut written = 0;
         let mut index = weight + 1;
         while written < dscale {
-            let group = format!("{:04}", digit(index)?);
+            let start = out.len();
+            push_padded(out, digit(index)? as u64, 4);
             let take = (dscale - written).min(4);
-            out.push_str(&group[..take]);
+            out.truncate(start + take);
             written += take;
             index += 1;
         }
@@ -213,6 +214,7 @@ fn push_two(out: &mut String, value: u64) {
 /// Appends `value` zero-padded to at least `width` digits.
 fn push_padded(out: &mut String, value: u64, width: usize) {
     match (value, width) {
+        (0..=9, 1) => out.push((b'0' + value as u8) as char),
         (0..=99, 2) => push_two(out, value),
         (0..=9999, 4) => {
             push_two(out, value / 100);
