@@ -378,6 +378,7 @@ fn pgmirror_export(url: &str, mirror: &Path, jobs: usize) -> Measure {
 }
 
 fn child_export(args: &[String]) {
+    pgmirror::sink::disable_memory_statistics();
     let source = pgmirror::pg::ConnectionSpec::parse(&args[0]).expect("source");
     let mut options = pgmirror::ExportOptions::new(source, PathBuf::from(&args[1]));
     options.jobs = args[2].parse().expect("jobs");

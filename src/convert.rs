@@ -261,7 +261,9 @@ fn element_value(element: Scalar, bytes: Option<&[u8]>) -> Result<ElementValue<'
 /// any other shape becomes PostgreSQL's array literal, which never parses as JSON.
 fn write_array(out: &mut String, element: Scalar, bytes: &[u8]) -> Result<(), CopyError> {
     let array = types::parse_array(bytes)?;
-    if let ([(_, 1)], Scalar::Int2 | Scalar::Int4 | Scalar::Int8 | Scalar::Oid) = (array.dims.as_slice(), element) {
+    if let ([(_, 1)], Scalar::Int2 | Scalar::Int4 | Scalar::Int8 | Scalar::Oid) =
+        (array.dims.as_slice(), element)
+    {
         // The common integer array, written straight into the output: no value per element.
         out.push('[');
         for (i, value) in array.elements.iter().enumerate() {

@@ -4,6 +4,7 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     install_stop_handler();
+    pgmirror::sink::disable_memory_statistics();
     cli::run()
 }
 
