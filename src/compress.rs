@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Context, Result};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_LEVEL: i32 = 3;
 
 /// Whether the file starts with zstd's magic number.
@@ -22,7 +23,7 @@ pub fn is_zstd(path: &Path) -> Result<bool> {
     Ok(read == 4 && magic == ZSTD_MAGIC)
 }
 
-/// Opens `-` (stdin) or a file, decompressing zstd.
+/// Opens `-` (stdin) or a file, decompressing zstd and gzip.
 pub fn open_input(path: &str) -> Result<Box<dyn Read>> {
     let raw: Box<dyn Read> = if path == "-" {
         Box::new(io::stdin().lock())
@@ -34,6 +35,8 @@ pub fn open_input(path: &str) -> Result<Box<dyn Read>> {
     if head.starts_with(&ZSTD_MAGIC) {
         let decoder = zstd::Decoder::with_buffer(reader).with_context(|| format!("decompressing {path}"))?;
         Ok(Box::new(decoder))
+    } else if head.starts_with(&GZIP_MAGIC) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(reader)))
     } else {
         Ok(Box::new(reader))
     }

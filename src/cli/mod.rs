@@ -2,6 +2,7 @@
 
 mod bench;
 mod csv;
+mod dump;
 mod export;
 mod restore;
 
@@ -27,6 +28,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     Csv(csv::CsvArgs),
     Bench(bench::BenchArgs),
+    Dump(dump::DumpArgs),
+    Verify(dump::VerifyArgs),
 }
 
 /// Where to read from.
@@ -110,6 +113,8 @@ pub fn run() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::Csv(args) => csv::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dump(args) => dump::run_dump(args),
+        Command::Verify(args) => dump::run_verify(args),
     };
     match result {
         Ok(code) => code,

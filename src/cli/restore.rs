@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use pgmirror::archive::{self, ArchiveFormat, ArchiveRestoreOptions, FileKind};
 use pgmirror::pg::ConnectionSpec;
 use pgmirror::restore::{RestoreMode, RestoreOptions};
 use pgmirror::TableFilter;
 
 use super::{print_stdout, ReportArgs};
 
-/// Put tables from a mirror back into PostgreSQL, exactly.
+/// Put tables from a mirror (or a pg_dump archive) back into PostgreSQL, exactly.
 ///
 /// Every value is converted back with the PostgreSQL type the mirror recorded and loaded
 /// with COPY. The whole restore is one transaction: on any error nothing changes in the
@@ -20,6 +21,10 @@ use super::{print_stdout, ReportArgs};
 /// values, so the application's next INSERT does not collide. Generated columns are left
 /// to the server. Before anything is written, the target's columns are compared with the
 /// mirror's and every difference is listed.
+///
+/// Given a pg_dump archive (custom, directory, tar, or plain SQL, possibly .zst/.gz),
+/// restore runs pg_restore (or psql for plain SQL) with the same version checks; one
+/// --table into an existing table replaces that table's rows.
 ///
 /// Examples:
 ///   pgmirror restore --from backup.db --target postgres://app@localhost/prompts --table Users
@@ -43,10 +48,26 @@ pub struct RestoreArgs {
     /// replace: empty each table first; append: add the rows; upsert: insert or update by primary key.
     #[arg(long, value_enum, default_value_t = ModeArg::Replace)]
     mode: ModeArg,
-    /// Create tables missing in the target from the mirror's definitions (enum and domain
-    /// types must exist already).
+    /// Mirrors: create tables missing in the target from the mirror's definitions (enum and
+    /// domain types must exist already). Archives: create the database named in the archive
+    /// (--target then names the database to connect to first, e.g. postgres).
     #[arg(long)]
     create: bool,
+    /// Archives only: restore only the definitions.
+    #[arg(long)]
+    schema_only: bool,
+    /// Archives only: restore only the rows.
+    #[arg(long)]
+    data_only: bool,
+    /// Archives only: drop objects before recreating them.
+    #[arg(long)]
+    clean: bool,
+    /// Archives only: parallel pg_restore workers (gives up the single transaction).
+    #[arg(long, short, value_name = "N")]
+    jobs: Option<usize>,
+    /// Archives only: directory holding pg_restore and psql.
+    #[arg(long, value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -69,6 +90,25 @@ impl From<ModeArg> for RestoreMode {
 }
 
 pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    if !args.from.exists() {
+        anyhow::bail!("{} does not exist", args.from.display());
+    }
+    if let FileKind::Archive(format) = archive::detect(&args.from)? {
+        return run_archive(args, format);
+    }
+    let archive_only = [
+        ("--schema-only", args.schema_only),
+        ("--data-only", args.data_only),
+        ("--clean", args.clean),
+        ("--jobs", args.jobs.is_some()),
+        ("--pg-bin", args.pg_bin.is_some()),
+    ];
+    if let Some((flag, _)) = archive_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} applies to pg_dump archives; {} is a pgmirror mirror",
+            args.from.display()
+        );
+    }
     let options = RestoreOptions {
         from: args.from,
         target: ConnectionSpec::parse(&args.target)?,
@@ -86,6 +126,38 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             eprintln!("sequence {sequence}");
         }
         eprintln!("{}", summary.line());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_archive(args: RestoreArgs, format: ArchiveFormat) -> anyhow::Result<ExitCode> {
+    if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) {
+        anyhow::bail!(
+            "--schema and --mode apply to mirrors; {} is a pg_dump archive",
+            args.from.display()
+        );
+    }
+    let options = ArchiveRestoreOptions {
+        from: args.from,
+        format,
+        target: ConnectionSpec::parse(&args.target)?,
+        tables: args.table,
+        schema_only: args.schema_only,
+        data_only: args.data_only,
+        clean: args.clean,
+        create: args.create,
+        jobs: args.jobs,
+        pg_bin: args.pg_bin,
+    };
+    let summary = archive::restore_archive(&options).context("restore failed")?;
+    if args.report.json {
+        print_stdout(&serde_json::to_string_pretty(&summary)?)?;
+    }
+    if !args.report.quiet {
+        eprintln!(
+            "restored {} ({:?} archive) into {} in {:.2} s",
+            summary.from, summary.format, summary.target, summary.seconds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

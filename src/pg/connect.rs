@@ -31,6 +31,8 @@ pub enum TlsMode {
 pub struct ConnectionSpec {
     config: tokio_postgres::Config,
     tls: TlsMode,
+    /// libpq's sslmode as given (verify-ca and verify-full are one TlsMode).
+    sslmode: String,
 }
 
 /// Settings pinned on every connection so values are decoded the same way everywhere.
@@ -101,7 +103,7 @@ impl ConnectionSpec {
             TlsMode::Encrypt { required: false } => SslMode::Prefer,
             _ => SslMode::Require,
         });
-        Ok(ConnectionSpec { config, tls })
+        Ok(ConnectionSpec { config, tls, sslmode })
     }
 
     /// `user@host:port/database`: what may be shown anywhere. Never the password.
@@ -127,6 +129,48 @@ impl ConnectionSpec {
 
     pub fn tls_mode(&self) -> &TlsMode {
         &self.tls
+    }
+
+    /// The connection as libpq environment variables, for the PostgreSQL programs pgmirror
+    /// starts: the password travels in the child's environment, never in its argv.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(name)) => env.push(("PGHOST", name.clone())),
+            Some(Host::Unix(path)) => env.push(("PGHOST", path.display().to_string())),
+            None => {}
+        }
+        if let Some(port) = self.config.get_ports().first() {
+            env.push(("PGPORT", port.to_string()));
+        }
+        if let Some(user) = self.config.get_user() {
+            env.push(("PGUSER", user.to_owned()));
+        }
+        if let Some(dbname) = self.config.get_dbname() {
+            env.push(("PGDATABASE", dbname.to_owned()));
+        }
+        if let Some(password) = self.config.get_password() {
+            env.push(("PGPASSWORD", String::from_utf8_lossy(password).into_owned()));
+        }
+        env.push(("PGSSLMODE", self.sslmode.clone()));
+        if let TlsMode::Verify {
+            root_cert: Some(path),
+        } = &self.tls
+        {
+            env.push(("PGSSLROOTCERT", path.display().to_string()));
+        }
+        if let Some(timeout) = self.config.get_connect_timeout() {
+            env.push(("PGCONNECT_TIMEOUT", timeout.as_secs().max(1).to_string()));
+        }
+        env.push(("PGAPPNAME", "pgmirror".to_owned()));
+        env
+    }
+
+    /// The same connection with another database name (for `--create` restores).
+    pub fn with_database(&self, database: &str) -> ConnectionSpec {
+        let mut other = self.clone();
+        other.config.dbname(database);
+        other
     }
 
     /// Connects, spawns the connection task on the current tokio runtime and pins the

@@ -1,5 +1,6 @@
 //! Integration tests against a real PostgreSQL (see support.rs for the throwaway cluster).
 
+mod archive;
 mod cluster;
 mod compare;
 mod connection;

@@ -1,0 +1,229 @@
+//! The manifest written beside each archive, and verification against it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{tools, ArchiveFormat, FileKind};
+use crate::error::{Context, Error, Result};
+
+/// pg_dump ends every complete plain dump with this line.
+pub const PLAIN_END_MARKER: &str = "-- PostgreSQL database dump complete";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub file: String,
+    pub format: ArchiveFormat,
+    pub compression: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub database: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub created: String,
+    pub duration_seconds: f64,
+    pub tables: Vec<String>,
+    pub verified: bool,
+    pub verify_method: String,
+}
+
+pub fn manifest_path(archive: &Path) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(".manifest.json");
+    PathBuf::from(name)
+}
+
+/// sha256 and size of a file, or of a directory's files in name order.
+pub fn checksum(path: &Path) -> Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut files = if path.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        names
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files.drain(..) {
+        if path.is_dir() {
+            hasher.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        }
+        let mut reader = File::open(&file).with_context(|| format!("reading {}", file.display()))?;
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let read = reader
+                .read(&mut buffer)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            size += read as u64;
+        }
+    }
+    let digest = hasher.finalize();
+    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
+
+/// Checks that an archive is readable to its end. Returns the tables it holds data for.
+pub fn structural_check(
+    path: &Path,
+    format: ArchiveFormat,
+    pg_restore_major: u32,
+    pg_bin: Option<&Path>,
+) -> Result<Vec<String>> {
+    match format {
+        ArchiveFormat::Plain => {
+            let reader = crate::compress::open_input(&path.display().to_string())?;
+            let mut tables = Vec::new();
+            // The marker is followed only by comment dashes, blank lines and (since the 2025
+            // minor releases) psql's `\unrestrict KEY`.
+            let mut complete = false;
+            for line in BufReader::new(reader).lines() {
+                let line = line.with_context(|| format!("reading {} to its end", path.display()))?;
+                if let Some(rest) = line.strip_prefix("COPY ") {
+                    tables.push(rest.split(" (").next().unwrap_or(rest).to_owned());
+                }
+                if line == PLAIN_END_MARKER {
+                    complete = true;
+                } else if !line.is_empty() && line != "--" && !line.starts_with("\\unrestrict ") {
+                    complete = false;
+                }
+            }
+            if !complete {
+                return Err(Error::unsupported(
+                    format!("checking {}", path.display()),
+                    format!("the dump does not end with {PLAIN_END_MARKER:?}: it is truncated"),
+                ));
+            }
+            Ok(tables)
+        }
+        _ => {
+            let pg_restore = tools::find("pg_restore", pg_restore_major, pg_bin)?;
+            let mut command = std::process::Command::new(&pg_restore.path);
+            command.arg("--list").arg(path);
+            let listing = tools::run(command, &format!("pg_restore --list {}", path.display()))?;
+            Ok(String::from_utf8_lossy(&listing)
+                .lines()
+                .filter(|l| !l.starts_with(';') && l.contains(" TABLE DATA "))
+                .filter_map(|l| {
+                    let after = l.split(" TABLE DATA ").nth(1)?;
+                    let mut words = after.split_whitespace();
+                    Some(format!("{}.{}", words.next()?, words.next()?))
+                })
+                .collect())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub file: String,
+    pub kind: String,
+    pub problems: Vec<String>,
+}
+
+/// Verifies an archive against its manifest and structurally, or a mirror's integrity and
+/// row counts. Problems are listed, not raised: an unreadable file is a finding.
+pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
+    if !path.exists() {
+        return Err(Error::usage(format!("{} does not exist", path.display())));
+    }
+    let kind = super::detect(path)?;
+    let mut problems = Vec::new();
+    match kind {
+        FileKind::Mirror => verify_mirror(path, &mut problems),
+        FileKind::Archive(detected) => {
+            let manifest_file = manifest_path(path);
+            let manifest: Option<Manifest> = match std::fs::read(&manifest_file) {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(manifest) => Some(manifest),
+                    Err(e) => {
+                        problems.push(format!("manifest {} is unreadable: {e}", manifest_file.display()));
+                        None
+                    }
+                },
+                Err(_) => {
+                    problems.push(format!(
+                        "no manifest {} beside the archive",
+                        manifest_file.display()
+                    ));
+                    None
+                }
+            };
+            let format = manifest.as_ref().map_or(detected, |m| m.format);
+            if let Some(manifest) = &manifest {
+                match checksum(path) {
+                    Ok((sha256, size)) => {
+                        if size != manifest.size_bytes {
+                            problems.push(format!(
+                                "size is {size} bytes, the manifest says {}",
+                                manifest.size_bytes
+                            ));
+                        }
+                        if sha256 != manifest.sha256 {
+                            problems.push(format!(
+                                "sha256 is {sha256}, the manifest says {}",
+                                manifest.sha256
+                            ));
+                        }
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            let needed = manifest
+                .as_ref()
+                .and_then(|m| tools::parse_major(&m.pg_dump_version))
+                .unwrap_or(0);
+            if let Err(e) = structural_check(path, format, needed, pg_bin) {
+                problems.push(e.to_string());
+            }
+        }
+    }
+    Ok(VerifyReport {
+        file: path.display().to_string(),
+        kind: match kind {
+            FileKind::Mirror => "mirror".into(),
+            FileKind::Archive(format) => format!("{format:?} archive").to_lowercase(),
+        },
+        problems,
+    })
+}
+
+fn verify_mirror(path: &Path, problems: &mut Vec<String>) {
+    let mirror = match crate::mirror::Mirror::open(path) {
+        Ok(mirror) => mirror,
+        Err(e) => {
+            problems.push(e.to_string());
+            return;
+        }
+    };
+    match mirror
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+    {
+        Ok(result) if result == "ok" => {}
+        Ok(result) => problems.push(format!("integrity_check: {result}")),
+        Err(e) => problems.push(format!("integrity_check failed: {e}")),
+    }
+    for table in &mirror.tables {
+        let sql = format!(
+            "SELECT count(*) FROM {}",
+            crate::pg::quote_ident(&table.sqlite_name)
+        );
+        match mirror.conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(count) if count == table.row_count => {}
+            Ok(count) => problems.push(format!(
+                "table {:?} holds {count} rows, the metadata says {}",
+                table.sqlite_name, table.row_count
+            )),
+            Err(e) => problems.push(format!("table {:?} is unreadable: {e}", table.sqlite_name)),
+        }
+    }
+}

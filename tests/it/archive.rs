@@ -1,0 +1,296 @@
+//! Native archives: pg_dump/pg_restore wrapped, verified and version-checked.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::support::{copy_schema, fresh_db, pgmirror, table_digests, temp_dir, TestDb};
+
+fn types_db(name: &str) -> TestDb {
+    let db = fresh_db(name);
+    db.psql_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/types.sql"));
+    db
+}
+
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let output = pgmirror(args);
+    assert!(
+        output.status.success(),
+        "pgmirror {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn single_file(dir: &Path, suffix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+#[test]
+fn custom_dump_restores_into_a_new_database_identically() {
+    let source = types_db("archive_source");
+    let dir = temp_dir();
+    run_ok(&[
+        "dump",
+        "--quiet",
+        "--source",
+        &source.url,
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let archive = single_file(dir.path(), ".backup");
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("archive_source_") && name.len() == "archive_source_YYYYmmdd_HHMMSS.backup".len(),
+        "{name}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", archive.display())).unwrap())
+            .unwrap();
+    assert_eq!(manifest["format"], "custom");
+    assert_eq!(manifest["size_bytes"], std::fs::metadata(&archive).unwrap().len());
+    assert!(
+        manifest["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "public.every_type"),
+        "{manifest}"
+    );
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    run_ok(&["verify", archive.to_str().unwrap()]);
+
+    let target = fresh_db("archive_target");
+    run_ok(&[
+        "restore",
+        "--quiet",
+        "--from",
+        archive.to_str().unwrap(),
+        "--target",
+        &target.url,
+    ]);
+    assert_eq!(table_digests(&target), table_digests(&source));
+}
+
+#[test]
+fn one_table_restore_replaces_only_that_tables_rows() {
+    let source = fresh_db("archive_table_source");
+    source.execute(
+        "CREATE TABLE \"Users\" (id int PRIMARY KEY, name text); INSERT INTO \"Users\" VALUES (1, 'ann'), (2, 'bob');
+         CREATE TABLE other (id int); INSERT INTO other VALUES (1);",
+    );
+    let dir = temp_dir();
+    let archive = dir.path().join("db.backup");
+    run_ok(&[
+        "dump",
+        "--quiet",
+        "--source",
+        &source.url,
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    let target = fresh_db("archive_table_target");
+    copy_schema(&source, &target);
+    target
+        .execute("INSERT INTO \"Users\" VALUES (1, 'changed'), (3, 'extra'); INSERT INTO other VALUES (42)");
+    run_ok(&[
+        "restore",
+        "--quiet",
+        "--from",
+        archive.to_str().unwrap(),
+        "--target",
+        &target.url,
+        "--table",
+        "Users",
+    ]);
+    assert_eq!(
+        target.query("SELECT id, name FROM \"Users\" ORDER BY id"),
+        source.query("SELECT id, name FROM \"Users\" ORDER BY id")
+    );
+    assert_eq!(
+        target.query("SELECT id FROM other"),
+        vec![vec![Some("42".into())]],
+        "other tables untouched"
+    );
+}
+
+#[test]
+fn plain_zstd_dump_round_trips() {
+    let source = types_db("archive_plain_source");
+    let dir = temp_dir();
+    let archive = dir.path().join("db.sql.zst");
+    run_ok(&[
+        "dump",
+        "--quiet",
+        "--source",
+        &source.url,
+        "--output",
+        archive.to_str().unwrap(),
+        "--format",
+        "plain",
+        "--compress",
+        "zstd:5",
+    ]);
+    assert_eq!(
+        &std::fs::read(&archive).unwrap()[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "zstd-compressed"
+    );
+    run_ok(&["verify", archive.to_str().unwrap()]);
+    let target = fresh_db("archive_plain_target");
+    run_ok(&[
+        "restore",
+        "--quiet",
+        "--from",
+        archive.to_str().unwrap(),
+        "--target",
+        &target.url,
+    ]);
+    assert_eq!(table_digests(&target), table_digests(&source));
+}
+
+#[test]
+fn truncated_or_altered_archives_fail_verify() {
+    let source = types_db("archive_verify");
+    let dir = temp_dir();
+    let archive = dir.path().join("db.backup");
+    run_ok(&[
+        "dump",
+        "--quiet",
+        "--source",
+        &source.url,
+        "--output",
+        archive.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&archive).unwrap();
+    let manifest = std::fs::read(format!("{}.manifest.json", archive.display())).unwrap();
+    let truncated = dir.path().join("truncated.backup");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let mut flipped_bytes = bytes.clone();
+    let middle = flipped_bytes.len() / 2;
+    flipped_bytes[middle] ^= 0x40;
+    let flipped = dir.path().join("flipped.backup");
+    std::fs::write(&flipped, &flipped_bytes).unwrap();
+    for (file, needle) in [(&truncated, "size is"), (&flipped, "sha256 is")] {
+        std::fs::write(format!("{}.manifest.json", file.display()), &manifest).unwrap();
+        let output = pgmirror(&["verify", file.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(needle), "{stdout}");
+    }
+    let usage = pgmirror(&["verify", "/nonexistent/archive.backup"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+fn fake_pg_dump(dir: &Path, version: &str, body: &str) -> String {
+    let script = dir.join("pg_dump");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'pg_dump (PostgreSQL) {version}'; exit 0; fi\n{body}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn an_old_pg_dump_first_on_path_is_refused_naming_both_versions() {
+    let source = fresh_db("archive_old_pg_dump");
+    let dir = temp_dir();
+    let path = fake_pg_dump(dir.path(), "9.6.24", "exit 1");
+    let out = dir.path().join("out");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(["dump", "--source", &source.url, "--dir", out.to_str().unwrap()])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("version 9.6, older than the server's 15"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--pg-bin") || stderr.contains("postgresql-client-15"),
+        "{stderr}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn the_password_travels_in_the_environment_never_in_argv() {
+    let db = fresh_db("archive_password");
+    db.execute(
+        "DROP ROLE IF EXISTS dump_user; CREATE ROLE dump_user LOGIN SUPERUSER PASSWORD 'Pa55-in-env-only'",
+    );
+    let port = db.scalar("SELECT current_setting('port')");
+    let dir = temp_dir();
+    let record = dir.path().join("record");
+    std::fs::create_dir(&record).unwrap();
+    let path = fake_pg_dump(
+        dir.path(),
+        "15.99",
+        &format!(
+            "echo \"$@\" > '{0}/argv'; env > '{0}/env'; echo 'pg_dump: error: simulated failure' >&2; exit 1",
+            record.display()
+        ),
+    );
+    let out = dir.path().join("out");
+    let source =
+        format!("postgres://dump_user:Pa55-in-env-only@127.0.0.1:{port}/archive_password?sslmode=disable");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(["dump", "--source", &source, "--dir", out.to_str().unwrap()])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("simulated failure"),
+        "pg_dump's stderr is in the error: {stderr}"
+    );
+    assert!(!stderr.contains("Pa55-in-env-only"));
+    let argv = std::fs::read_to_string(record.join("argv")).unwrap();
+    assert!(!argv.contains("Pa55-in-env-only"), "argv: {argv}");
+    assert!(argv.contains("--format=custom"), "argv: {argv}");
+    let env = std::fs::read_to_string(record.join("env")).unwrap();
+    assert!(
+        env.lines().any(|l| l == "PGPASSWORD=Pa55-in-env-only"),
+        "the password is passed in the environment"
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn a_failing_pg_dump_leaves_no_file() {
+    let source = fresh_db("archive_missing_table");
+    source.execute("CREATE TABLE present (id int)");
+    let dir = temp_dir();
+    let output = pgmirror(&[
+        "dump",
+        "--source",
+        &source.url,
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--table",
+        "absent",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no matching tables were found"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+}
