@@ -294,3 +294,40 @@ fn a_failing_pg_dump_leaves_no_file() {
         "nothing left behind"
     );
 }
+
+#[test]
+fn directory_and_tar_formats_round_trip() {
+    let source = types_db("archive_formats_source");
+    let dir = temp_dir();
+    for (format, name, extra) in [
+        ("directory", "db.dir", vec!["--jobs", "2"]),
+        ("tar", "db.tar", vec![]),
+    ] {
+        let archive = dir.path().join(name);
+        let mut args = vec![
+            "dump",
+            "--quiet",
+            "--source",
+            &source.url,
+            "--output",
+            archive.to_str().unwrap(),
+            "--format",
+            format,
+        ];
+        args.extend(extra.iter().copied());
+        run_ok(&args);
+        run_ok(&["verify", archive.to_str().unwrap()]);
+        let target = fresh_db(&format!("archive_formats_{format}"));
+        let mut args = vec![
+            "restore",
+            "--quiet",
+            "--from",
+            archive.to_str().unwrap(),
+            "--target",
+            &target.url,
+        ];
+        args.extend(extra.iter().copied());
+        run_ok(&args);
+        assert_eq!(table_digests(&target), table_digests(&source), "{format}");
+    }
+}
