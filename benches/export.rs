@@ -560,6 +560,7 @@ fn restore_pair(conninfo: &str, dataset: &Dataset, mirror: &Path, out: &Path) ->
         filter: pgmirror::TableFilter::default(),
         mode: pgmirror::restore::RestoreMode::Replace,
         create: false,
+        force: false,
         quiet: true,
     };
     let started = Instant::now();

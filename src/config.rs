@@ -93,6 +93,7 @@ pub struct ExportOptions {
     pub chunk_bytes: Option<i64>,
     /// Read only about this many bytes of each relation (a sample, for `pgmirror bench`).
     pub sample_bytes: Option<i64>,
+    pub curation: Curation,
     /// Hide the progress bars (the summary is the caller's business).
     pub quiet: bool,
 }
@@ -108,6 +109,7 @@ impl ExportOptions {
             batch: BatchLimits::default(),
             chunk_bytes: Some(DEFAULT_CHUNK_BYTES),
             sample_bytes: None,
+            curation: Curation::default(),
             quiet: true,
         }
     }
@@ -139,6 +141,164 @@ mod tests {
         assert_eq!(
             filter.unmatched(relations.iter().copied()),
             vec!["--table audit.*".to_string()]
+        );
+    }
+}
+
+/// What a redacted column holds in the mirror.
+#[derive(Clone, Default)]
+pub enum RedactWith {
+    /// NULL in every row.
+    #[default]
+    Null,
+    /// HMAC-SHA256 of the value's text under a secret key, hex: equal values stay equal,
+    /// so joins still work, and nobody without the key can test a guess.
+    Hash { key: Vec<u8> },
+}
+
+impl std::fmt::Debug for RedactWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.write_str(match self {
+            RedactWith::Null => "Null",
+            RedactWith::Hash { .. } => "Hash",
+        })
+    }
+}
+
+/// A curated export: row filters, column exclusions and redactions, queries and views as
+/// tables. Table names are as written (case-sensitive), optionally `schema.table`.
+#[derive(Debug, Clone, Default)]
+pub struct Curation {
+    /// (table, PostgreSQL boolean expression)
+    pub wheres: Vec<(String, String)>,
+    /// (table, column)
+    pub excluded_columns: Vec<(String, String)>,
+    /// (table, column)
+    pub redacted_columns: Vec<(String, String)>,
+    pub redact_with: RedactWith,
+    /// (table name in the mirror, SELECT statement)
+    pub queries: Vec<(String, String)>,
+    pub include_views: Vec<String>,
+}
+
+impl Curation {
+    pub fn is_empty(&self) -> bool {
+        self.wheres.is_empty()
+            && self.excluded_columns.is_empty()
+            && self.redacted_columns.is_empty()
+            && self.queries.is_empty()
+            && self.include_views.is_empty()
+    }
+
+    /// `TABLE:CONDITION`, as `--where` takes it.
+    pub fn parse_where(text: &str) -> Result<(String, String)> {
+        match text.split_once(':') {
+            Some((table, condition)) if !table.trim().is_empty() && !condition.trim().is_empty() => {
+                Ok((table.trim().to_owned(), condition.trim().to_owned()))
+            }
+            _ => Err(Error::usage(format!(
+                "--where {text:?}: expected TABLE:CONDITION"
+            ))),
+        }
+    }
+
+    /// `TABLE.COLUMN` (the last dot separates the column), as `--exclude-column` and
+    /// `--redact` take it.
+    pub fn parse_column(option: &str, text: &str) -> Result<(String, String)> {
+        match text.rsplit_once('.') {
+            Some((table, column)) if !table.is_empty() && !column.is_empty() => {
+                Ok((table.to_owned(), column.to_owned()))
+            }
+            _ => Err(Error::usage(format!("{option} {text:?}: expected TABLE.COLUMN"))),
+        }
+    }
+
+    /// `NAME=SELECT ...`, as `--query` takes it.
+    pub fn parse_query(text: &str) -> Result<(String, String)> {
+        match text.split_once('=') {
+            Some((name, sql)) if !name.trim().is_empty() && !sql.trim().is_empty() => {
+                Ok((name.trim().to_owned(), sql.trim().to_owned()))
+            }
+            _ => Err(Error::usage(format!(
+                "--query {text:?}: expected NAME=SELECT ..."
+            ))),
+        }
+    }
+}
+
+/// A `--profile` TOML file: what a curated export takes, so a nightly export is one line.
+///
+/// ```toml
+/// tables = ["Prompts", "WorldInfos", "Tags", "PromptTags"]
+/// exclude_tables = ["ApplicationLogs"]
+/// exclude_columns = ["Users.Password"]
+/// redact = ["Users.Username"]
+/// redact_with = "null"            # or "hash" (key from PGMIRROR_REDACT_KEY)
+/// include_views = ["NonDraftPrompts"]
+/// [where]
+/// Prompts = '"Id" IN (SELECT "Id" FROM "NonDraftPrompts")'
+/// [queries]
+/// PromptCount = 'SELECT count(*) AS n FROM "Prompts"'
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    #[serde(default, rename = "where")]
+    pub wheres: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+    #[serde(default)]
+    pub redact: Vec<String>,
+    pub redact_with: Option<String>,
+    #[serde(default)]
+    pub queries: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub include_views: Vec<String>,
+}
+
+impl Profile {
+    pub fn load(path: &std::path::Path) -> Result<Profile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::usage(format!("reading profile {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::usage(format!("profile {}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod curation_tests {
+    use super::*;
+
+    #[test]
+    fn flags_split_where_they_should() {
+        assert_eq!(
+            Curation::parse_where(r#"Prompts:"Id" IN (SELECT 1) AND x::text = 'a:b'"#).unwrap(),
+            (
+                "Prompts".into(),
+                r#""Id" IN (SELECT 1) AND x::text = 'a:b'"#.into()
+            )
+        );
+        assert_eq!(
+            Curation::parse_column("--redact", "audit.Users.Password").unwrap(),
+            ("audit.Users".into(), "Password".into())
+        );
+        assert_eq!(
+            Curation::parse_query("Top=SELECT 1 = 1").unwrap(),
+            ("Top".into(), "SELECT 1 = 1".into())
+        );
+        assert!(Curation::parse_where("Prompts").is_err());
+        assert!(Curation::parse_column("--redact", "Password").is_err());
+        let profile: Profile = toml::from_str("tables = ['a']\n[where]\na = 'x > 1'\n").unwrap();
+        assert_eq!(profile.wheres.get("a").map(String::as_str), Some("x > 1"));
+        assert!(
+            toml::from_str::<Profile>("tabels = ['a']").is_err(),
+            "typos are errors"
         );
     }
 }

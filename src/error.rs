@@ -125,7 +125,7 @@ fn describe_sqlite(error: &rusqlite::Error) -> String {
 
 /// tokio-postgres prints server errors as a bare "db error"; the server's
 /// message, detail and hint are what a user needs, so spell them out.
-fn describe_postgres(error: &tokio_postgres::Error) -> String {
+pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         let mut text = format!("{}: {}", db.severity(), db.message());
         if let Some(detail) = db.detail() {

@@ -244,13 +244,14 @@ async fn prepare(client: &tokio_postgres::Client, options: &ExportOptions) -> Re
             ),
         ));
     }
-    let selected = plan::select(&catalog, &options.filter)?;
+    let selected = plan::select(&catalog, &options.filter, &options.curation.include_views)?;
+    let curation = plan::curation::resolve(&selected, &options.curation)?;
     snapshot::set_lock_timeout(client, options.lock_wait_timeout).await?;
     let mut sized = Vec::new();
     for relation in &selected {
         sized.push(relation.oid);
         sized.extend(catalog.partition_leaves(relation.oid).map(|leaf| leaf.oid));
-        if relation.kind == RelationKind::MaterializedView {
+        if matches!(relation.kind, RelationKind::MaterializedView | RelationKind::View) {
             continue;
         }
         let with_partitions = relation.kind == RelationKind::PartitionedTable;
@@ -274,8 +275,89 @@ async fn prepare(client: &tokio_postgres::Client, options: &ExportOptions) -> Re
             .sample_bytes
             .map(|bytes| (bytes / catalog.server.block_size.max(1)).max(1) as u64),
     };
-    let plan = plan::build(&catalog, &selected, &sizes, read);
+    check_conditions(client, &selected, &curation).await?;
+    let queries = describe_queries(client, &options.curation.queries).await?;
+    let plan = plan::build(&catalog, &selected, &sizes, read, &curation, &queries)?;
     Ok((catalog, plan))
+}
+
+/// Every `--where` must parse and apply to its table before any row is read: PostgreSQL
+/// plans it (EXPLAIN, no execution) and its message is reported with the flag.
+async fn check_conditions(
+    client: &tokio_postgres::Client,
+    selected: &[&crate::pg::catalog::Relation],
+    curation: &plan::ResolvedCuration,
+) -> Result<()> {
+    for relation in selected {
+        let Some(condition) = curation.wheres.get(&relation.oid) else {
+            continue;
+        };
+        let sql = format!(
+            "EXPLAIN SELECT 1 FROM {} WHERE ({condition})",
+            relation.qualified_name()
+        );
+        if let Err(e) = client
+            .batch_execute(&format!(
+                "SAVEPOINT pgmirror_check; {sql}; RELEASE SAVEPOINT pgmirror_check"
+            ))
+            .await
+        {
+            let _ = client.batch_execute("ROLLBACK TO SAVEPOINT pgmirror_check").await;
+            return Err(Error::new(
+                format!("--where {}:{condition}", relation.name),
+                ErrorKind::Usage(crate::error::describe_postgres(&e)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The result columns of each `--query`, as PostgreSQL describes them (prepared, not run).
+async fn describe_queries(
+    client: &tokio_postgres::Client,
+    queries: &[(String, String)],
+) -> Result<Vec<plan::QuerySpec>> {
+    let mut specs = Vec::new();
+    for (name, sql) in queries {
+        let context = || format!("--query {name}");
+        let statement = match client.prepare(&format!("SELECT * FROM ({sql}) AS q")).await {
+            Ok(statement) => statement,
+            Err(e) => {
+                return Err(Error::new(
+                    context(),
+                    ErrorKind::Usage(crate::error::describe_postgres(&e)),
+                ))
+            }
+        };
+        let mut columns = Vec::new();
+        for column in statement.columns() {
+            if columns
+                .iter()
+                .any(|(existing, _, _): &(String, u32, String)| existing == column.name())
+            {
+                return Err(Error::new(
+                    context(),
+                    ErrorKind::Usage(format!(
+                        "two result columns are named {:?}; give them distinct aliases",
+                        column.name()
+                    )),
+                ));
+            }
+            let oid = column.type_().oid();
+            let type_text: String = client
+                .query_one("SELECT format_type($1::oid, NULL)", &[&oid])
+                .await
+                .with_context(context)?
+                .get(0);
+            columns.push((column.name().to_owned(), oid, type_text));
+        }
+        specs.push(plan::QuerySpec {
+            name: name.clone(),
+            sql: sql.clone(),
+            columns,
+        });
+    }
+    Ok(specs)
 }
 
 fn run_workers(
@@ -316,6 +398,10 @@ fn run_workers(
                 lock_timeout: options.lock_wait_timeout,
                 quit: &first_error.quit,
                 progress,
+                redact_key: match &options.curation.redact_with {
+                    crate::config::RedactWith::Hash { key } => Some(key.as_slice()),
+                    crate::config::RedactWith::Null => None,
+                },
             };
             let first_error = &first_error;
             scope.spawn(move || {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use pgmirror::config::{Curation, Profile, RedactWith};
 use pgmirror::pg::ConnectionSpec;
 use pgmirror::{ExportOptions, TableFilter};
 
@@ -48,21 +49,115 @@ pub struct ExportArgs {
     /// Rows per batch sent from a worker to the SQLite writer (batches are also capped at 8 MB).
     #[arg(long, value_name = "N", default_value_t = BatchLimits::default().rows)]
     batch_rows: usize,
+    /// Only rows of TABLE for which CONDITION holds (repeatable): a PostgreSQL boolean
+    /// expression over the table's columns, subqueries allowed, evaluated in the snapshot.
+    /// Example: --where 'Prompts:"Id" IN (SELECT "Id" FROM "NonDraftPrompts")'
+    #[arg(long = "where", value_name = "TABLE:CONDITION")]
+    wheres: Vec<String>,
+    /// Leave this column out of the mirror entirely (repeatable).
+    #[arg(long, value_name = "TABLE.COLUMN")]
+    exclude_column: Vec<String>,
+    /// Keep this column but not its values (repeatable): NULL, or a keyed hash with --redact-with hash.
+    #[arg(long, value_name = "TABLE.COLUMN")]
+    redact: Vec<String>,
+    /// null: redacted columns hold NULL. hash: HMAC-SHA256 of the value under a secret
+    /// key (from --redact-key-file or PGMIRROR_REDACT_KEY), so joins on it still work.
+    #[arg(long, value_enum, value_name = "null|hash")]
+    redact_with: Option<RedactArg>,
+    /// File holding the key for --redact-with hash.
+    #[arg(long, value_name = "FILE")]
+    redact_key_file: Option<PathBuf>,
+    /// Export a query's result as table NAME (repeatable), e.g. --query 'Counts=SELECT ...'.
+    #[arg(long, value_name = "NAME=SELECT...")]
+    query: Vec<String>,
+    /// Export a view's rows as a table (repeatable).
+    #[arg(long, value_name = "VIEW")]
+    include_view: Vec<String>,
+    /// A TOML file with tables, exclude_tables, schemas, where, exclude_columns, redact,
+    /// redact_with, queries and include_views; flags add to it. See the README.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RedactArg {
+    Null,
+    Hash,
+}
+
+/// Profile and flags together: the profile first, flags added.
+fn curation(args: &ExportArgs, profile: &Profile) -> anyhow::Result<Curation> {
+    let mut curation = Curation::default();
+    for (table, condition) in &profile.wheres {
+        curation.wheres.push((table.clone(), condition.clone()));
+    }
+    for text in &args.wheres {
+        curation.wheres.push(Curation::parse_where(text)?);
+    }
+    for text in profile.exclude_columns.iter().chain(&args.exclude_column) {
+        curation
+            .excluded_columns
+            .push(Curation::parse_column("--exclude-column", text)?);
+    }
+    for text in profile.redact.iter().chain(&args.redact) {
+        curation
+            .redacted_columns
+            .push(Curation::parse_column("--redact", text)?);
+    }
+    for (name, sql) in &profile.queries {
+        curation.queries.push((name.clone(), sql.clone()));
+    }
+    for text in &args.query {
+        curation.queries.push(Curation::parse_query(text)?);
+    }
+    curation.include_views = profile
+        .include_views
+        .iter()
+        .chain(&args.include_view)
+        .cloned()
+        .collect();
+    let hash = match (args.redact_with, profile.redact_with.as_deref()) {
+        (Some(RedactArg::Hash), _) | (None, Some("hash")) => true,
+        (Some(RedactArg::Null), _) | (None, Some("null") | None) => false,
+        (None, Some(other)) => {
+            anyhow::bail!("profile: redact_with must be \"null\" or \"hash\", not {other:?}")
+        }
+    };
+    if hash {
+        let key = match &args.redact_key_file {
+            Some(path) => std::fs::read(path).with_context(|| format!("reading --redact-key-file {}", path.display()))?,
+            None => std::env::var("PGMIRROR_REDACT_KEY").map(String::into_bytes).map_err(|_| {
+                anyhow::anyhow!("--redact-with hash needs a secret key: --redact-key-file FILE or PGMIRROR_REDACT_KEY")
+            })?,
+        };
+        anyhow::ensure!(key.len() >= 16, "the redaction key must be at least 16 bytes");
+        curation.redact_with = RedactWith::Hash { key };
+    }
+    Ok(curation)
+}
+
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let source = ConnectionSpec::parse(&args.connection.source)?;
-    let mut options = ExportOptions::new(source, args.output);
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::default(),
+    };
+    let curation = curation(&args, &profile)?;
+    let mut options = ExportOptions::new(source, args.output.clone());
+    options.curation = curation;
     if let Some(jobs) = args.jobs {
         anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
         options.jobs = jobs;
     }
+    let joined = |from_profile: &[String], from_flags: &[String]| -> Vec<String> {
+        from_profile.iter().chain(from_flags).cloned().collect()
+    };
     options.filter = TableFilter::new(
-        &args.filter.schema,
-        &args.filter.table,
-        &args.filter.exclude_table,
+        &joined(&profile.schemas, &args.filter.schema),
+        &joined(&profile.tables, &args.filter.table),
+        &joined(&profile.exclude_tables, &args.filter.exclude_table),
     )?;
     options.lock_wait_timeout = args.lock_wait_timeout;
     options.chunk_bytes = (args.chunk_size > 0).then_some(args.chunk_size);

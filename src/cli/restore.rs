@@ -53,6 +53,10 @@ pub struct RestoreArgs {
     /// (--target then names the database to connect to first, e.g. postgres).
     #[arg(long)]
     create: bool,
+    /// Mirrors: replace tables even when the mirror's table was filtered (--where) or
+    /// redacted at export, deleting the target rows the mirror does not hold.
+    #[arg(long)]
+    force: bool,
     /// Archives only: restore only the definitions.
     #[arg(long)]
     schema_only: bool,
@@ -115,6 +119,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         filter: TableFilter::new(&args.schema, &args.table, &[])?,
         mode: args.mode.into(),
         create: args.create,
+        force: args.force,
         quiet: args.report.quiet,
     };
     let summary = pgmirror::restore::restore(&options).context("restore failed; the target is unchanged")?;

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection};
 
 use crate::pg::catalog::{Catalog, Relation, RelationKind};
 use crate::pg::quote_ident;
-use crate::plan::ExportPlan;
+use crate::plan::{ExportPlan, Redaction};
 
 const SCHEMA: &str = "
 CREATE TABLE _pgmirror_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +33,8 @@ CREATE TABLE _pgmirror_sequences (
     max_value INTEGER NOT NULL, cycle INTEGER NOT NULL, last_value INTEGER,
     owner_schema TEXT, owner_table TEXT, owner_column TEXT, is_identity INTEGER NOT NULL,
     PRIMARY KEY (schema_name, sequence_name));
+CREATE TABLE _pgmirror_curation (
+    sqlite_table TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE _pgmirror_views (
     schema_name TEXT NOT NULL, view_name TEXT NOT NULL, kind TEXT NOT NULL, definition TEXT NOT NULL,
     PRIMARY KEY (schema_name, view_name));
@@ -91,15 +93,23 @@ impl<'a> Metadata<'a> {
             conn.prepare("INSERT INTO _pgmirror_indexes VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
         let mut constraint_insert =
             conn.prepare("INSERT INTO _pgmirror_constraints VALUES (?1,?2,?3,?4,?5,?6)")?;
+        let mut curation_insert = conn.prepare("INSERT INTO _pgmirror_curation VALUES (?1,?2,?3)")?;
         for (position, table) in inputs.plan.tables.iter().enumerate() {
-            let Some(relation) = inputs.catalog.relation(table.relation_oid) else {
-                continue;
-            };
+            // None for a --query table.
+            let relation = inputs.catalog.relation(table.relation_oid);
             let partitions: Vec<String> = inputs
                 .catalog
-                .partition_leaves(relation.oid)
+                .partition_leaves(table.relation_oid)
                 .map(Relation::display_name)
                 .collect();
+            let pg_ddl = match (relation, &table.query) {
+                (Some(relation), _) => create_table_ddl(relation),
+                (None, Some(sql)) => format!("-- the result of --query {}\n{sql}", table.name),
+                (None, None) => String::new(),
+            };
+            for (kind, detail) in &table.curation {
+                curation_insert.execute(params![table.sqlite_name, kind, detail])?;
+            }
             let source_bytes: i64 = inputs
                 .plan
                 .tasks
@@ -115,7 +125,7 @@ impl<'a> Metadata<'a> {
                 inputs.row_counts.get(position).copied().unwrap_or(0) as i64,
                 source_bytes,
                 serde_json::to_string(&partitions).unwrap_or_default(),
-                create_table_ddl(relation),
+                pg_ddl,
             ])?;
             for (ordinal, column) in table.columns.iter().enumerate() {
                 let source = &column.source;
@@ -126,7 +136,7 @@ impl<'a> Metadata<'a> {
                     source.type_text,
                     source.type_oid as i64,
                     source.typmod,
-                    source.not_null,
+                    source.not_null && column.redaction != Some(Redaction::Null),
                     source.default,
                     identity_name(&source.identity),
                     if source.generated == "s" { "stored" } else { "" },
@@ -134,6 +144,9 @@ impl<'a> Metadata<'a> {
                     column.codec.sqlite_type(),
                 ])?;
             }
+            let Some(relation) = relation else {
+                continue;
+            };
             for index in &relation.indexes {
                 let sqlite_index = table.sqlite.indexes.iter().find(|i| i.source_name == index.name);
                 let untranslated = table

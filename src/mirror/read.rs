@@ -50,6 +50,8 @@ pub struct MirrorTable {
     pub columns: Vec<MirrorColumn>,
     pub indexes: Vec<MirrorIndex>,
     pub constraints: Vec<MirrorConstraint>,
+    /// (kind, detail) of each filter, exclusion, redaction or query applied at export.
+    pub curation: Vec<(String, String)>,
 }
 
 impl MirrorTable {
@@ -168,6 +170,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
                 columns: Vec::new(),
                 indexes: Vec::new(),
                 constraints: Vec::new(),
+                curation: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -181,7 +184,19 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
     let mut constraints = conn.prepare(
         "SELECT constraint_name, kind, definition FROM _pgmirror_constraints WHERE sqlite_table = ?1",
     )?;
+    // Mirrors written before curated exports have no _pgmirror_curation table.
+    let has_curation: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_pgmirror_curation'",
+        [],
+        |r| r.get(0),
+    )?;
     for table in &mut tables {
+        if has_curation {
+            table.curation = conn
+                .prepare_cached("SELECT kind, detail FROM _pgmirror_curation WHERE sqlite_table = ?1")?
+                .query_map([&table.sqlite_name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
         table.columns = columns
             .query_map([&table.sqlite_name], |r| {
                 Ok(MirrorColumn {

@@ -14,6 +14,8 @@ pub enum RelationKind {
     PartitionedTable,
     MaterializedView,
     View,
+    /// Not a relation: the result of a `--query`, exported as a table.
+    Query,
 }
 
 impl RelationKind {
@@ -33,6 +35,7 @@ impl RelationKind {
             RelationKind::PartitionedTable => "partitioned table",
             RelationKind::MaterializedView => "materialized view",
             RelationKind::View => "view",
+            RelationKind::Query => "query",
         }
     }
 }
@@ -143,6 +146,7 @@ pub struct Catalog {
     pub relations: Vec<Relation>,
     pub sequences: Vec<Sequence>,
     pub views: Vec<ViewDefinition>,
+    pub types: TypeResolver,
 }
 
 impl Catalog {
@@ -158,6 +162,7 @@ impl Catalog {
     }
 }
 
+#[derive(Debug, Clone)]
 struct TypeRow {
     typtype: u8,
     base: u32,
@@ -166,7 +171,8 @@ struct TypeRow {
 }
 
 /// Resolves a type to what its codec depends on: domains to their base, arrays to their element.
-struct TypeResolver(HashMap<u32, TypeRow>);
+#[derive(Debug, Clone)]
+pub struct TypeResolver(HashMap<u32, TypeRow>);
 
 impl TypeResolver {
     fn base(&self, mut oid: u32) -> (u32, u8) {
@@ -180,7 +186,7 @@ impl TypeResolver {
         (oid, b'b')
     }
 
-    fn info(&self, oid: u32) -> TypeInfo {
+    pub fn info(&self, oid: u32) -> TypeInfo {
         let (base_oid, typtype) = self.base(oid);
         let element = self
             .0
@@ -363,6 +369,7 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         relations,
         sequences,
         views,
+        types,
     })
 }
 

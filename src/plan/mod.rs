@@ -2,6 +2,7 @@
 //! read by which COPY tasks. Pure data built from the catalog, so it can be tested
 //! without a server and printed.
 
+pub mod curation;
 mod schema;
 
 use std::collections::HashMap;
@@ -9,11 +10,12 @@ use std::collections::HashMap;
 pub use schema::{ForeignKey, SqliteIndex, SqliteSchema, Untranslated};
 
 use crate::config::TableFilter;
-use crate::convert::{choose_codec, Codec, SelectAs};
+use crate::convert::{choose_codec, Codec, Scalar, SelectAs};
 use crate::error::{Error, Result};
 use crate::mirror;
 use crate::pg::catalog::{Catalog, Column, Relation, RelationKind};
 use crate::pg::quote_ident;
+pub use curation::{Redaction, ResolvedCuration};
 
 #[derive(Debug, Clone)]
 pub struct PlannedColumn {
@@ -21,6 +23,7 @@ pub struct PlannedColumn {
     pub codec: Codec,
     pub select_as: SelectAs,
     pub source: Column,
+    pub redaction: Option<Redaction>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +36,10 @@ pub struct PlannedTable {
     pub columns: Vec<PlannedColumn>,
     pub sqlite: SqliteSchema,
     pub estimated_rows: f64,
+    /// (kind, detail) of each filter, exclusion, redaction or query applied to the table.
+    pub curation: Vec<(String, String)>,
+    /// For a `--query` table: its SELECT.
+    pub query: Option<String>,
 }
 
 impl PlannedTable {
@@ -128,9 +135,14 @@ pub struct ExportPlan {
     pub skipped: Vec<String>,
 }
 
-/// The relations a filter selects for export, in catalog order. Errors on patterns that
-/// match nothing and on names that cannot be told apart in the mirror.
-pub fn select<'c>(catalog: &'c Catalog, filter: &TableFilter) -> Result<Vec<&'c Relation>> {
+/// The relations a filter selects for export, in catalog order, plus the views named by
+/// `include_views`. Errors on patterns that match nothing and on names that cannot be told
+/// apart in the mirror.
+pub fn select<'c>(
+    catalog: &'c Catalog,
+    filter: &TableFilter,
+    include_views: &[String],
+) -> Result<Vec<&'c Relation>> {
     let exportable: Vec<&Relation> = catalog
         .relations
         .iter()
@@ -146,10 +158,22 @@ pub fn select<'c>(catalog: &'c Catalog, filter: &TableFilter) -> Result<Vec<&'c 
     if !unmatched.is_empty() {
         return Err(Error::usage(format!("no table matches {}", unmatched.join(", "))));
     }
-    let selected: Vec<&Relation> = exportable
+    let mut selected: Vec<&Relation> = exportable
         .into_iter()
         .filter(|r| filter.includes(&r.schema, &r.name))
         .collect();
+    for written in include_views {
+        let view = catalog
+            .relations
+            .iter()
+            .find(|r| r.kind == RelationKind::View && (r.name == *written || r.display_name() == *written))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "--include-view {written:?}: no such view (names are case-sensitive)"
+                ))
+            })?;
+        selected.push(view);
+    }
     check_names(&selected)?;
     Ok(selected)
 }
@@ -187,13 +211,59 @@ fn check_names(relations: &[&Relation]) -> Result<()> {
     ))
 }
 
-/// Builds the plan for the selected relations; `sizes` are relation sizes in bytes.
+/// A `--query` whose result becomes a table: its columns as PostgreSQL describes them.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    pub name: String,
+    pub sql: String,
+    /// (column name, type oid, `format_type` text)
+    pub columns: Vec<(String, u32, String)>,
+}
+
+fn plan_column(column: &Column, redaction: Option<Redaction>) -> PlannedColumn {
+    let (codec, select_as) = match redaction {
+        // The value's text is hashed on the worker.
+        Some(Redaction::Hash) => (Codec::Scalar(Scalar::Text), SelectAs::TextOutput),
+        _ => choose_codec(column.type_info),
+    };
+    PlannedColumn {
+        name: column.name.clone(),
+        codec,
+        select_as,
+        source: column.clone(),
+        redaction,
+    }
+}
+
+/// The WHERE clause of one COPY: its page range and the table's `--where`.
+fn where_clause(pages: Option<(u64, Option<u64>)>, condition: Option<&String>) -> String {
+    let mut conditions = Vec::new();
+    match pages {
+        Some((first, Some(end))) => {
+            conditions.push(format!("ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid"))
+        }
+        Some((first, None)) => conditions.push(format!("ctid >= '({first},0)'::tid")),
+        None => {}
+    }
+    if let Some(condition) = condition {
+        conditions.push(format!("({condition})"));
+    }
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// Builds the plan for the selected relations and queries; `sizes` are relation sizes in bytes.
 pub fn build(
     catalog: &Catalog,
     selected: &[&Relation],
     sizes: &HashMap<u32, i64>,
     read: ReadPlan,
-) -> ExportPlan {
+    curation: &ResolvedCuration,
+    queries: &[QuerySpec],
+) -> Result<ExportPlan> {
     let mut tables = Vec::new();
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
@@ -206,28 +276,22 @@ pub fn build(
             ));
             continue;
         }
-        if relation.columns.is_empty() {
+        let columns: Vec<PlannedColumn> = relation
+            .columns
+            .iter()
+            .filter(|c| !curation.is_excluded(relation.oid, &c.name))
+            .map(|c| plan_column(c, curation.redaction_of(relation.oid, &c.name)))
+            .collect();
+        if columns.is_empty() {
             skipped.push(format!(
-                "table {} has no columns; SQLite cannot hold it",
+                "table {} has no columns to export; SQLite cannot hold it",
                 relation.display_name()
             ));
             continue;
         }
         let index = tables.len();
-        let columns: Vec<PlannedColumn> = relation
-            .columns
-            .iter()
-            .map(|column| {
-                let (codec, select_as) = choose_codec(column.type_info);
-                PlannedColumn {
-                    name: column.name.clone(),
-                    codec,
-                    select_as,
-                    source: column.clone(),
-                }
-            })
-            .collect();
         let select_list = select_list(&columns);
+        let condition = curation.wheres.get(&relation.oid);
         let sources: Vec<&Relation> = if relation.kind == RelationKind::PartitionedTable {
             catalog.partition_leaves(relation.oid).collect()
         } else {
@@ -235,24 +299,25 @@ pub fn build(
         };
         for source in sources {
             let size = sizes.get(&source.oid).copied().unwrap_or(0);
-            let ranges = relation_ranges(size, read);
+            let is_view = source.kind == RelationKind::View;
+            // A view has no pages to split; ONLY means nothing for it.
+            let ranges = if is_view {
+                vec![None]
+            } else {
+                relation_ranges(size, read)
+            };
             let count = ranges.len() as i64;
             for pages in ranges {
-                let filter = match pages {
-                    None => String::new(),
-                    Some((first, Some(end))) => {
-                        format!(" WHERE ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid")
-                    }
-                    Some((first, None)) => format!(" WHERE ctid >= '({first},0)'::tid"),
-                };
                 tasks.push(CopyTask {
                     table: index,
                     source_name: source.display_name(),
-                    lockable: source.kind != RelationKind::MaterializedView,
+                    lockable: !matches!(source.kind, RelationKind::MaterializedView | RelationKind::View),
                     source_relation: source.qualified_name(),
                     query: format!(
-                        "COPY (SELECT {select_list} FROM ONLY {}{filter}) TO STDOUT (FORMAT binary)",
-                        source.qualified_name()
+                        "COPY (SELECT {select_list} FROM {}{}{}) TO STDOUT (FORMAT binary)",
+                        if is_view { "" } else { "ONLY " },
+                        source.qualified_name(),
+                        where_clause(pages, condition)
                     ),
                     estimated_bytes: size / count,
                     pages,
@@ -273,10 +338,73 @@ pub fn build(
                     .partition_leaves(relation.oid)
                     .map(|leaf| leaf.estimated_rows)
                     .sum::<f64>(),
+            curation: curation.describe(relation.oid),
+            query: None,
+        });
+    }
+    for query in queries {
+        if let Some(table) = tables
+            .iter()
+            .find(|t| t.sqlite_name.eq_ignore_ascii_case(&query.name))
+        {
+            return Err(Error::usage(format!(
+                "--query {}: that name is taken by table {} in the mirror; choose another",
+                query.name,
+                table.display_name()
+            )));
+        }
+        if let Some(reason) = mirror::reserved_name_reason(&query.name) {
+            return Err(Error::usage(format!("--query {}: the name {reason}", query.name)));
+        }
+        let columns: Vec<PlannedColumn> = query
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, type_oid, type_text))| {
+                let column = Column {
+                    attnum: i as i16 + 1,
+                    name: name.clone(),
+                    type_text: type_text.clone(),
+                    type_oid: *type_oid,
+                    typmod: -1,
+                    not_null: false,
+                    default: None,
+                    identity: String::new(),
+                    generated: String::new(),
+                    type_info: catalog.types.info(*type_oid),
+                };
+                plan_column(&column, None)
+            })
+            .collect();
+        tasks.push(CopyTask {
+            table: tables.len(),
+            source_name: format!("query {}", query.name),
+            lockable: false,
+            source_relation: String::new(),
+            query: format!(
+                "COPY (SELECT {} FROM ({}) AS q) TO STDOUT (FORMAT binary)",
+                select_list(&columns),
+                query.sql
+            ),
+            estimated_bytes: 0,
+            pages: None,
+        });
+        tables.push(PlannedTable {
+            relation_oid: 0,
+            schema: String::new(),
+            name: query.name.clone(),
+            kind: RelationKind::Query,
+            sqlite_name: query.name.clone(),
+            columns,
+            sqlite: SqliteSchema::default(),
+            estimated_rows: 0.0,
+            curation: vec![("query".to_owned(), query.sql.clone())],
+            query: Some(query.sql.clone()),
         });
     }
     let sqlite_names: HashMap<u32, String> = tables
         .iter()
+        .filter(|t| t.relation_oid != 0)
         .map(|t| (t.relation_oid, t.sqlite_name.clone()))
         .collect();
     for table in &mut tables {
@@ -286,11 +414,11 @@ pub fn build(
     }
     // Largest first, so the longest COPY starts early and the run ends evenly.
     tasks.sort_by_key(|task| std::cmp::Reverse(task.estimated_bytes));
-    ExportPlan {
+    Ok(ExportPlan {
         tables,
         tasks,
         skipped,
-    }
+    })
 }
 
 fn select_list(columns: &[PlannedColumn]) -> String {
@@ -298,6 +426,9 @@ fn select_list(columns: &[PlannedColumn]) -> String {
         .iter()
         .map(|c| {
             let name = quote_ident(&c.name);
+            if c.redaction == Some(Redaction::Null) {
+                return "NULL".to_owned();
+            }
             match c.select_as {
                 SelectAs::Column => name,
                 SelectAs::CastToNumeric => format!("{name}::numeric"),

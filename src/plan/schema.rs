@@ -52,8 +52,23 @@ pub fn translate(
     sqlite_names: &HashMap<u32, String>,
 ) -> SqliteSchema {
     let mut schema = SqliteSchema::default();
-    let is_integer = |name: &str| columns.iter().any(|c| c.name == name && c.codec.is_integer());
+    // A redacted key is no longer the rowid; an excluded column takes its indexes with it.
+    let is_integer = |name: &str| {
+        columns
+            .iter()
+            .any(|c| c.name == name && c.codec.is_integer() && c.redaction.is_none())
+    };
+    let present = |names: &[String]| names.iter().all(|n| columns.iter().any(|c| &c.name == n));
     for index in &relation.indexes {
+        if !present(&index.columns) {
+            schema.untranslated.push(Untranslated {
+                kind: "index",
+                name: index.name.clone(),
+                definition: index.definition.clone(),
+                reason: "a column of it is excluded from the mirror".to_owned(),
+            });
+            continue;
+        }
         let plain = !index.has_expressions && !index.columns.is_empty();
         if !plain || !matches!(index.method.as_str(), "btree" | "hash") {
             let reason = if plain {

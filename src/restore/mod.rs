@@ -39,6 +39,8 @@ pub struct RestoreOptions {
     pub mode: RestoreMode,
     /// Create tables missing in the target from the mirror's recorded definitions.
     pub create: bool,
+    /// Replace tables even when the mirror holds only some of their rows or values.
+    pub force: bool,
     pub quiet: bool,
 }
 
@@ -156,6 +158,9 @@ async fn run(
             }
         };
         problems.extend(compare_columns(table, &target));
+        if options.mode == RestoreMode::Replace && !options.force {
+            problems.extend(partial_table_problem(table));
+        }
         if options.mode == RestoreMode::Upsert && target.primary_key.is_empty() {
             problems.push(format!(
                 "table {} has no primary key in the target; --mode upsert needs one",
@@ -205,6 +210,28 @@ async fn run(
     Ok((restored, sequences))
 }
 
+/// A mirror table that holds only some rows (`--where`) or not the real values
+/// (`--redact`) must not replace the whole table in the target.
+fn partial_table_problem(table: &MirrorTable) -> Option<String> {
+    let reasons: Vec<String> = table
+        .curation
+        .iter()
+        .filter_map(|(kind, detail)| match kind.as_str() {
+            "where" => Some(format!("filtered with --where {detail}")),
+            "redact_null" | "redact_hash" => Some(format!("column {detail:?} redacted")),
+            _ => None,
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| {
+        format!(
+            "{}: the mirror's table was filtered or redacted at export ({}); replacing the whole table \
+             would lose what the mirror does not hold. Use --mode append or upsert, or --force",
+            table.display_name(),
+            reasons.join("; ")
+        )
+    })
+}
+
 /// Every difference between the mirror's columns and the target's, as sentences.
 fn compare_columns(table: &MirrorTable, target: &TargetTable) -> Vec<String> {
     let name = table.display_name();
@@ -228,8 +255,15 @@ fn compare_columns(table: &MirrorTable, target: &TargetTable) -> Vec<String> {
             Some(_) => {}
         }
     }
+    let excluded_at_export = |name: &str| {
+        table
+            .curation
+            .iter()
+            .any(|(kind, detail)| kind == "exclude_column" && detail == name)
+    };
     for column in &target.columns {
-        if !table.columns.iter().any(|c| c.name == column.name) {
+        // A column left out at export takes its default in the target.
+        if !table.columns.iter().any(|c| c.name == column.name) && !excluded_at_export(&column.name) {
             problems.push(format!(
                 "{name}: the target has column {:?} ({}) that the mirror does not",
                 column.name, column.pg_type

@@ -210,7 +210,8 @@ fn create_table_sql(table: &PlannedTable) -> String {
             if table.sqlite.integer_primary_key.as_deref() == Some(column.name.as_str()) {
                 line.push_str(" PRIMARY KEY");
             }
-            if column.source.not_null {
+            // A column redacted to NULL cannot keep its NOT NULL.
+            if column.source.not_null && column.redaction != Some(crate::plan::Redaction::Null) {
                 line.push_str(" NOT NULL");
             }
             line

@@ -6,6 +6,7 @@ mod compare;
 mod connection;
 mod consistency;
 mod csv;
+mod curation;
 mod datasets;
 mod failures;
 mod output;

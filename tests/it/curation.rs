@@ -1,0 +1,302 @@
+//! Curated exports: row filters, excluded and redacted columns, queries and views as
+//! tables, profiles, and restore's refusal to replace a table from a partial copy.
+
+use std::path::Path;
+
+use crate::support::{
+    copy_schema, export, fresh_db, mirror_table_names, open_mirror, pgmirror, shared_dir, temp_dir, TestDb,
+};
+
+fn ids(rows: Vec<Vec<Option<String>>>) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows
+        .into_iter()
+        .map(|r| r[0].clone().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn mirror_ids(mirror: &Path, sql: &str) -> Vec<i64> {
+    let conn = open_mirror(mirror);
+    let mut statement = conn.prepare(sql).unwrap();
+    let mut ids: Vec<i64> = statement
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    ids.sort();
+    ids
+}
+
+fn profile() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/profiles/aidungeonprompts-public.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_public_profile_holds_exactly_the_published_prompts() {
+    let Some(shared) = shared_dir() else { return };
+    let db = fresh_db("curated_public");
+    db.psql_file(&shared.join("fixtures/aidungeonprompts/schema.sql"));
+    db.psql_file(&shared.join("fixtures/aidungeonprompts/seed.sql"));
+    let dir = temp_dir();
+    let mirror = dir.path().join("public.db");
+    export(&db, &mirror, &["--profile", &profile()]);
+
+    assert_eq!(
+        mirror_table_names(&mirror),
+        vec!["PromptTags", "Prompts", "Tags", "Users", "WorldInfos"]
+    );
+    let published = ids(db.query("SELECT \"Id\" FROM \"NonDraftPrompts\""));
+    assert!(
+        published.len() < ids(db.query("SELECT \"Id\" FROM \"Prompts\"")).len(),
+        "the seed has drafts"
+    );
+    assert_eq!(mirror_ids(&mirror, "SELECT Id FROM Prompts"), published);
+    assert_eq!(
+        mirror_ids(&mirror, "SELECT Id FROM WorldInfos"),
+        ids(db.query("SELECT \"Id\" FROM \"WorldInfos\" WHERE \"PromptId\" IN (SELECT \"Id\" FROM \"NonDraftPrompts\")"))
+    );
+    let conn = open_mirror(&mirror);
+    let password_columns: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('Users') WHERE name = 'Password'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(password_columns, 0, "no Password column");
+    let recorded: Vec<(String, String)> = conn
+        .prepare("SELECT sqlite_table, kind FROM _pgmirror_curation ORDER BY 1, 2")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        recorded.contains(&("Prompts".into(), "where".into())),
+        "{recorded:?}"
+    );
+    assert!(
+        recorded.contains(&("Users".into(), "exclude_column".into())),
+        "{recorded:?}"
+    );
+
+    // Replacing a table from a filtered copy is refused; appending its rows is fine.
+    let target = fresh_db("curated_public_target");
+    copy_schema(&db, &target);
+    target.execute("INSERT INTO \"Users\" (\"Id\", \"Username\", \"DateCreated\") VALUES (1000, 'keep me', now())");
+    let url = target.url.clone();
+    let refused = pgmirror(&[
+        "restore",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--target",
+        &url,
+        "--table",
+        "Prompts",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("public.Prompts") && stderr.contains("filtered"),
+        "{stderr}"
+    );
+    let appended = pgmirror(&[
+        "restore",
+        "--quiet",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--target",
+        &url,
+        "--mode",
+        "append",
+    ]);
+    assert!(
+        appended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&appended.stderr)
+    );
+    assert_eq!(ids(target.query("SELECT \"Id\" FROM \"Prompts\"")), published);
+    assert_eq!(
+        target.scalar("SELECT count(*) FROM \"Users\" WHERE \"Password\" IS NOT NULL"),
+        "0"
+    );
+    assert_eq!(
+        target.scalar("SELECT count(*) FROM \"Users\" WHERE \"Username\" = 'keep me'"),
+        "1"
+    );
+    let forced = pgmirror(&[
+        "restore",
+        "--quiet",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--target",
+        &url,
+        "--table",
+        "Tags",
+        "--force",
+    ]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+}
+
+fn small_db(name: &str) -> TestDb {
+    let db = fresh_db(name);
+    db.execute(
+        "CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL, team text, secret text);
+         INSERT INTO people VALUES (1, 'a@x', 'red', 's1'), (2, 'b@x', 'blue', 's2'), (3, 'a@x', 'red', 's3');
+         CREATE TABLE visits (id int, person_email text); INSERT INTO visits VALUES (1, 'a@x'), (2, 'b@x');
+         CREATE VIEW red_team AS SELECT id, email FROM people WHERE team = 'red';",
+    );
+    db
+}
+
+#[test]
+fn queries_views_and_redactions() {
+    let db = small_db("curated_small");
+    let dir = temp_dir();
+    let mirror = dir.path().join("m.db");
+    export(
+        &db,
+        &mirror,
+        &[
+            "--query",
+            "team_sizes=SELECT team, count(*) AS members FROM people GROUP BY team",
+            "--include-view",
+            "red_team",
+            "--redact",
+            "people.secret",
+            "--exclude-column",
+            "people.team",
+        ],
+    );
+    let conn = open_mirror(&mirror);
+    let sizes: Vec<(String, i64)> = conn
+        .prepare("SELECT team, members FROM team_sizes ORDER BY team")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(sizes, vec![("blue".into(), 1), ("red".into(), 2)]);
+    assert_eq!(mirror_ids(&mirror, "SELECT id FROM red_team"), vec![1, 3]);
+    let secrets: i64 = conn
+        .query_row("SELECT count(secret) FROM people", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(secrets, 0, "redacted to NULL");
+    let team: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('people') WHERE name = 'team'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(team, 0, "excluded");
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM _pgmirror_tables WHERE sqlite_name IN ('team_sizes', 'red_team') ORDER BY sqlite_name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds, vec!["view", "query"]);
+
+    // Keyed hashes: equal values hash equally (joins work), the key changes them.
+    let hashed = |key: &str, file: &str| {
+        let path = dir.path().join(file);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+            .args([
+                "export",
+                "--quiet",
+                "--source",
+                &db.url,
+                "--output",
+                path.to_str().unwrap(),
+            ])
+            .args([
+                "--redact",
+                "people.email",
+                "--redact",
+                "visits.person_email",
+                "--redact-with",
+                "hash",
+            ])
+            .env("PGMIRROR_REDACT_KEY", key)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        path
+    };
+    let first = hashed("a-secret-key-of-32-bytes-length!", "h1.db");
+    let conn = open_mirror(&first);
+    let (distinct, joined): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(DISTINCT email) FROM people), \
+                    (SELECT count(*) FROM visits v JOIN people p ON p.email = v.person_email)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((distinct, joined), (2, 3));
+    let email: String = conn
+        .query_row("SELECT email FROM people WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(email.len(), 64);
+    assert!(!email.contains('@'));
+    let other: String = open_mirror(&hashed("another-secret-key-of-32-bytes!!", "h2.db"))
+        .query_row("SELECT email FROM people WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(email, other);
+}
+
+#[test]
+fn bad_curation_input_fails_before_any_work() {
+    let db = small_db("curated_bad");
+    let dir = temp_dir();
+    let output = dir.path().join("never.db");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--where", "nobody:1 = 1"], "--where names table \"nobody\""),
+        (
+            &["--where", "people:emale = 'x'"],
+            "column \"emale\" does not exist",
+        ),
+        (&["--where", "people:id >"], "syntax error"),
+        (&["--exclude-column", "people.nope"], "has no column \"nope\""),
+        (
+            &["--query", "people=SELECT 1 AS one"],
+            "that name is taken by table public.people",
+        ),
+        (
+            &["--redact", "people.secret", "--redact-with", "hash"],
+            "needs a secret key",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec![
+            "export",
+            "--source",
+            &db.url,
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        let result = pgmirror(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{flags:?} left a file"
+        );
+    }
+}
