@@ -302,3 +302,87 @@ mod curation_tests {
         );
     }
 }
+
+/// The backup config file: what a scheduled deployment needs; flags override it.
+///
+/// ```toml
+/// source = "postgres://backup@localhost/prompts"
+/// dir = "/var/backups/prompts"
+/// kind = "both"            # mirror, archive or both
+/// compress = "zstd:9"      # the mirror file
+/// [retention]
+/// daily = 7
+/// weekly = 4
+/// monthly = 12
+/// yearly = "all"
+/// last = 0
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    pub source: Option<String>,
+    pub dir: Option<std::path::PathBuf>,
+    pub kind: Option<String>,
+    pub compress: Option<String>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// A number of periods, or "all".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Keep {
+    Count(usize),
+    All(AllMarker),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllMarker {
+    All,
+}
+
+impl Keep {
+    pub fn limit(self) -> Option<usize> {
+        match self {
+            Keep::Count(n) => Some(n),
+            Keep::All(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub last: Option<Keep>,
+    pub daily: Option<Keep>,
+    pub weekly: Option<Keep>,
+    pub monthly: Option<Keep>,
+    pub yearly: Option<Keep>,
+}
+
+impl BackupConfig {
+    /// `--config FILE`, else PGMIRROR_CONFIG, else $XDG_CONFIG_HOME (or ~/.config)
+    /// /pgmirror/config.toml when it exists, else nothing.
+    pub fn load(explicit: Option<&std::path::Path>) -> Result<BackupConfig> {
+        let path = match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => std::env::var_os("PGMIRROR_CONFIG")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    let base = std::env::var_os("XDG_CONFIG_HOME")
+                        .map(std::path::PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config"))
+                        })?;
+                    Some(base.join("pgmirror/config.toml")).filter(|p| p.is_file())
+                }),
+        };
+        let Some(path) = path else {
+            return Ok(BackupConfig::default());
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::usage(format!("reading config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::usage(format!("config {}: {e}", path.display())))
+    }
+}

@@ -18,6 +18,7 @@
 //! `pipeline::export` wires it together; the CLI is a thin layer over it.
 
 pub mod archive;
+pub mod backupset;
 pub mod batch;
 pub mod compress;
 pub mod config;

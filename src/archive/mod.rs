@@ -3,7 +3,7 @@
 //! renamed on success, a checksum manifest, and verification after writing.
 
 mod dump;
-mod manifest;
+pub mod manifest;
 mod restore;
 pub mod tools;
 

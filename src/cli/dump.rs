@@ -146,16 +146,29 @@ pub fn run_dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Check an archive or a mirror: exit 0 when sound, 1 with every problem listed.
+/// Check an archive, a mirror or a whole backup set: exit 0 when sound, 1 with every
+/// problem listed, 2 on usage errors.
 ///
 /// Archives are checked against their manifest (size and sha256), then structurally
 /// (`pg_restore --list`, or a full read of a plain dump to its end-of-dump marker).
-/// Mirrors get SQLite's integrity_check and their row counts against the metadata.
+/// Mirrors get SQLite's integrity_check and their row counts against the metadata. With
+/// --dir, every backup of the set is checked against its manifest; --source also compares
+/// the newest mirror's row counts with the live database, and --drill restores the newest
+/// mirror into a scratch database and checks what came back.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The archive or mirror.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "dir")]
+    file: Option<PathBuf>,
+    /// Verify every backup of this backup set instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    dir: Option<PathBuf>,
+    /// With --dir: compare the newest mirror's row counts with this live database.
+    #[arg(long, value_name = "URL", requires = "dir")]
+    source: Option<String>,
+    /// With --dir: restore the newest mirror into this scratch database and check it.
+    #[arg(long, value_name = "URL", requires = "dir")]
+    drill: Option<String>,
     /// Directory holding pg_restore.
     #[arg(long, value_name = "DIR")]
     pg_bin: Option<PathBuf>,
@@ -164,7 +177,11 @@ pub struct VerifyArgs {
 }
 
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = archive::verify(&args.file, args.pg_bin.as_deref())?;
+    if let Some(dir) = &args.dir {
+        return run_verify_set(dir, &args);
+    }
+    let file = args.file.clone().unwrap_or_default();
+    let report = archive::verify(&file, args.pg_bin.as_deref())?;
     if args.report.json {
         print_stdout(&serde_json::to_string_pretty(&report)?)?;
     } else if !args.report.quiet || !report.problems.is_empty() {
@@ -180,6 +197,44 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             for problem in &report.problems {
                 println!("  - {problem}");
             }
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run_verify_set(dir: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    use pgmirror::backupset;
+    let mut report = backupset::verify_set(dir, args.pg_bin.as_deref())?;
+    if let Some(source) = &args.source {
+        report.problems.extend(backupset::compare_with_live(
+            dir,
+            &ConnectionSpec::parse(source)?,
+        )?);
+    }
+    if let Some(scratch) = &args.drill {
+        report
+            .problems
+            .extend(backupset::drill(dir, &ConnectionSpec::parse(scratch)?)?);
+    }
+    if args.report.json {
+        print_stdout(&serde_json::to_string_pretty(&report)?)?;
+    } else if report.problems.is_empty() {
+        if !args.report.quiet {
+            println!("{}: {} backups, all sound", report.dir, report.backups);
+        }
+    } else {
+        println!(
+            "{}: {} problem(s) in {} backups:",
+            report.dir,
+            report.problems.len(),
+            report.backups
+        );
+        for problem in &report.problems {
+            println!("  - {problem}");
         }
     }
     Ok(if report.problems.is_empty() {

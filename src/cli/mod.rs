@@ -1,5 +1,6 @@
 //! Command line: clap definitions and the glue to the library. Nothing here does real work.
 
+mod backupset;
 mod bench;
 mod csv;
 mod dump;
@@ -30,6 +31,13 @@ enum Command {
     Bench(bench::BenchArgs),
     Dump(dump::DumpArgs),
     Verify(dump::VerifyArgs),
+    Backup(backupset::BackupArgs),
+    Status(backupset::StatusArgs),
+    Prune(backupset::PruneArgs),
+    /// Pin a backup so prune never deletes it.
+    Pin(backupset::PinArgs),
+    /// Unpin a backup.
+    Unpin(backupset::PinArgs),
 }
 
 /// Where to read from.
@@ -115,6 +123,11 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Dump(args) => dump::run_dump(args),
         Command::Verify(args) => dump::run_verify(args),
+        Command::Backup(args) => backupset::run_backup(args),
+        Command::Status(args) => backupset::run_status(args),
+        Command::Prune(args) => backupset::run_prune(args),
+        Command::Pin(args) => backupset::run_pin(args, true),
+        Command::Unpin(args) => backupset::run_pin(args, false),
     };
     match result {
         Ok(code) => code,

@@ -87,7 +87,9 @@ fn the_public_profile_holds_exactly_the_published_prompts() {
     // Replacing a table from a filtered copy is refused; appending its rows is fine.
     let target = fresh_db("curated_public_target");
     copy_schema(&db, &target);
-    target.execute("INSERT INTO \"Users\" (\"Id\", \"Username\", \"DateCreated\") VALUES (1000, 'keep me', now())");
+    target.execute(
+        "INSERT INTO \"Users\" (\"Id\", \"Username\", \"DateCreated\") VALUES (1000, 'keep me', now())",
+    );
     let url = target.url.clone();
     let refused = pgmirror(&[
         "restore",

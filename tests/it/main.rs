@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (see support.rs for the throwaway cluster).
 
 mod archive;
+mod backupset;
 mod cluster;
 mod compare;
 mod connection;
