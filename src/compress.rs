@@ -174,3 +174,49 @@ impl Drop for Decompressed {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// Removes a file or directory when dropped, unless [`RemoveOnDrop::keep`] was called: the
+/// guard that makes a failed run leave nothing under a partial name.
+pub struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    pub fn new(path: PathBuf) -> Self {
+        RemoveOnDrop(Some(path))
+    }
+
+    /// The work is done (and renamed away): leave the path alone.
+    pub fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(path)
+            } else {
+                fs::remove_file(path)
+            };
+        }
+    }
+}
+
+/// Writes JSON to `path` atomically (a partial file, fsync, rename), mode 0600.
+pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let context = || format!("writing {}", path.display());
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::error::Error::unsupported(context(), e.to_string()))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(context)?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(context)?;
+    fs::rename(&partial, path).with_context(context)
+}

@@ -81,20 +81,6 @@ impl ExportSummary {
     }
 }
 
-/// Removes the partial file unless the run got as far as renaming it.
-struct PartialFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// The first real error of the run; later ones and cancellations are dropped.
 #[derive(Default)]
 struct FirstError {
@@ -131,18 +117,16 @@ pub fn partial_path(output: &Path) -> PathBuf {
 pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let partial = PartialFile {
-        path: partial_path(&options.output),
-        keep: false,
-    };
+    let partial_file = partial_path(&options.output);
+    let mut partial = crate::compress::RemoveOnDrop::new(partial_file.clone());
     // Fail on an unwritable destination before touching the server. 0600: a mirror holds user data.
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&partial.path)
-        .with_context(|| format!("creating {}", partial.path.display()))?;
+        .open(&partial_file)
+        .with_context(|| format!("creating {}", partial_file.display()))?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,7 +145,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         &snapshot_id,
         &catalog,
         &plan,
-        &partial.path,
+        &partial_file,
         &progress,
         started_at,
     )?;
@@ -171,9 +155,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     let _ = runtime.block_on(coordinator.batch_execute("ROLLBACK"));
     drop(coordinator);
 
-    publish(&partial.path, &options.output)?;
-    let mut partial = partial;
-    partial.keep = true;
+    publish(&partial_file, &options.output)?;
+    partial.keep();
 
     let file_bytes = fs::metadata(&options.output).map(|m| m.len()).unwrap_or(0);
     let rows: u64 = counts.iter().sum();

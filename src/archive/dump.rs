@@ -1,7 +1,7 @@
 //! `pgmirror dump`: pg_dump into a partial file, verified, checksummed, renamed.
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::manifest::{checksum, manifest_path, structural_check, Manifest};
 use super::{table_pattern, tools, ArchiveFormat};
+use crate::compress::{write_private_json, RemoveOnDrop};
 use crate::error::{Context, Error, Result};
 use crate::pg::ConnectionSpec;
 
@@ -48,21 +49,6 @@ pub struct DumpSummary {
     pub path: PathBuf,
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
-}
-
-/// Removes a partial file or directory unless the dump got as far as renaming it.
-struct Partial(Option<PathBuf>);
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = if path.is_dir() {
-                fs::remove_dir_all(path)
-            } else {
-                fs::remove_file(path)
-            };
-        }
-    }
 }
 
 async fn server_identity(source: &ConnectionSpec) -> Result<(String, i32, String)> {
@@ -146,7 +132,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
     } else {
         fs::remove_file(&partial_path)
     };
-    let mut partial = Partial(Some(partial_path.clone()));
+    let mut partial = RemoveOnDrop::new(partial_path.clone());
 
     let mut command = tools::command(&pg_dump, &options.source);
     command.arg(options.format.flag()).arg("--no-password");
@@ -205,7 +191,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
     private(&partial_path)?;
     let (sha256, size_bytes) = checksum(&partial_path)?;
     fs::rename(&partial_path, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    partial.0 = None;
+    partial.keep();
     let manifest = Manifest {
         file: path
             .file_name()
@@ -228,30 +214,12 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
         },
     };
     let manifest_file = manifest_path(&path);
-    write_manifest(&manifest_file, &manifest)?;
+    write_private_json(&manifest_file, &manifest)?;
     Ok(DumpSummary {
         path,
         manifest_path: manifest_file,
         manifest,
     })
-}
-
-fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
-    let context = || format!("writing {}", path.display());
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(context)?;
-    let text =
-        serde_json::to_string_pretty(manifest).map_err(|e| Error::unsupported(context(), e.to_string()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(context)?;
-    fs::rename(&partial, path).with_context(context)
 }
 
 /// Runs a plain pg_dump, compressing its stdout in-process into `partial`.

@@ -71,6 +71,25 @@ pub fn checksum(path: &Path) -> Result<(String, u64)> {
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
 }
 
+/// How a file differs from the size and sha256 recorded for it (empty when it does not).
+pub fn compare_checksum(path: &Path, sha256: &str, size_bytes: u64) -> Vec<String> {
+    match checksum(path) {
+        Ok((actual_sha, actual_size)) => {
+            let mut problems = Vec::new();
+            if actual_size != size_bytes {
+                problems.push(format!(
+                    "size is {actual_size} bytes, the manifest says {size_bytes}"
+                ));
+            }
+            if actual_sha != sha256 {
+                problems.push(format!("sha256 is {actual_sha}, the manifest says {sha256}"));
+            }
+            problems
+        }
+        Err(e) => vec![e.to_string()],
+    }
+}
+
 /// Checks that an archive is readable to its end. Returns the tables it holds data for.
 pub fn structural_check(
     path: &Path,
@@ -159,23 +178,7 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
             };
             let format = manifest.as_ref().map_or(detected, |m| m.format);
             if let Some(manifest) = &manifest {
-                match checksum(path) {
-                    Ok((sha256, size)) => {
-                        if size != manifest.size_bytes {
-                            problems.push(format!(
-                                "size is {size} bytes, the manifest says {}",
-                                manifest.size_bytes
-                            ));
-                        }
-                        if sha256 != manifest.sha256 {
-                            problems.push(format!(
-                                "sha256 is {sha256}, the manifest says {}",
-                                manifest.sha256
-                            ));
-                        }
-                    }
-                    Err(e) => problems.push(e.to_string()),
-                }
+                problems.extend(compare_checksum(path, &manifest.sha256, manifest.size_bytes));
             }
             let needed = manifest
                 .as_ref()

@@ -14,7 +14,6 @@ mod lock;
 pub mod retention;
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, manifest::checksum, ArchiveFormat, DumpOptions, PlainCompression};
+use crate::compress::{write_private_json, RemoveOnDrop};
 use crate::config::ExportOptions;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::pg::ConnectionSpec;
@@ -114,24 +114,6 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating backup directory {}", dir.display()))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let context = || format!("writing {}", path.display());
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| Error::unsupported(context(), e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(context)?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(context)?;
-    fs::rename(&partial, path).with_context(context)
-}
-
 /// Free bytes on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -187,7 +169,7 @@ fn record_run(dir: &Path, outcome: &Result<BackupManifest>) {
         error: outcome.as_ref().err().map(|e| e.to_string()),
         backup: outcome.as_ref().ok().map(|m| m.id.clone()),
     };
-    let _ = write_json(&dir.join(LAST_RUN), &run);
+    let _ = write_private_json(&dir.join(LAST_RUN), &run);
 }
 
 pub fn last_run(dir: &Path) -> Option<LastRun> {
@@ -213,17 +195,6 @@ async fn database_identity(source: &ConnectionSpec) -> Result<(String, String, i
         .await
         .context("reading the database's name and size")?;
     Ok((row.get(0), row.get(1), row.get(2)))
-}
-
-/// Removes a partial backup directory unless it was renamed into place.
-struct PartialDir(Option<PathBuf>);
-
-impl Drop for PartialDir {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = fs::remove_dir_all(path);
-        }
-    }
 }
 
 fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
@@ -274,7 +245,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
         .mode(0o700)
         .create(&partial_dir)
         .with_context(|| format!("creating {}", partial_dir.display()))?;
-    let mut partial = PartialDir(Some(partial_dir.clone()));
+    let mut partial = RemoveOnDrop::new(partial_dir.clone());
 
     let mut files = Vec::new();
     let mut tables = Vec::new();
@@ -354,9 +325,9 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
         verify_problems: problems,
     };
     // The manifest last, then the rename: a backup is there whole or not at all.
-    write_json(&partial_dir.join(MANIFEST), &manifest)?;
+    write_private_json(&partial_dir.join(MANIFEST), &manifest)?;
     fs::rename(&partial_dir, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
-    partial.0 = None;
+    partial.keep();
     if let Ok(dir) = fs::File::open(&options.dir) {
         let _ = dir.sync_all();
     }
@@ -636,25 +607,13 @@ pub fn verify_set(dir: &Path, pg_bin: Option<&Path>) -> Result<SetVerifyReport> 
         for file in &manifest.files {
             let location = path.join(&file.name);
             let name = format!("{}/{}", manifest.id, file.name);
-            match checksum(&location) {
-                Ok((sha256, size)) => {
-                    if size != file.size_bytes {
-                        problems.push(format!(
-                            "{name}: size is {size} bytes, the manifest says {}",
-                            file.size_bytes
-                        ));
-                    }
-                    if sha256 != file.sha256 {
-                        problems.push(format!(
-                            "{name}: sha256 is {sha256}, the manifest says {}",
-                            file.sha256
-                        ));
-                    }
-                }
-                Err(e) => {
-                    problems.push(format!("{name}: {e}"));
-                    continue;
-                }
+            let mismatches = archive::manifest::compare_checksum(&location, &file.sha256, file.size_bytes);
+            let unreadable = mismatches
+                .iter()
+                .any(|m| !m.starts_with("size is") && !m.starts_with("sha256 is"));
+            problems.extend(mismatches.into_iter().map(|m| format!("{name}: {m}")));
+            if unreadable {
+                continue;
             }
             match archive::verify(&location, pg_bin) {
                 Ok(report) => problems.extend(report.problems.into_iter().map(|p| format!("{name}: {p}"))),
