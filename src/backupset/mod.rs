@@ -197,6 +197,26 @@ async fn database_identity(source: &ConnectionSpec) -> Result<(String, String, i
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
+/// Refuses to start a backup that would not fit, before any work.
+fn check_free_space(dir: &Path, free: u64, estimate: u64, from_previous: bool) -> Result<()> {
+    if free >= estimate {
+        return Ok(());
+    }
+    Err(Error::unsupported(
+        format!("backing up into {}", dir.display()),
+        format!(
+            "not enough free space: {} free, about {} needed (the {}); free space or prune first",
+            indicatif::HumanBytes(free),
+            indicatif::HumanBytes(estimate),
+            if from_previous {
+                "previous backup's size"
+            } else {
+                "database's size"
+            }
+        ),
+    ))
+}
+
 fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -215,22 +235,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     } else {
         database_size.max(0) as u64 * factor
     };
-    let free = free_bytes(&options.dir)?;
-    if free < estimate {
-        return Err(Error::unsupported(
-            format!("backing up into {}", options.dir.display()),
-            format!(
-                "not enough free space: {} free, about {} needed (the {}); free space or prune first",
-                indicatif::HumanBytes(free),
-                indicatif::HumanBytes(estimate),
-                if previous > 0 {
-                    "previous backup's size"
-                } else {
-                    "database's size"
-                }
-            ),
-        ));
-    }
+    check_free_space(&options.dir, free_bytes(&options.dir)?, estimate, previous > 0)?;
     let created = SystemTime::now();
     let id = backup_id(created);
     let final_dir = options.dir.join(&id);
@@ -751,4 +756,36 @@ pub fn drill(dir: &Path, scratch: &ConnectionSpec) -> Result<Vec<String>> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_that_would_not_fit_is_refused_with_both_sizes() {
+        let dir = Path::new("/backups");
+        assert!(check_free_space(dir, 10 << 30, 1 << 30, true).is_ok());
+        let message = check_free_space(dir, 100 << 20, 2 << 30, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("100.00 MiB free") && message.contains("2.00 GiB needed"),
+            "{message}"
+        );
+        assert!(
+            message.contains("database's size") && message.contains("/backups"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_guides_file_names_carry_their_time() {
+        assert_eq!(
+            unmanaged_timestamp("prompts_20240101_020304.backup"),
+            Some(retention::days_from_civil(2024, 1, 1) * 86_400 + 2 * 3600 + 3 * 60 + 4)
+        );
+        assert_eq!(unmanaged_timestamp("notes.txt"), None);
+        assert_eq!(unmanaged_timestamp("x_20241301_000000.backup"), None, "month 13");
+    }
 }

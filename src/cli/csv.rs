@@ -70,7 +70,7 @@ struct CsvExportArgs {
 #[command(verbatim_doc_comment)]
 struct CsvImportArgs {
     /// The database to load into: a URL or key=value string; PG* variables fill the rest.
-    #[arg(long, value_name = "URL", default_value = "")]
+    #[arg(long, value_name = "URL", default_value = "", hide_default_value = true)]
     target: String,
     /// The table: its name as written (case-sensitive), or schema.table.
     #[arg(long, value_name = "TABLE")]

@@ -47,7 +47,7 @@ pub struct ConnectionArgs {
     /// string (host=/var/run/postgresql dbname=app). Anything left out comes from PGHOST,
     /// PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE and PGSSLROOTCERT, as with psql.
     /// sslmode may be disable, prefer, require, verify-ca or verify-full.
-    #[arg(long, value_name = "URL", default_value = "")]
+    #[arg(long, value_name = "URL", default_value = "", hide_default_value = true)]
     pub source: String,
 }
 

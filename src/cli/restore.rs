@@ -36,7 +36,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
     /// The database to restore into: a URL or key=value string; PG* variables fill the rest.
-    #[arg(long, value_name = "URL", default_value = "")]
+    #[arg(long, value_name = "URL", default_value = "", hide_default_value = true)]
     target: String,
     /// Only this table (repeatable; name as written, optionally schema.table, globs allowed).
     /// Default: every table in the mirror.
