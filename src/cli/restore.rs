@@ -48,8 +48,8 @@ pub struct RestoreArgs {
     /// replace: empty each table first; append: add the rows; upsert: insert or update by primary key.
     #[arg(long, value_enum, default_value_t = ModeArg::Replace)]
     mode: ModeArg,
-    /// Mirrors: create tables missing in the target from the mirror's definitions (enum and
-    /// domain types must exist already). Archives: create the database named in the archive
+    /// Mirrors: create tables missing in the target from the mirror's definitions, with the
+    /// extensions, enums, domains and composite types they use. Archives: create the database named in the archive
     /// (--target then names the database to connect to first, e.g. postgres).
     #[arg(long)]
     create: bool,

@@ -33,6 +33,8 @@ CREATE TABLE _pgmirror_sequences (
     max_value INTEGER NOT NULL, cycle INTEGER NOT NULL, last_value INTEGER,
     owner_schema TEXT, owner_table TEXT, owner_column TEXT, is_identity INTEGER NOT NULL,
     PRIMARY KEY (schema_name, sequence_name));
+CREATE TABLE _pgmirror_types (
+    schema_name TEXT NOT NULL, type_name TEXT NOT NULL, kind TEXT NOT NULL, create_sql TEXT NOT NULL);
 CREATE TABLE _pgmirror_curation (
     sqlite_table TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE _pgmirror_views (
@@ -229,6 +231,15 @@ impl<'a> Metadata<'a> {
                 owner.map(|r| r.name.clone()),
                 sequence.owner_column,
                 sequence.is_identity,
+            ])?;
+        }
+        let mut insert = conn.prepare("INSERT INTO _pgmirror_types VALUES (?1,?2,?3,?4)")?;
+        for user_type in &inputs.catalog.user_types {
+            insert.execute(params![
+                user_type.schema,
+                user_type.name,
+                user_type.kind,
+                user_type.create_sql
             ])?;
         }
         let mut insert = conn.prepare("INSERT INTO _pgmirror_views VALUES (?1,?2,?3,?4)")?;

@@ -6,7 +6,9 @@ mod metadata;
 mod read;
 
 pub use metadata::{IndexOutcome, Metadata, MetadataInputs};
-pub use read::{Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorSequence, MirrorTable};
+pub use read::{
+    Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorSequence, MirrorTable, MirrorType,
+};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 pub const FORMAT_VERSION: i32 = 1;

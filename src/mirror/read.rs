@@ -96,6 +96,16 @@ pub struct MirrorSequence {
     pub is_identity: bool,
 }
 
+/// A type (or extension) recorded so `restore --create` can make it.
+#[derive(Debug, Clone)]
+pub struct MirrorType {
+    pub schema: String,
+    pub name: String,
+    /// "enum", "domain", "composite" or "extension".
+    pub kind: String,
+    pub create_sql: String,
+}
+
 /// An open mirror with its metadata.
 pub struct Mirror {
     pub conn: Connection,
@@ -104,6 +114,7 @@ pub struct Mirror {
     pub path: String,
     pub tables: Vec<MirrorTable>,
     pub sequences: Vec<MirrorSequence>,
+    pub types: Vec<MirrorType>,
 }
 
 impl Mirror {
@@ -143,12 +154,14 @@ impl Mirror {
         }
         let tables = read_tables(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         let sequences = read_sequences(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
+        let types = read_types(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         Ok(Mirror {
             conn,
             _decompressed: decompressed,
             path: shown,
             tables,
             sequences,
+            types,
         })
     }
 
@@ -256,4 +269,26 @@ fn read_sequences(conn: &Connection) -> rusqlite::Result<Vec<MirrorSequence>> {
         })
     })?
     .collect()
+}
+
+fn read_types(conn: &Connection) -> rusqlite::Result<Vec<MirrorType>> {
+    // Mirrors written before types were recorded have no _pgmirror_types table.
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_pgmirror_types'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !present {
+        return Ok(Vec::new());
+    }
+    conn.prepare("SELECT schema_name, type_name, kind, create_sql FROM _pgmirror_types")?
+        .query_map([], |r| {
+            Ok(MirrorType {
+                schema: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                create_sql: r.get(3)?,
+            })
+        })?
+        .collect()
 }

@@ -129,6 +129,18 @@ pub struct ViewDefinition {
     pub definition: String,
 }
 
+/// A type a restore with `--create` may have to make: an enum, a domain or a standalone
+/// composite, or an extension.
+#[derive(Debug, Clone)]
+pub struct UserType {
+    pub schema: String,
+    pub name: String,
+    /// "enum", "domain", "composite" or "extension".
+    pub kind: String,
+    /// The statement that creates it.
+    pub create_sql: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub version: String,
@@ -147,6 +159,7 @@ pub struct Catalog {
     pub sequences: Vec<Sequence>,
     pub views: Vec<ViewDefinition>,
     pub types: TypeResolver,
+    pub user_types: Vec<UserType>,
 }
 
 impl Catalog {
@@ -364,12 +377,52 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         })
         .collect();
 
+    let mut user_types: Vec<UserType> = client
+        .query(
+            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname",
+            &[],
+        )
+        .await
+        .context("reading extensions")?
+        .iter()
+        .map(|row| {
+            let name: String = row.get(0);
+            UserType {
+                schema: String::new(),
+                create_sql: format!("CREATE EXTENSION IF NOT EXISTS {}", super::quote_ident(&name)),
+                name,
+                kind: "extension".to_owned(),
+            }
+        })
+        .collect();
+    for row in client
+        .query(include_str!("sql/user_types.sql"), &[])
+        .await
+        .context("reading enum, domain and composite types")?
+    {
+        let (schema, name, typtype, body): (String, String, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let qualified = super::qualified(&schema, &name);
+        let body = body.unwrap_or_default();
+        let (kind, create_sql) = match typtype.as_str() {
+            "e" => ("enum", format!("CREATE TYPE {qualified} AS ENUM ({body})")),
+            "d" => ("domain", format!("CREATE DOMAIN {qualified} AS {body}")),
+            _ => ("composite", format!("CREATE TYPE {qualified} AS ({body})")),
+        };
+        user_types.push(UserType {
+            schema,
+            name,
+            kind: kind.to_owned(),
+            create_sql,
+        });
+    }
     Ok(Catalog {
         server,
         relations,
         sequences,
         views,
         types,
+        user_types,
     })
 }
 

@@ -30,6 +30,73 @@ fn column_definition(column: &MirrorColumn) -> String {
     line
 }
 
+/// Runs one statement in a savepoint: on failure the transaction goes on without it.
+async fn try_statement(client: &Client, sql: &str) -> bool {
+    let wrapped = format!("SAVEPOINT pgmirror_type; {sql}; RELEASE SAVEPOINT pgmirror_type");
+    if client.batch_execute(&wrapped).await.is_ok() {
+        return true;
+    }
+    let _ = client
+        .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_type; RELEASE SAVEPOINT pgmirror_type")
+        .await;
+    false
+}
+
+/// Makes the extensions, enums, domains and composite types the mirror recorded that the
+/// target lacks. Types can depend on each other, so the missing ones are retried until a
+/// round creates nothing; what still fails is reported by the CREATE TABLE that needs it.
+/// Returns what was created.
+pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
+        if try_statement(client, &extension.create_sql).await {
+            created.push(format!("extension {}", extension.name));
+        }
+    }
+    let mut pending = Vec::new();
+    for user_type in mirror.types.iter().filter(|t| t.kind != "extension") {
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regtype($1) IS NOT NULL",
+                &[&qualified(&user_type.schema, &user_type.name)],
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "looking for type {}.{} in the target",
+                    user_type.schema, user_type.name
+                )
+            })?
+            .get(0);
+        if !exists {
+            pending.push(user_type);
+        }
+    }
+    loop {
+        let before = pending.len();
+        let mut still = Vec::new();
+        for user_type in pending {
+            let sql = format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; {}",
+                quote_ident(&user_type.schema),
+                user_type.create_sql
+            );
+            if try_statement(client, &sql).await {
+                created.push(format!(
+                    "{} {}.{}",
+                    user_type.kind, user_type.schema, user_type.name
+                ));
+            } else {
+                still.push(user_type);
+            }
+        }
+        pending = still;
+        if pending.is_empty() || pending.len() == before {
+            return Ok(created);
+        }
+    }
+}
+
 /// Creates the table (and the serial sequences its defaults use) without keys or indexes.
 pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable) -> Result<TargetTable> {
     let name = table.display_name();
@@ -81,7 +148,7 @@ pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable)
     if let Err(error) = client.batch_execute(&sql).await {
         let hint = match error.code() {
             Some(code) if *code == tokio_postgres::error::SqlState::UNDEFINED_OBJECT => {
-                " (the mirror records type names, not type definitions: create the missing enum or domain first)"
+                " (a type it needs could not be created from the mirror's records; create it first)"
             }
             _ => "",
         };

@@ -144,11 +144,18 @@ async fn run(
 ) -> Result<(Vec<RestoredTable>, Vec<String>)> {
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
+    let mut types_ensured = false;
     for &table in selected {
         let existing = target::find_table(client, &table.schema, &table.name).await?;
         let (target, created) = match existing {
             Some(target) => (target, false),
-            None if options.create => (create::create_table(client, mirror, table).await?, true),
+            None if options.create => {
+                if !types_ensured {
+                    create::ensure_types(client, mirror).await?;
+                    types_ensured = true;
+                }
+                (create::create_table(client, mirror, table).await?, true)
+            }
             None => {
                 problems.push(format!(
                     "table {} does not exist in the target (use --create to create it from the mirror)",

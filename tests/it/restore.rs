@@ -244,3 +244,25 @@ fn append_upsert_and_create_modes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn create_makes_the_recorded_enums_domains_composites_and_extensions() {
+    let source = fresh_db("restore_create_types_source");
+    source.psql_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/types.sql"));
+    source.execute(
+        "CREATE EXTENSION hstore; CREATE TABLE settings (id int PRIMARY KEY, kv hstore);
+         INSERT INTO settings VALUES (1, 'a=>1, b=>\"two words\"'), (2, NULL);",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_create_types_target");
+    assert_ok(&restore(&mirror, &target, &["--create"]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+    assert_eq!(target.scalar("SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype"), "sad,ok,happy");
+    assert_eq!(
+        target.scalar("SELECT count(*) FROM pg_constraint WHERE contypid = 'positive_int'::regtype"),
+        "1",
+        "the domain keeps its CHECK"
+    );
+}
