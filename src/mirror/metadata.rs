@@ -33,6 +33,10 @@ CREATE TABLE _pgmirror_sequences (
     max_value INTEGER NOT NULL, cycle INTEGER NOT NULL, last_value INTEGER,
     owner_schema TEXT, owner_table TEXT, owner_column TEXT, is_identity INTEGER NOT NULL,
     PRIMARY KEY (schema_name, sequence_name));
+CREATE TABLE _pgmirror_partitions (
+    sqlite_table TEXT NOT NULL, position INTEGER NOT NULL, schema_name TEXT NOT NULL,
+    relation_name TEXT NOT NULL, parent_schema TEXT NOT NULL, parent_name TEXT NOT NULL,
+    bound TEXT NOT NULL, partition_key TEXT, PRIMARY KEY (sqlite_table, position));
 CREATE TABLE _pgmirror_types (
     schema_name TEXT NOT NULL, type_name TEXT NOT NULL, kind TEXT NOT NULL, create_sql TEXT NOT NULL);
 CREATE TABLE _pgmirror_curation (
@@ -96,6 +100,8 @@ impl<'a> Metadata<'a> {
         let mut constraint_insert =
             conn.prepare("INSERT INTO _pgmirror_constraints VALUES (?1,?2,?3,?4,?5,?6)")?;
         let mut curation_insert = conn.prepare("INSERT INTO _pgmirror_curation VALUES (?1,?2,?3)")?;
+        let mut partition_insert =
+            conn.prepare("INSERT INTO _pgmirror_partitions VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
         for (position, table) in inputs.plan.tables.iter().enumerate() {
             // None for a --query table.
             let relation = inputs.catalog.relation(table.relation_oid);
@@ -111,6 +117,38 @@ impl<'a> Metadata<'a> {
             };
             for (kind, detail) in &table.curation {
                 curation_insert.execute(params![table.sqlite_name, kind, detail])?;
+            }
+            // The partitioned table itself first (no parent, no bound), then every partition
+            // after its parent, so a restore can create them in this order.
+            if let Some(root) = relation.filter(|r| r.partition_key.is_some()) {
+                partition_insert.execute(params![
+                    table.sqlite_name,
+                    0,
+                    root.schema,
+                    root.name,
+                    "",
+                    "",
+                    "",
+                    root.partition_key
+                ])?;
+                for (position, partition) in inputs.catalog.partition_tree(root.oid).iter().enumerate() {
+                    let Some(parent) = partition
+                        .partition_parent
+                        .and_then(|oid| inputs.catalog.relation(oid))
+                    else {
+                        continue;
+                    };
+                    partition_insert.execute(params![
+                        table.sqlite_name,
+                        position as i64 + 1,
+                        partition.schema,
+                        partition.name,
+                        parent.schema,
+                        parent.name,
+                        partition.partition_bound.clone().unwrap_or_default(),
+                        partition.partition_key,
+                    ])?;
+                }
             }
             let source_bytes: i64 = inputs
                 .plan
@@ -288,8 +326,13 @@ fn create_table_ddl(relation: &Relation) -> String {
         RelationKind::MaterializedView => "-- materialized view, exported as a table\n",
         _ => "",
     };
+    let partitioning = relation
+        .partition_key
+        .as_ref()
+        .map(|key| format!(" PARTITION BY {key}"))
+        .unwrap_or_default();
     format!(
-        "{kind}CREATE TABLE {} (\n{}\n)",
+        "{kind}CREATE TABLE {} (\n{}\n){partitioning}",
         relation.qualified_name(),
         lines.join(",\n")
     )

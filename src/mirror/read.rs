@@ -52,6 +52,21 @@ pub struct MirrorTable {
     pub constraints: Vec<MirrorConstraint>,
     /// (kind, detail) of each filter, exclusion, redaction or query applied at export.
     pub curation: Vec<(String, String)>,
+    /// For a partitioned table: itself (no parent, no bound) then its partitions, each after
+    /// its parent.
+    pub partitions: Vec<MirrorPartition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorPartition {
+    pub schema: String,
+    pub name: String,
+    pub parent_schema: String,
+    pub parent_name: String,
+    /// `FOR VALUES ...` (empty for the partitioned table itself).
+    pub bound: String,
+    /// `RANGE (col)` etc. for a partitioned table or partition.
+    pub partition_key: Option<String>,
 }
 
 impl MirrorTable {
@@ -184,6 +199,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
                 indexes: Vec::new(),
                 constraints: Vec::new(),
                 curation: Vec::new(),
+                partitions: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -203,7 +219,30 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
         [],
         |r| r.get(0),
     )?;
+    let has_partitions: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_pgmirror_partitions'",
+        [],
+        |r| r.get(0),
+    )?;
     for table in &mut tables {
+        if has_partitions {
+            table.partitions = conn
+                .prepare_cached(
+                    "SELECT schema_name, relation_name, parent_schema, parent_name, bound, partition_key \
+                     FROM _pgmirror_partitions WHERE sqlite_table = ?1 ORDER BY position",
+                )?
+                .query_map([&table.sqlite_name], |r| {
+                    Ok(MirrorPartition {
+                        schema: r.get(0)?,
+                        name: r.get(1)?,
+                        parent_schema: r.get(2)?,
+                        parent_name: r.get(3)?,
+                        bound: r.get(4)?,
+                        partition_key: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
         if has_curation {
             table.curation = conn
                 .prepare_cached("SELECT kind, detail FROM _pgmirror_curation WHERE sqlite_table = ?1")?

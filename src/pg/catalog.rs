@@ -48,6 +48,11 @@ pub struct Relation {
     pub kind: RelationKind,
     /// For a partition: the root of its partition tree.
     pub partition_root: Option<u32>,
+    /// For a partition: its immediate parent and its bound (`FOR VALUES ...`).
+    pub partition_parent: Option<u32>,
+    pub partition_bound: Option<String>,
+    /// For a partitioned table: its key (`RANGE (taken)`).
+    pub partition_key: Option<String>,
     pub populated: bool,
     pub estimated_rows: f64,
     pub columns: Vec<Column>,
@@ -167,6 +172,24 @@ impl Catalog {
         self.relations.iter().find(|r| r.oid == oid)
     }
 
+    /// Every partition below a partitioned table (leaves and partitioned children), each
+    /// after its parent.
+    pub fn partition_tree(&self, root: u32) -> Vec<&Relation> {
+        let mut ordered: Vec<&Relation> = Vec::new();
+        let mut parents = vec![root];
+        while let Some(parent) = parents.pop() {
+            for child in self
+                .relations
+                .iter()
+                .filter(|r| r.partition_parent == Some(parent))
+            {
+                ordered.push(child);
+                parents.push(child.oid);
+            }
+        }
+        ordered
+    }
+
     /// The partitions (leaves with data) of a partitioned table.
     pub fn partition_leaves(&self, root: u32) -> impl Iterator<Item = &Relation> {
         self.relations
@@ -271,6 +294,9 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             name: row.get(2),
             kind,
             partition_root: row.get(5),
+            partition_key: row.get(8),
+            partition_bound: row.get(9),
+            partition_parent: row.get(10),
             populated: row.get(6),
             estimated_rows: row.get::<_, f64>(7).max(0.0),
             columns: Vec::new(),

@@ -101,10 +101,15 @@ pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<Vec<String
 pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable) -> Result<TargetTable> {
     let name = table.display_name();
     let context = || format!("creating table {name} in the target");
-    if table.kind == "partitioned table" {
+    let partition_key = table
+        .partitions
+        .first()
+        .and_then(|root| root.partition_key.clone());
+    if table.kind == "partitioned table" && partition_key.is_none() {
         return Err(Error::unsupported(
             context(),
-            "the mirror does not record partition bounds; create the partitioned table and its partitions first",
+            "this mirror does not record partition bounds (it predates them); create the partitioned table \
+             and its partitions first",
         ));
     }
     let owned: Vec<_> = mirror
@@ -130,11 +135,28 @@ pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable)
         ));
     }
     let columns: Vec<String> = table.columns.iter().map(column_definition).collect();
+    let partitioning = partition_key
+        .map(|key| format!(" PARTITION BY {key}"))
+        .unwrap_or_default();
     sql.push_str(&format!(
-        "CREATE TABLE {} (\n  {}\n);\n",
+        "CREATE TABLE {} (\n  {}\n){partitioning};\n",
         qualified(&table.schema, &table.name),
         columns.join(",\n  ")
     ));
+    // Partitions after their parents; their columns come from the parent.
+    for partition in table.partitions.iter().skip(1) {
+        sql.push_str(&format!(
+            "CREATE TABLE {} PARTITION OF {} {}{};\n",
+            qualified(&partition.schema, &partition.name),
+            qualified(&partition.parent_schema, &partition.parent_name),
+            partition.bound,
+            partition
+                .partition_key
+                .as_ref()
+                .map(|key| format!(" PARTITION BY {key}"))
+                .unwrap_or_default()
+        ));
+    }
     for sequence in &owned {
         if let Some(column) = &sequence.owner_column {
             sql.push_str(&format!(
@@ -186,7 +208,10 @@ pub async fn add_constraints_and_indexes(
                 .indexes
                 .iter()
                 .filter(|i| !i.is_primary && !table.constraints.iter().any(|c| c.name == i.name))
-                .map(|i| i.definition.clone()),
+                // A partitioned table's index reads `ON ONLY t`, which would leave it
+                // invalid until each partition's index is attached; without ONLY,
+                // PostgreSQL builds and attaches them itself.
+                .map(|i| i.definition.replacen(" ON ONLY ", " ON ", 1)),
         );
     }
     for statement in statements {

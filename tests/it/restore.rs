@@ -266,3 +266,39 @@ fn create_makes_the_recorded_enums_domains_composites_and_extensions() {
         "the domain keeps its CHECK"
     );
 }
+
+#[test]
+fn create_rebuilds_a_partition_tree() {
+    let source = fresh_db("restore_partitions_source");
+    source.execute(
+        "CREATE TABLE measurements (id bigint, taken date NOT NULL, value numeric, PRIMARY KEY (id, taken))
+             PARTITION BY RANGE (taken);
+         CREATE TABLE measurements_2023 PARTITION OF measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+         CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')
+             PARTITION BY LIST (id);
+         CREATE TABLE measurements_2024_a PARTITION OF measurements_2024 FOR VALUES IN (1, 2, 3);
+         CREATE TABLE measurements_2024_b PARTITION OF measurements_2024 DEFAULT;
+         CREATE TABLE measurements_other PARTITION OF measurements DEFAULT;
+         CREATE INDEX measurements_value ON measurements (value);
+         INSERT INTO measurements SELECT g, date '2022-12-25' + g * 3, g * 1.5 FROM generate_series(1, 300) g;",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_partitions_target");
+    assert_ok(&restore(&mirror, &target, &["--create"]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+    let per_partition = "SELECT tableoid::regclass::text, count(*) FROM measurements GROUP BY 1 ORDER BY 1";
+    assert_eq!(
+        target.query(per_partition),
+        source.query(per_partition),
+        "rows land in the same partitions"
+    );
+    assert_eq!(
+        target.scalar(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT i.indisvalid"
+        ),
+        "0",
+        "no invalid partitioned index"
+    );
+}

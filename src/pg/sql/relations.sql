@@ -6,7 +6,10 @@ SELECT c.oid,
        c.relispartition,
        CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::oid END AS partition_root,
        c.relispopulated,
-       c.reltuples::float8
+       c.reltuples::float8,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
+       CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS partition_bound,
+       CASE WHEN c.relispartition THEN (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) END AS partition_parent
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm', 'v')
