@@ -31,8 +31,12 @@ pub struct ExportArgs {
     #[command(flatten)]
     connection: ConnectionArgs,
     /// The SQLite file to write (replaced atomically if it exists).
-    #[arg(long, short, value_name = "FILE")]
-    output: PathBuf,
+    #[arg(long, short, value_name = "FILE", required_unless_present = "plan")]
+    output: Option<PathBuf>,
+    /// Print what the export would do (tables, codecs, COPY statements, chunks) as JSON,
+    /// without reading a row or writing a file.
+    #[arg(long)]
+    plan: bool,
     /// Worker connections reading in parallel [default: the number of cores, at least 2].
     #[arg(long, short, value_name = "N")]
     jobs: Option<usize>,
@@ -145,7 +149,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         None => Profile::default(),
     };
     let curation = curation(&args, &profile)?;
-    let mut options = ExportOptions::new(source, args.output.clone());
+    let mut options = ExportOptions::new(source, args.output.clone().unwrap_or_default());
     options.curation = curation;
     if let Some(jobs) = args.jobs {
         anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
@@ -164,6 +168,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.batch_rows >= 1, "--batch-rows must be at least 1");
     options.batch.rows = args.batch_rows;
     options.quiet = args.report.quiet;
+    if args.plan {
+        let plan = pgmirror::pipeline::plan_only(&options).context("planning the export failed")?;
+        print_stdout(&serde_json::to_string_pretty(&plan)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let summary = pgmirror::export(&options).context("export failed; no mirror was written")?;
     if args.report.json {
         print_stdout(&serde_json::to_string_pretty(&summary)?)?;

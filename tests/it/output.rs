@@ -201,3 +201,38 @@ fn bench_tries_each_setting_on_a_sample_and_names_the_fastest() {
         .collect();
     assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
 }
+
+#[test]
+fn plan_shows_tables_codecs_and_chunks_without_writing() {
+    let db = fresh_db("plan_only");
+    db.execute(
+        "CREATE TABLE big (id bigint, payload text, price money);
+         INSERT INTO big SELECT g, repeat(md5(g::text), 4), g FROM generate_series(1, 20000) g;",
+    );
+    let dir = temp_dir();
+    let result = pgmirror(&[
+        "export",
+        "--plan",
+        "--source",
+        &db.url,
+        "--chunk-size",
+        "256kB",
+        "--where",
+        "big:id > 10",
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let columns = &plan["tables"][0]["columns"];
+    assert_eq!(columns[2]["pg_type"], "money");
+    assert_eq!(columns[2]["codec"], "numeric", "money travels as numeric");
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert!(tasks.len() > 3, "chunked: {plan}");
+    assert!(tasks
+        .iter()
+        .all(|t| t["query"].as_str().unwrap().contains("(id > 10)")));
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
