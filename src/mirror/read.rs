@@ -111,6 +111,16 @@ pub struct MirrorSequence {
     pub is_identity: bool,
 }
 
+/// A view or materialized view definition recorded at export.
+#[derive(Debug, Clone)]
+pub struct MirrorView {
+    pub schema: String,
+    pub name: String,
+    /// "view" or "materialized view".
+    pub kind: String,
+    pub definition: String,
+}
+
 /// A type (or extension) recorded so `restore --create` can make it.
 #[derive(Debug, Clone)]
 pub struct MirrorType {
@@ -130,6 +140,7 @@ pub struct Mirror {
     pub tables: Vec<MirrorTable>,
     pub sequences: Vec<MirrorSequence>,
     pub types: Vec<MirrorType>,
+    pub views: Vec<MirrorView>,
 }
 
 impl Mirror {
@@ -170,6 +181,7 @@ impl Mirror {
         let tables = read_tables(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         let sequences = read_sequences(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         let types = read_types(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
+        let views = read_views(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         Ok(Mirror {
             conn,
             _decompressed: decompressed,
@@ -177,6 +189,7 @@ impl Mirror {
             tables,
             sequences,
             types,
+            views,
         })
     }
 
@@ -327,6 +340,19 @@ fn read_types(conn: &Connection) -> rusqlite::Result<Vec<MirrorType>> {
                 name: r.get(1)?,
                 kind: r.get(2)?,
                 create_sql: r.get(3)?,
+            })
+        })?
+        .collect()
+}
+
+fn read_views(conn: &Connection) -> rusqlite::Result<Vec<MirrorView>> {
+    conn.prepare("SELECT schema_name, view_name, kind, definition FROM _pgmirror_views")?
+        .query_map([], |r| {
+            Ok(MirrorView {
+                schema: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                definition: r.get(3)?,
             })
         })?
         .collect()

@@ -145,8 +145,24 @@ async fn run(
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     let mut types_ensured = false;
+    // Materialized views are computed, not loaded: refreshed (or, with --create, created
+    // from their recorded query) once their tables hold the restored rows.
+    let mut materialized: Vec<(&MirrorTable, bool)> = Vec::new();
     for &table in selected {
         let existing = target::find_table(client, &table.schema, &table.name).await?;
+        if table.kind == "materialized view" {
+            match existing {
+                Some(target) if target.materialized => {
+                    materialized.push((table, false));
+                    continue;
+                }
+                None if options.create && view_definition(mirror, table).is_some() => {
+                    materialized.push((table, true));
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let (target, created) = match existing {
             Some(target) => (target, false),
             None if options.create => {
@@ -209,12 +225,58 @@ async fn run(
     for job in jobs.iter().filter(|j| j.created) {
         create::add_constraints_and_indexes(client, job.table, true).await?;
     }
+    for (table, create) in materialized {
+        restored.push(refresh_materialized(client, mirror, table, create).await?);
+    }
     let mut sequences = Vec::new();
     for job in &jobs {
         let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);
         sequences.extend(advance_sequences(client, &job.table_ref(), recorded).await?);
     }
     Ok((restored, sequences))
+}
+
+fn view_definition<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Option<&'m str> {
+    mirror
+        .views
+        .iter()
+        .find(|v| v.kind == "materialized view" && v.schema == table.schema && v.name == table.name)
+        .map(|v| v.definition.trim().trim_end_matches(';'))
+}
+
+/// Creates (from its recorded query) or refreshes a materialized view over the restored rows.
+async fn refresh_materialized(
+    client: &Client,
+    mirror: &Mirror,
+    table: &MirrorTable,
+    create: bool,
+) -> Result<RestoredTable> {
+    let relation = qualified(&table.schema, &table.name);
+    let sql = match (create, view_definition(mirror, table)) {
+        (true, Some(definition)) => format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE MATERIALIZED VIEW {relation} AS {definition}",
+            quote_ident(&table.schema)
+        ),
+        _ => format!("REFRESH MATERIALIZED VIEW {relation}"),
+    };
+    let context = || {
+        format!(
+            "{} materialized view {}",
+            if create { "creating" } else { "refreshing" },
+            table.display_name()
+        )
+    };
+    client.batch_execute(&sql).await.with_context(context)?;
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {relation}"), &[])
+        .await
+        .with_context(context)?
+        .get(0);
+    Ok(RestoredTable {
+        table: table.display_name(),
+        rows: rows as u64,
+        created: create,
+    })
 }
 
 /// A mirror table that holds only some rows (`--where`) or not the real values

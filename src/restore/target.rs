@@ -16,6 +16,8 @@ pub struct TargetColumn {
 pub struct TargetTable {
     pub oid: u32,
     pub partitioned: bool,
+    /// A materialized view: refreshed from its query, never loaded.
+    pub materialized: bool,
     pub columns: Vec<TargetColumn>,
     pub primary_key: Vec<String>,
 }
@@ -26,7 +28,7 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
     let name = qualified(schema, table);
     let Some(row) = client
         .query_opt(
-            "SELECT c.oid, c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass($1)",
+            "SELECT c.oid, c.relkind = 'p', c.relkind = 'm' FROM pg_class c WHERE c.oid = to_regclass($1)",
             &[&name],
         )
         .await
@@ -66,6 +68,7 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
     Ok(Some(TargetTable {
         oid,
         partitioned: row.get(1),
+        materialized: row.get(2),
         columns,
         primary_key,
     }))

@@ -4,7 +4,7 @@
 use crate::compare::assert_mirror_matches;
 use crate::support::{export, fresh_db, mirror_table_names, open_mirror, pgmirror, temp_dir};
 
-const RELATIONS: &str = r#"
+pub const RELATIONS: &str = r#"
 CREATE TABLE measurements (id bigint, taken date NOT NULL, value numeric) PARTITION BY RANGE (taken);
 CREATE TABLE measurements_2023 PARTITION OF measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
 CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')

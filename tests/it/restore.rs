@@ -302,3 +302,30 @@ fn create_rebuilds_a_partition_tree() {
         "no invalid partitioned index"
     );
 }
+
+#[test]
+fn partitions_inheritance_matviews_and_hostile_names_round_trip() {
+    let source = fresh_db("restore_relations_source");
+    source.execute(crate::relations::RELATIONS);
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+
+    // Into a copy of the schema: the materialized view is refreshed, not loaded.
+    let copy = fresh_db("restore_relations_copy");
+    copy_schema(&source, &copy);
+    assert_ok(&restore(&mirror, &copy, &[]));
+    assert_eq!(table_digests(&copy), table_digests(&source));
+    assert_eq!(copy.scalar("SELECT count(*) FROM dog_names"), "2");
+
+    // Into an empty database: everything created, the materialized view from its query.
+    let created = fresh_db("restore_relations_created");
+    assert_ok(&restore(&mirror, &created, &["--create"]));
+    assert_eq!(table_digests(&created), table_digests(&source));
+    assert_eq!(
+        created.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'dog_names'"),
+        "m"
+    );
+    assert_eq!(created.scalar("SELECT count(*) FROM dog_names"), "2");
+    created.execute("INSERT INTO animals (name) VALUES ('after restore')");
+}
