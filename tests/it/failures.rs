@@ -101,24 +101,16 @@ fn big_table_db(name: &str) -> crate::support::TestDb {
     db
 }
 
-/// Starts `pgmirror export` on `db`, waits until its COPY runs on the server, then runs
-/// `on_copy(pid of the COPY's backend, the pgmirror child)`; returns the finished child's output.
+/// Starts pgmirror with `args`, waits until a COPY matching `copy_like` runs in `db`, then
+/// runs `on_copy(pid of the COPY's backend, the pgmirror child, db)`; returns the child's output.
 fn interrupt_mid_copy(
     db: &crate::support::TestDb,
-    output: &Path,
+    args: &[&str],
+    copy_like: &str,
     on_copy: impl FnOnce(i32, &std::process::Child, &crate::support::TestDb),
 ) -> std::process::Output {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-        .args([
-            "export",
-            "--quiet",
-            "--jobs",
-            "1",
-            "--source",
-            &db.url,
-            "--output",
-            output.to_str().unwrap(),
-        ])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -131,8 +123,8 @@ fn interrupt_mid_copy(
             let rows = client
                 .query(
                     "SELECT pid FROM pg_stat_activity \
-                     WHERE datname = current_database() AND query LIKE 'COPY (SELECT%' AND state = 'active'",
-                    &[],
+                     WHERE datname = current_database() AND query LIKE $1 AND state = 'active'",
+                    &[&copy_like],
                 )
                 .await
                 .unwrap();
@@ -152,9 +144,15 @@ fn interrupt_mid_copy(
 fn a_backend_killed_mid_copy_fails_the_run() {
     let db = big_table_db("killed_backend");
     let dir = temp_dir();
-    let result = interrupt_mid_copy(&db, &dir.path().join("out.db"), |backend, _, db| {
-        assert_eq!(db.scalar(&format!("SELECT pg_terminate_backend({backend})")), "t");
-    });
+    let output = dir.path().join("out.db");
+    let result = interrupt_mid_copy(
+        &db,
+        &export_args(&db.url, output.to_str().unwrap()),
+        "COPY (SELECT%",
+        |backend, _, db| {
+            assert_eq!(db.scalar(&format!("SELECT pg_terminate_backend({backend})")), "t");
+        },
+    );
     assert_failed_cleanly(&result, dir.path(), &["reading table public.big"]);
 }
 
@@ -162,10 +160,16 @@ fn a_backend_killed_mid_copy_fails_the_run() {
 fn sigint_mid_copy_stops_cleanly() {
     let db = big_table_db("sigint");
     let dir = temp_dir();
-    let result = interrupt_mid_copy(&db, &dir.path().join("out.db"), |_, child, _| {
-        let pid = i32::try_from(child.id()).unwrap();
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    });
+    let output = dir.path().join("out.db");
+    let result = interrupt_mid_copy(
+        &db,
+        &export_args(&db.url, output.to_str().unwrap()),
+        "COPY (SELECT%",
+        |_, child, _| {
+            let pid = i32::try_from(child.id()).unwrap();
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        },
+    );
     assert_failed_cleanly(&result, dir.path(), &["interrupted"]);
 }
 
@@ -184,4 +188,34 @@ fn an_output_directory_that_cannot_be_written() {
     assert_eq!(result.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("out.db.partial"), "{stderr}");
     assert_eq!(std::fs::read(&not_a_directory).unwrap(), b"x");
+}
+
+#[test]
+fn a_restore_whose_connection_is_killed_changes_nothing() {
+    let source = big_table_db("killed_restore_source");
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    crate::support::export(&source, &mirror, &[]);
+    let target = fresh_db("killed_restore_target");
+    crate::support::copy_schema(&source, &target);
+    target.execute("INSERT INTO big VALUES (-1, 'kept')");
+    let before = crate::support::table_digests(&target);
+    let args = [
+        "restore",
+        "--quiet",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--target",
+        &target.url,
+    ];
+    let result = interrupt_mid_copy(&target, &args, "COPY %FROM STDIN%", |backend, _, db| {
+        assert_eq!(db.scalar(&format!("SELECT pg_terminate_backend({backend})")), "t");
+    });
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("public.big") && stderr.contains("target is unchanged"),
+        "{stderr}"
+    );
+    assert_eq!(crate::support::table_digests(&target), before);
 }
