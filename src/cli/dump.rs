@@ -182,24 +182,39 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let file = args.file.clone().unwrap_or_default();
     let report = archive::verify(&file, args.pg_bin.as_deref())?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&report)?)?;
-    } else if !args.report.quiet || !report.problems.is_empty() {
-        if report.problems.is_empty() {
-            println!("{}: sound {}", report.file, report.kind);
-        } else {
-            println!(
-                "{}: {} problem(s) in this {}:",
-                report.file,
-                report.problems.len(),
-                report.kind
-            );
-            for problem in &report.problems {
-                println!("  - {problem}");
-            }
+    let sound = format!("{}: sound {}", report.file, report.kind);
+    let found = format!(
+        "{}: {} problem(s) in this {}:",
+        report.file,
+        report.problems.len(),
+        report.kind
+    );
+    report_findings(&report, &report.problems, &args.report, &sound, &found)
+}
+
+/// Prints a verification's report (JSON, or a line and the problems) and maps it to the
+/// exit code: 0 when sound, 1 when problems were found.
+fn report_findings<T: serde::Serialize>(
+    report: &T,
+    problems: &[String],
+    output: &ReportArgs,
+    sound: &str,
+    found: &str,
+) -> anyhow::Result<ExitCode> {
+    if output.json {
+        print_stdout(&serde_json::to_string_pretty(report)?)?;
+    } else if problems.is_empty() {
+        if !output.quiet {
+            print_stdout(sound)?;
         }
+    } else {
+        let mut text = found.to_owned();
+        for problem in problems {
+            text.push_str(&format!("\n  - {problem}"));
+        }
+        print_stdout(&text)?;
     }
-    Ok(if report.problems.is_empty() {
+    Ok(if problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -220,26 +235,12 @@ fn run_verify_set(dir: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<Ex
             .problems
             .extend(backupset::drill(dir, &ConnectionSpec::parse(scratch)?)?);
     }
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&report)?)?;
-    } else if report.problems.is_empty() {
-        if !args.report.quiet {
-            println!("{}: {} backups, all sound", report.dir, report.backups);
-        }
-    } else {
-        println!(
-            "{}: {} problem(s) in {} backups:",
-            report.dir,
-            report.problems.len(),
-            report.backups
-        );
-        for problem in &report.problems {
-            println!("  - {problem}");
-        }
-    }
-    Ok(if report.problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let sound = format!("{}: {} backups, all sound", report.dir, report.backups);
+    let found = format!(
+        "{}: {} problem(s) in {} backups:",
+        report.dir,
+        report.problems.len(),
+        report.backups
+    );
+    report_findings(&report, &report.problems, &args.report, &sound, &found)
 }

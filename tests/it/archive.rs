@@ -190,6 +190,15 @@ fn truncated_or_altered_archives_fail_verify() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// Runs pgmirror with PATH set to `path` (a fake pg_dump first).
+fn pgmirror_with_path(args: &[&str], path: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
 fn fake_pg_dump(dir: &Path, version: &str, body: &str) -> String {
     let script = dir.join("pg_dump");
     std::fs::write(
@@ -207,11 +216,10 @@ fn an_old_pg_dump_first_on_path_is_refused_naming_both_versions() {
     let dir = temp_dir();
     let path = fake_pg_dump(dir.path(), "9.6.24", "exit 1");
     let out = dir.path().join("out");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-        .args(["dump", "--source", &source.url, "--dir", out.to_str().unwrap()])
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let output = pgmirror_with_path(
+        &["dump", "--source", &source.url, "--dir", out.to_str().unwrap()],
+        &path,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -246,11 +254,10 @@ fn the_password_travels_in_the_environment_never_in_argv() {
     let out = dir.path().join("out");
     let source =
         format!("postgres://dump_user:Pa55-in-env-only@127.0.0.1:{port}/archive_password?sslmode=disable");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
-        .args(["dump", "--source", &source, "--dir", out.to_str().unwrap()])
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let output = pgmirror_with_path(
+        &["dump", "--source", &source, "--dir", out.to_str().unwrap()],
+        &path,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
