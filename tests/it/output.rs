@@ -197,7 +197,10 @@ fn bench_tries_each_setting_on_a_sample_and_names_the_fastest() {
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("pgmirror-bench-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("pgmirror-bench-") && name.ends_with(".db")
+        })
         .collect();
     assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
 }
