@@ -128,9 +128,11 @@ fn select<'m>(mirror: &'m Mirror, filter: &TableFilter) -> Result<Vec<&'m Mirror
             unmatched.join(", ")
         )));
     }
+    // Rows of a --query or --include-view table have no table to go back to.
     Ok(mirror
         .tables
         .iter()
+        .filter(|t| !matches!(t.kind.as_str(), "query" | "view"))
         .filter(|t| filter.includes(&t.schema, &t.name))
         .collect())
 }

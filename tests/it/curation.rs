@@ -259,6 +259,37 @@ fn queries_views_and_redactions() {
         .query_row("SELECT email FROM people WHERE id = 1", [], |r| r.get(0))
         .unwrap();
     assert_ne!(email, other);
+
+    // Query and view tables are derived: restore leaves them out and loads the real tables.
+    let target = fresh_db("curated_small_target");
+    crate::support::copy_schema(&db, &target);
+    let restored = pgmirror(&[
+        "restore",
+        "--quiet",
+        "--json",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--target",
+        &target.url,
+        "--force",
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let tables: Vec<&str> = summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, vec!["public.people", "public.visits"]);
+    assert_eq!(
+        target.scalar("SELECT count(*) FROM people WHERE secret IS NULL AND team IS NULL"),
+        "3"
+    );
 }
 
 #[test]
