@@ -405,18 +405,26 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
         ValueRef::Integer(i) => {
             let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
         }
-        ValueRef::Real(f) => {
-            let mut text = String::new();
-            types::write_float(&mut text, f);
-            out.extend_from_slice(text.as_bytes());
-        }
+        // Written straight into `out`: this runs for every value a restore sends.
+        ValueRef::Real(f) => match types::non_finite_float_text(f) {
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+            None => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{f:?}"));
+            }
+        },
         ValueRef::Blob(bytes) => {
-            let mut text = String::new();
-            types::write_bytea_hex(&mut text, bytes);
-            out.extend_from_slice(text.as_bytes());
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\x");
+            for byte in bytes {
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0x0f)]);
+            }
         }
-        ValueRef::Text(text) => match (codec, json_array_to_literal(text)) {
-            (Codec::Array(_), Some(literal)) => out.extend_from_slice(literal.as_bytes()),
+        ValueRef::Text(text) => match codec {
+            Codec::Array(_) => match json_array_to_literal(text) {
+                Some(literal) => out.extend_from_slice(literal.as_bytes()),
+                None => out.extend_from_slice(text),
+            },
             _ => out.extend_from_slice(text),
         },
     }
