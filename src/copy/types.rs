@@ -51,16 +51,6 @@ pub fn non_finite_float_text(value: f64) -> Option<&'static str> {
     }
 }
 
-/// A float in text, exact (shortest round-trip form) and readable by PostgreSQL.
-pub fn write_float(out: &mut String, value: f64) {
-    match non_finite_float_text(value) {
-        Some(text) => out.push_str(text),
-        None => {
-            let _ = write!(out, "{value:?}");
-        }
-    }
-}
-
 pub fn write_uuid(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
     let b: [u8; 16] = fixed(bytes, "uuid")?;
     for (i, byte) in b.iter().enumerate() {
