@@ -150,10 +150,7 @@ pub struct PlanTask {
 /// Reads the catalog inside a snapshot, takes the locks, and returns the plan; no file is
 /// written and no row is read.
 pub fn plan_only(options: &ExportOptions) -> Result<PlanReport> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the coordinator runtime")?;
+    let runtime = crate::pg::runtime()?;
     let coordinator = runtime.block_on(options.source.connect())?;
     runtime.block_on(snapshot::export(&coordinator))?;
     let (_, plan) = runtime.block_on(prepare(&coordinator, options))?;
@@ -209,10 +206,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         .open(&partial_file)
         .with_context(|| format!("creating {}", partial_file.display()))?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the coordinator runtime")?;
+    let runtime = crate::pg::runtime()?;
     let coordinator = runtime.block_on(options.source.connect())?;
     let snapshot_id = runtime.block_on(snapshot::export(&coordinator))?;
     let (catalog, plan) = runtime.block_on(prepare(&coordinator, options))?;

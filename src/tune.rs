@@ -43,10 +43,7 @@ pub struct TuneReport {
 
 /// The `limit` largest tables (by total size), as `schema.table`.
 fn largest_tables(source: &ConnectionSpec, limit: usize) -> Result<Vec<(String, String)>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let runtime = crate::pg::runtime()?;
     runtime.block_on(async {
         let client = source.connect().await?;
         let rows = client

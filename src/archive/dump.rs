@@ -107,10 +107,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
         ));
     }
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let runtime = crate::pg::runtime()?;
     let (server_version, version_num, database) = runtime.block_on(server_identity(&options.source))?;
     let pg_dump = tools::find(
         "pg_dump",

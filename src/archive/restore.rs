@@ -64,10 +64,7 @@ pub fn restore_archive(options: &ArchiveRestoreOptions) -> Result<ArchiveRestore
     if options.schema_only && options.data_only {
         return Err(Error::usage("--schema-only and --data-only exclude each other"));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let runtime = crate::pg::runtime()?;
     let needed = tools::server_major(runtime.block_on(server_version_num(&options.target))?);
     let from = options.from.display().to_string();
     let what = format!("restoring {from} into {}", options.target.redacted());

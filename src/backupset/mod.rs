@@ -218,10 +218,7 @@ fn check_free_space(dir: &Path, free: u64, estimate: u64, from_previous: bool) -
 }
 
 fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let runtime = crate::pg::runtime()?;
     let (database, server_version, database_size) = runtime.block_on(database_identity(&options.source))?;
     drop(runtime);
     // Free space first: the previous backup's size, else the database's (twice for both kinds).
@@ -670,10 +667,7 @@ fn newest_mirror(dir: &Path) -> Result<(BackupManifest, PathBuf)> {
 pub fn compare_with_live(dir: &Path, source: &ConnectionSpec) -> Result<Vec<String>> {
     let (manifest, path) = newest_mirror(dir)?;
     let mirror = crate::mirror::Mirror::open(&path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let runtime = crate::pg::runtime()?;
     runtime.block_on(async {
         let client = source.connect().await?;
         let mut problems = Vec::new();

@@ -111,9 +111,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         pg_bin: args.pg_bin,
     };
     let manifest = backupset::backup(&options).context("backup failed; nothing was added to the set")?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&manifest)?)?;
-    }
+    args.report.print_json(&manifest)?;
     if !args.report.quiet {
         let size: u64 = manifest.files.iter().map(|f| f.size_bytes).sum();
         eprintln!(

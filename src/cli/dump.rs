@@ -129,9 +129,7 @@ pub fn run_dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         pg_bin: args.pg_bin,
     };
     let summary = archive::dump(&options).context("dump failed; no archive was written")?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&summary)?)?;
-    }
+    args.report.print_json(&summary)?;
     if !args.report.quiet {
         eprintln!(
             "dumped {} tables of {} to {} ({} bytes, sha256 {}), verified by {}",

@@ -174,9 +174,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let summary = pgmirror::export(&options).context("export failed; no mirror was written")?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&summary)?)?;
-    }
+    args.report.print_json(&summary)?;
     if !args.report.quiet {
         for line in &summary.untranslated {
             eprintln!("note: kept only in metadata: {line}");

@@ -77,6 +77,16 @@ pub struct ReportArgs {
     pub json: bool,
 }
 
+impl ReportArgs {
+    /// Prints `summary` as JSON on stdout when --json was given.
+    pub fn print_json<T: serde::Serialize>(&self, summary: &T) -> anyhow::Result<()> {
+        if self.json {
+            print_stdout(&serde_json::to_string_pretty(summary)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A duration such as 500ms, 10s or 2m; a bare number is milliseconds, as pg_dump takes it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(millis) = text.parse::<u64>() {

@@ -10,7 +10,7 @@ use pgmirror::pg::ConnectionSpec;
 use pgmirror::restore::{RestoreMode, RestoreOptions};
 use pgmirror::TableFilter;
 
-use super::{print_stdout, ReportArgs};
+use super::ReportArgs;
 
 /// Put tables from a mirror (or a pg_dump archive) back into PostgreSQL, exactly.
 ///
@@ -123,9 +123,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         quiet: args.report.quiet,
     };
     let summary = pgmirror::restore::restore(&options).context("restore failed; the target is unchanged")?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&summary)?)?;
-    }
+    args.report.print_json(&summary)?;
     if !args.report.quiet {
         for sequence in &summary.sequences {
             eprintln!("sequence {sequence}");
@@ -155,9 +153,7 @@ fn run_archive(args: RestoreArgs, format: ArchiveFormat) -> anyhow::Result<ExitC
         pg_bin: args.pg_bin,
     };
     let summary = archive::restore_archive(&options).context("restore failed")?;
-    if args.report.json {
-        print_stdout(&serde_json::to_string_pretty(&summary)?)?;
-    }
+    args.report.print_json(&summary)?;
     if !args.report.quiet {
         eprintln!(
             "restored {} ({:?} archive) into {} in {:.2} s",

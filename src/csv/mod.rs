@@ -59,20 +59,13 @@ pub struct CsvSummary {
 
 const CHUNK_BYTES: usize = 1 << 20;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")
-}
-
 /// Writes one table as CSV with a header.
 pub fn export(options: &CsvExportOptions) -> Result<CsvSummary> {
     let mut output = Output::create(&options.output)?;
     let (table, rows) = match &options.source {
         CsvSource::Mirror(path) => export_mirror(path, &options.table, &mut output)?,
         CsvSource::Live(spec) => {
-            let runtime = runtime()?;
+            let runtime = crate::pg::runtime()?;
             runtime.block_on(async {
                 let client = spec.connect().await?;
                 // The COPY and the row count see the same snapshot.
@@ -233,7 +226,7 @@ pub fn import(options: &CsvImportOptions) -> Result<CsvSummary> {
         .with_context(|| format!("reading the header of {}", options.input))?;
     let header = header::parse(&header_bytes)
         .map_err(|e| Error::usage(format!("{}, line 1 (the header): {e}", options.input)))?;
-    let runtime = runtime()?;
+    let runtime = crate::pg::runtime()?;
     runtime.block_on(async {
         let client = options.target.connect().await?;
         client

@@ -6,6 +6,16 @@ pub mod snapshot;
 
 pub use connect::ConnectionSpec;
 
+/// The single-threaded tokio runtime each thread that talks to PostgreSQL drives its
+/// connection with: blocking sends on the batch channel then throttle the connection too.
+pub fn runtime() -> crate::error::Result<tokio::runtime::Runtime> {
+    use crate::error::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a tokio runtime")
+}
+
 /// Quotes an identifier for PostgreSQL and SQLite alike (both double embedded quotes).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -89,10 +89,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let mirror = Mirror::open(&options.from)?;
     let selected = select(&mirror, &options.filter)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the restore runtime")?;
+    let runtime = crate::pg::runtime()?;
     let client = runtime.block_on(options.target.connect())?;
     let progress = Progress::new(
         selected.iter().map(|t| t.row_count.max(0) as u64).sum(),

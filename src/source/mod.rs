@@ -36,10 +36,7 @@ pub struct Worker<'a> {
 impl Worker<'_> {
     /// Runs until the queue is empty, an error occurs, or the run is cancelled.
     pub fn run(self) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a worker runtime")?;
+        let runtime = crate::pg::runtime()?;
         runtime.block_on(self.run_async())
     }
 

@@ -21,6 +21,21 @@ fn run_ok(args: &[&str]) -> std::process::Output {
     output
 }
 
+/// `pgmirror restore` of an archive into `target`, which must then equal `source`.
+fn restore_and_compare(archive: &Path, target: &TestDb, source: &TestDb, extra: &[&str]) {
+    let mut args = vec![
+        "restore",
+        "--quiet",
+        "--from",
+        archive.to_str().unwrap(),
+        "--target",
+        &target.url,
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+    assert_eq!(table_digests(target), table_digests(source));
+}
+
 fn single_file(dir: &Path, suffix: &str) -> PathBuf {
     let found: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -69,15 +84,7 @@ fn custom_dump_restores_into_a_new_database_identically() {
     run_ok(&["verify", archive.to_str().unwrap()]);
 
     let target = fresh_db("archive_target");
-    run_ok(&[
-        "restore",
-        "--quiet",
-        "--from",
-        archive.to_str().unwrap(),
-        "--target",
-        &target.url,
-    ]);
-    assert_eq!(table_digests(&target), table_digests(&source));
+    restore_and_compare(&archive, &target, &source, &[]);
 }
 
 #[test]
@@ -146,15 +153,7 @@ fn plain_zstd_dump_round_trips() {
     );
     run_ok(&["verify", archive.to_str().unwrap()]);
     let target = fresh_db("archive_plain_target");
-    run_ok(&[
-        "restore",
-        "--quiet",
-        "--from",
-        archive.to_str().unwrap(),
-        "--target",
-        &target.url,
-    ]);
-    assert_eq!(table_digests(&target), table_digests(&source));
+    restore_and_compare(&archive, &target, &source, &[]);
 }
 
 #[test]
@@ -325,16 +324,6 @@ fn directory_and_tar_formats_round_trip() {
         run_ok(&args);
         run_ok(&["verify", archive.to_str().unwrap()]);
         let target = fresh_db(&format!("archive_formats_{format}"));
-        let mut args = vec![
-            "restore",
-            "--quiet",
-            "--from",
-            archive.to_str().unwrap(),
-            "--target",
-            &target.url,
-        ];
-        args.extend(extra.iter().copied());
-        run_ok(&args);
-        assert_eq!(table_digests(&target), table_digests(&source), "{format}");
+        restore_and_compare(&archive, &target, &source, &extra);
     }
 }
