@@ -150,8 +150,8 @@ fn prepare_datasets(conninfo: &str, scale: u64) -> Vec<Dataset> {
         ),
         make_dataset(conninfo, "wide", wide_rows, &wide, vec!["wide".into()], true),
     ];
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/aidungeonprompts");
-    if fixture.is_dir() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/aidungeonprompts");
+    {
         let read = |file: &str| std::fs::read_to_string(fixture.join(file)).expect("reading the app fixture");
         let app = format!(
             "{}\n{}\nINSERT INTO \"ApplicationLogs\" (\"Level\", \"TimeStamp\", \"Properties\", \"LogEvent\", \"Message\", \"RenderedMessage\")
@@ -180,10 +180,6 @@ fn prepare_datasets(conninfo: &str, scale: u64) -> Vec<Dataset> {
         .map(|t| format!("\"{t}\""))
         .collect();
         datasets.push(make_dataset(conninfo, "app", log_rows, &app, tables, false));
-    } else {
-        eprintln!(
-            "\n!!!!! ../shared/fixtures/aidungeonprompts is missing: the app dataset is NOT measured !!!!!\n"
-        );
     }
     datasets
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{copy_schema, export, fresh_db, pgmirror, shared_dir, table_digests, temp_dir, TestDb};
+use crate::support::{copy_schema, export, fresh_db, pgmirror, fixtures_dir, table_digests, temp_dir, TestDb};
 
 fn run_ok(args: &[&str]) -> String {
     let output = pgmirror(args);
@@ -143,18 +143,18 @@ fn every_type_round_trips_through_csv() {
 
 #[test]
 fn shared_datasets_round_trip_through_csv() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let pagila = fresh_db("csv_pagila");
-    pagila.psql_file(&shared.join("datasets/pagila/pagila-schema.sql"));
-    pagila.psql_file(&shared.join("datasets/pagila/pagila-data.sql"));
+    pagila.psql_file(&fixtures.join("datasets/pagila/pagila-schema.sql"));
+    pagila.psql_file(&fixtures.join("datasets/pagila/pagila-data.sql"));
     csv_round_trip(&pagila, "csv_pagila");
     let datatypes = fresh_db("csv_datatypes");
-    datatypes.psql_file(&shared.join("datasets/pg-datatypes/ddl.sql"));
-    datatypes.psql_file(&shared.join("datasets/pg-datatypes/dml.sql"));
+    datatypes.psql_file(&fixtures.join("datasets/pg-datatypes/ddl.sql"));
+    datatypes.psql_file(&fixtures.join("datasets/pg-datatypes/dml.sql"));
     csv_round_trip(&datatypes, "csv_datatypes");
     let adp = fresh_db("csv_adp");
-    adp.psql_file(&shared.join("fixtures/aidungeonprompts/schema.sql"));
-    adp.psql_file(&shared.join("fixtures/aidungeonprompts/seed.sql"));
+    adp.psql_file(&fixtures.join("aidungeonprompts/schema.sql"));
+    adp.psql_file(&fixtures.join("aidungeonprompts/seed.sql"));
     csv_round_trip(&adp, "csv_adp");
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::support::{
-    copy_schema, export, fresh_db, mirror_table_names, open_mirror, pgmirror, shared_dir, temp_dir, TestDb,
+    copy_schema, export, fresh_db, mirror_table_names, open_mirror, pgmirror, fixtures_dir, temp_dir, TestDb,
 };
 
 fn ids(rows: Vec<Vec<Option<String>>>) -> Vec<i64> {
@@ -37,10 +37,10 @@ fn profile() -> String {
 
 #[test]
 fn the_public_profile_holds_exactly_the_published_prompts() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let db = fresh_db("curated_public");
-    db.psql_file(&shared.join("fixtures/aidungeonprompts/schema.sql"));
-    db.psql_file(&shared.join("fixtures/aidungeonprompts/seed.sql"));
+    db.psql_file(&fixtures.join("aidungeonprompts/schema.sql"));
+    db.psql_file(&fixtures.join("aidungeonprompts/seed.sql"));
     let dir = temp_dir();
     let mirror = dir.path().join("public.db");
     export(&db, &mirror, &["--profile", &profile()]);

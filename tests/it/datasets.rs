@@ -1,12 +1,12 @@
-//! Real-world databases from ../shared: each mirrors completely and exactly.
+//! Real-world databases from fixtures/datasets and fixtures/aidungeonprompts: each mirrors completely and exactly.
 
 use crate::compare::assert_mirror_matches;
-use crate::support::{existing_db, export, fresh_db, mirror_table_names, open_mirror, shared_dir, temp_dir};
+use crate::support::{existing_db, export, fresh_db, mirror_table_names, open_mirror, fixtures_dir, temp_dir};
 
 #[test]
 fn aidungeonprompts_mirrors_and_is_queryable_with_its_own_names() {
-    let Some(shared) = shared_dir() else { return };
-    let fixture = shared.join("fixtures/aidungeonprompts");
+    let fixtures = fixtures_dir();
+    let fixture = fixtures.join("aidungeonprompts");
     for (name, schema) in [
         ("adp_schema", "schema.sql"),
         ("adp_replay", "migrations-replay.sql"),
@@ -82,10 +82,10 @@ fn aidungeonprompts_mirrors_and_is_queryable_with_its_own_names() {
 
 #[test]
 fn pagila_mirrors_completely_with_partitions_merged() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let db = fresh_db("pagila");
-    db.psql_file(&shared.join("datasets/pagila/pagila-schema.sql"));
-    db.psql_file(&shared.join("datasets/pagila/pagila-data.sql"));
+    db.psql_file(&fixtures.join("datasets/pagila/pagila-schema.sql"));
+    db.psql_file(&fixtures.join("datasets/pagila/pagila-data.sql"));
     let dir = temp_dir();
     let mirror = dir.path().join("pagila.db");
     let stderr = export(&db, &mirror, &["--jobs", "4"]);
@@ -118,9 +118,9 @@ fn pagila_mirrors_completely_with_partitions_merged() {
 
 #[test]
 fn chinook_mirrors_completely() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let loader = fresh_db("chinook_loader");
-    loader.psql_file(&shared.join("datasets/chinook/Chinook_PostgreSql_AutoIncrementPKs.sql"));
+    loader.psql_file(&fixtures.join("datasets/chinook/Chinook_PostgreSql_AutoIncrementPKs.sql"));
     let db = existing_db("chinook_auto_increment");
     let dir = temp_dir();
     let mirror = dir.path().join("chinook.db");
@@ -139,10 +139,10 @@ fn chinook_mirrors_completely() {
 
 #[test]
 fn pg_datatypes_mirrors_completely() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let db = fresh_db("pg_datatypes");
-    db.psql_file(&shared.join("datasets/pg-datatypes/ddl.sql"));
-    db.psql_file(&shared.join("datasets/pg-datatypes/dml.sql"));
+    db.psql_file(&fixtures.join("datasets/pg-datatypes/ddl.sql"));
+    db.psql_file(&fixtures.join("datasets/pg-datatypes/dml.sql"));
     let dir = temp_dir();
     let mirror = dir.path().join("datatypes.db");
     export(&db, &mirror, &[]);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{copy_schema, export, fresh_db, pgmirror, shared_dir, table_digests, temp_dir, TestDb};
+use crate::support::{copy_schema, export, fresh_db, pgmirror, fixtures_dir, table_digests, temp_dir, TestDb};
 
 fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -68,10 +68,10 @@ fn every_type_round_trips_through_restore() {
 
 #[test]
 fn shared_datasets_round_trip_through_restore() {
-    let Some(shared) = shared_dir() else { return };
+    let fixtures = fixtures_dir();
     let pagila = fresh_db("restore_pagila_source");
-    pagila.psql_file(&shared.join("datasets/pagila/pagila-schema.sql"));
-    pagila.psql_file(&shared.join("datasets/pagila/pagila-data.sql"));
+    pagila.psql_file(&fixtures.join("datasets/pagila/pagila-schema.sql"));
+    pagila.psql_file(&fixtures.join("datasets/pagila/pagila-data.sql"));
     let target = round_trip(&pagila, "restore_pagila_target");
     target.execute("INSERT INTO actor (first_name, last_name) VALUES ('NEW', 'ACTOR')");
     assert_eq!(
@@ -81,15 +81,15 @@ fn shared_datasets_round_trip_through_restore() {
     );
 
     let datatypes = fresh_db("restore_datatypes_source");
-    datatypes.psql_file(&shared.join("datasets/pg-datatypes/ddl.sql"));
-    datatypes.psql_file(&shared.join("datasets/pg-datatypes/dml.sql"));
+    datatypes.psql_file(&fixtures.join("datasets/pg-datatypes/ddl.sql"));
+    datatypes.psql_file(&fixtures.join("datasets/pg-datatypes/dml.sql"));
     let target = round_trip(&datatypes, "restore_datatypes_target");
     // dml.sql gives explicit ids and never calls the sequences: the trap for restore tools.
     target.execute("INSERT INTO uuid_child_table (uuid_table_id) VALUES (NULL); INSERT INTO money_table (money) VALUES (1)");
 
     let adp = fresh_db("restore_adp_source");
-    adp.psql_file(&shared.join("fixtures/aidungeonprompts/migrations-replay.sql"));
-    adp.psql_file(&shared.join("fixtures/aidungeonprompts/seed.sql"));
+    adp.psql_file(&fixtures.join("aidungeonprompts/migrations-replay.sql"));
+    adp.psql_file(&fixtures.join("aidungeonprompts/seed.sql"));
     let target = round_trip(&adp, "restore_adp_target");
     target.execute(r#"INSERT INTO "Tags" ("Name", "DateCreated") VALUES ('brand new tag', now())"#);
 }

@@ -218,21 +218,10 @@ pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>>
         .collect()
 }
 
-/// ../shared, which CI provides. Without it, the test says so loudly; under CI it fails.
-pub fn shared_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let message = format!(
-        "\n!!!!! {} is missing: tests on the shared datasets and fixtures did NOT run !!!!!\n",
-        dir.display()
-    );
-    if std::env::var("CI").is_ok() {
-        panic!("{message}");
-    }
-    eprintln!("{message}");
-    None
+/// The project's fixtures/ directory: real public datasets (licences noted beside each) and
+/// small self-written files.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
