@@ -34,6 +34,7 @@ pub mod progress;
 pub mod restore;
 pub mod sink;
 pub mod source;
+pub mod stop;
 pub mod tune;
 
 pub use config::{ExportOptions, TableFilter};

@@ -20,24 +20,7 @@ use crate::plan::{self, ExportPlan};
 use crate::progress::Progress;
 use crate::sink::SqliteSink;
 use crate::source::Worker;
-
-/// Set from a signal handler: every running export stops at its next batch and cleans up.
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-/// Asks running exports to stop and remove their partial files. Async-signal-safe: it
-/// only stores to an atomic, so a SIGINT/SIGTERM handler may call it.
-pub fn request_stop() {
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
-}
-
-/// An error if a stop was requested, for the checkpoints of a run.
-pub(crate) fn check_stop() -> Result<()> {
-    if STOP_REQUESTED.load(Ordering::Relaxed) {
-        Err(Error::new("", ErrorKind::Interrupted))
-    } else {
-        Ok(())
-    }
-}
+use crate::stop::{check_stop, until_stopped};
 
 /// What an export did, for the summary line and `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -209,7 +192,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     let runtime = crate::pg::runtime()?;
     let coordinator = runtime.block_on(options.source.connect())?;
     let snapshot_id = runtime.block_on(snapshot::export(&coordinator))?;
-    let (catalog, plan) = runtime.block_on(prepare(&coordinator, options))?;
+    let (catalog, plan) = runtime.block_on(until_stopped(None, prepare(&coordinator, options)))?;
 
     let progress = Progress::new(
         plan.tables.iter().map(|t| t.estimated_rows as u64).sum(),

@@ -234,14 +234,9 @@ fn stream_plain(
         .mode(0o600)
         .open(partial)
         .with_context(context)?;
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let drain = tools::StderrDrain::start(&mut child);
-    let mut stdout = child
+    let mut running = tools::spawn(command.stdin(Stdio::null()).stdout(Stdio::piped()), what)?;
+    let mut stdout = running
+        .child
         .stdout
         .take()
         .ok_or_else(|| Error::unsupported(what.to_owned(), "no stdout"))?;
@@ -273,6 +268,6 @@ fn stream_plain(
     })();
     // Drain what is left so pg_dump can finish even if our side failed.
     let _ = std::io::copy(&mut stdout.by_ref().take(u64::MAX), &mut std::io::sink());
-    tools::wait(child, drain, what)?;
+    running.wait(what)?;
     copied.with_context(context)
 }

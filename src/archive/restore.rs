@@ -101,14 +101,13 @@ pub fn restore_archive(options: &ArchiveRestoreOptions) -> Result<ArchiveRestore
                     .args(["--data-only", "--file=-"])
                     .args(table_args(&table))
                     .arg(&options.from);
-                let mut child = command
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .with_context(|| format!("starting pg_restore for {what}"))?;
-                let drain = tools::StderrDrain::start(&mut child);
-                let script = child
+                let pg_restore_what = format!("pg_restore for {what}");
+                let mut running = tools::spawn(
+                    command.stdin(Stdio::null()).stdout(Stdio::piped()),
+                    &pg_restore_what,
+                )?;
+                let script = running
+                    .child
                     .stdout
                     .take()
                     .ok_or_else(|| Error::unsupported(what.clone(), "no stdout"))?;
@@ -124,7 +123,7 @@ pub fn restore_archive(options: &ArchiveRestoreOptions) -> Result<ArchiveRestore
                     Box::new(script),
                     &what,
                 );
-                tools::wait(child, drain, &format!("pg_restore for {what}"))?;
+                running.wait(&pg_restore_what)?;
                 piped?;
             }
             None => {
@@ -189,6 +188,7 @@ fn pipe_into_psql(
     mut script: Box<dyn Read>,
     what: &str,
 ) -> Result<()> {
+    let what = &format!("psql for {what}");
     let mut command: Command = tools::command(psql, target);
     command.args([
         "-X",
@@ -200,14 +200,9 @@ fn pipe_into_psql(
         "-f",
         "-",
     ]);
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting psql for {what}"))?;
-    let drain = tools::StderrDrain::start(&mut child);
-    let mut stdin = child
+    let mut running = tools::spawn(command.stdin(Stdio::piped()).stdout(Stdio::null()), what)?;
+    let mut stdin = running
+        .child
         .stdin
         .take()
         .ok_or_else(|| Error::unsupported(what.to_owned(), "no stdin"))?;
@@ -216,6 +211,6 @@ fn pipe_into_psql(
         .write_all(preamble)
         .and_then(|_| std::io::copy(&mut script, &mut stdin).map(|_| ()));
     drop(stdin);
-    tools::wait(child, drain, what)?;
-    fed.with_context(|| format!("feeding psql for {what}"))
+    running.wait(what)?;
+    fed.with_context(|| format!("feeding {what}"))
 }

@@ -39,14 +39,29 @@ pub fn parse_major(version_output: &str) -> Option<u32> {
     }
 }
 
-fn version_of(path: &Path) -> Option<Tool> {
-    let output = Command::new(path).arg("--version").output().ok()?;
+/// Runs `path --version`; the error says whether it could not be run or printed no version.
+fn version_of(path: &Path) -> Result<Tool> {
+    let context = || format!("running {} --version", path.display());
+    let output = Command::new(path)
+        .arg("--version")
+        .output()
+        .with_context(context)?;
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    Some(Tool {
-        path: path.to_path_buf(),
-        major: parse_major(&text)?,
-        version: text,
-    })
+    match parse_major(&text) {
+        Some(major) => Ok(Tool {
+            path: path.to_path_buf(),
+            major,
+            version: text,
+        }),
+        None => Err(Error::unsupported(
+            context(),
+            format!(
+                "it printed no PostgreSQL version ({}; stdout {text:?}, stderr {:?})",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        )),
+    }
 }
 
 /// Shows a major version as PostgreSQL names it (15, 9.6).
@@ -114,18 +129,13 @@ pub fn find(program: &str, needed: u32, pg_bin: Option<&Path>) -> Result<Tool> {
             ),
         ));
     };
-    let tool = version_of(&path).ok_or_else(|| {
-        Error::unsupported(
-            format!("running {} --version", path.display()),
-            "it printed no PostgreSQL version",
-        )
-    })?;
+    let tool = version_of(&path)?;
     if tool.major >= needed {
         return Ok(tool);
     }
     let better = installed_dirs()
         .into_iter()
-        .filter_map(|dir| version_of(&dir.join(program)))
+        .filter_map(|dir| version_of(&dir.join(program)).ok())
         .find(|t| t.major >= needed);
     let advice = match better {
         Some(t) => format!("a suitable one is installed: pass --pg-bin {}", t.path.parent().unwrap_or(&t.path).display()),
@@ -168,69 +178,75 @@ pub fn command(tool: &Tool, spec: &ConnectionSpec) -> Command {
     command
 }
 
-/// Collects a child's stderr on a thread, so a chatty child never blocks on a full pipe.
-pub struct StderrDrain(std::thread::JoinHandle<String>);
-
-impl StderrDrain {
-    pub fn start(child: &mut Child) -> StderrDrain {
-        let stderr = child.stderr.take();
-        StderrDrain(std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_string(&mut text);
-            }
-            text
-        }))
-    }
-
-    pub fn finish(self) -> String {
-        self.0.join().unwrap_or_default()
-    }
+/// A started child: its stderr collected on a thread (so a chatty child never blocks on a
+/// full pipe), and registered so that a stop request (SIGINT/SIGTERM) terminates it.
+pub struct Running {
+    pub child: Child,
+    stderr: std::thread::JoinHandle<String>,
+    _stop: crate::stop::Registration,
 }
 
-/// Waits for a child; a failure carries the last lines of its stderr.
-pub fn wait(mut child: Child, drain: StderrDrain, what: &str) -> Result<String> {
-    let status = child.wait().with_context(|| format!("waiting for {what}"))?;
-    let stderr = drain.finish();
-    if status.success() {
-        return Ok(stderr);
+/// Starts `command` with stderr captured; the caller sets stdin and stdout.
+pub fn spawn(command: &mut Command, what: &str) -> Result<Running> {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let stop = crate::stop::register_child(child.id());
+    let stderr = child.stderr.take();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    });
+    Ok(Running {
+        child,
+        stderr,
+        _stop: stop,
+    })
+}
+
+impl Running {
+    /// Waits for the child; a failure carries the last lines of its stderr.
+    pub fn wait(mut self, what: &str) -> Result<String> {
+        let status = self.child.wait().with_context(|| format!("waiting for {what}"))?;
+        let stderr = self.stderr.join().unwrap_or_default();
+        if status.success() {
+            return Ok(stderr);
+        }
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(Error::unsupported(
+            what.to_owned(),
+            format!(
+                "failed ({status}): {}",
+                if tail.is_empty() {
+                    "no message".to_owned()
+                } else {
+                    tail.join("\n")
+                }
+            ),
+        ))
     }
-    let tail: Vec<&str> = stderr
-        .lines()
-        .rev()
-        .take(20)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(Error::unsupported(
-        what.to_owned(),
-        format!(
-            "failed ({status}): {}",
-            if tail.is_empty() {
-                "no message".to_owned()
-            } else {
-                tail.join("\n")
-            }
-        ),
-    ))
 }
 
 /// Runs a command to completion with stderr captured; returns its stdout.
 pub fn run(mut command: Command, what: &str) -> Result<Vec<u8>> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let drain = StderrDrain::start(&mut child);
+    let mut running = spawn(command.stdin(Stdio::null()).stdout(Stdio::piped()), what)?;
     let mut stdout = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
+    if let Some(mut out) = running.child.stdout.take() {
         out.read_to_end(&mut stdout)
             .with_context(|| format!("reading the output of {what}"))?;
     }
-    wait(child, drain, what)?;
+    running.wait(what)?;
     Ok(stdout)
 }
 

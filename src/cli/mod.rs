@@ -141,6 +141,14 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // After a stop request the statements it cancelled fail with "canceling statement
+        // due to user request": that is the stop itself, not a cause to report.
+        Err(_) if pgmirror::stop::stop_requested() => {
+            eprintln!(
+                "pgmirror: interrupted: stopped at your request (SIGINT/SIGTERM); nothing partial was kept"
+            );
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("pgmirror: error: {error:#}");
             ExitCode::from(2)

@@ -301,7 +301,7 @@ async fn import_in_transaction(
         if read == 0 {
             break;
         }
-        crate::pipeline::check_stop()?;
+        crate::stop::check_stop()?;
         sink.send(Bytes::copy_from_slice(&buffer[..read]))
             .await
             .with_context(context)?;

@@ -176,6 +176,7 @@ impl ConnectionSpec {
     /// Connects, spawns the connection task on the current tokio runtime and pins the
     /// session settings.
     pub async fn connect(&self) -> Result<Client> {
+        crate::stop::check_stop()?;
         let context = || format!("connecting to {}", self.redacted());
         let client = match &self.tls {
             TlsMode::Disable => {
@@ -184,14 +185,20 @@ impl ConnectionSpec {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .with_context(context)?;
-                tokio::spawn(connection);
+                let token = client.cancel_token();
+                spawn_connection(connection, move || {
+                    crate::stop::send_cancel(token.cancel_query(tokio_postgres::NoTls))
+                });
                 client
             }
             mode => {
                 let tls =
                     tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(mode).with_context(context)?);
-                let (client, connection) = self.config.connect(tls).await.with_context(context)?;
-                tokio::spawn(connection);
+                let (client, connection) = self.config.connect(tls.clone()).await.with_context(context)?;
+                let token = client.cancel_token();
+                spawn_connection(connection, move || {
+                    crate::stop::send_cancel(token.cancel_query(tls.clone()))
+                });
                 client
             }
         };
@@ -201,6 +208,20 @@ impl ConnectionSpec {
             .context("setting session parameters")?;
         Ok(client)
     }
+}
+
+/// Drives the connection on the current runtime, with its cancel key registered for a stop
+/// request for as long as the connection lives.
+fn spawn_connection<F>(connection: F, cancel: impl Fn() + Send + Sync + 'static)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    let registration = crate::stop::register_connection(cancel);
+    tokio::spawn(async move {
+        let _registration = registration;
+        connection.await
+    });
 }
 
 impl std::fmt::Debug for ConnectionSpec {

@@ -48,7 +48,7 @@ pub async fn finish_transaction<T>(
     what: &str,
 ) -> crate::error::Result<T> {
     use crate::error::Context;
-    match outcome.and_then(|done| crate::pipeline::check_stop().map(|_| done)) {
+    match outcome.and_then(|done| crate::stop::check_stop().map(|_| done)) {
         Ok(done) => {
             client
                 .batch_execute("COMMIT")

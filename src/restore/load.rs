@@ -66,7 +66,7 @@ pub async fn load_table(
         count += 1;
         since_report += 1;
         if buffer.len() >= CHUNK_BYTES {
-            crate::pipeline::check_stop()?;
+            crate::stop::check_stop()?;
             let chunk = Bytes::from(std::mem::replace(
                 &mut buffer,
                 Vec::with_capacity(CHUNK_BYTES + 4096),

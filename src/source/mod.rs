@@ -37,10 +37,11 @@ impl Worker<'_> {
     /// Runs until the queue is empty, an error occurs, or the run is cancelled.
     pub fn run(self) -> Result<()> {
         let runtime = crate::pg::runtime()?;
-        runtime.block_on(self.run_async())
+        // A hung socket or a slow --where scan must not outlive a stop or another's failure.
+        runtime.block_on(crate::stop::until_stopped(Some(self.quit), self.run_async()))
     }
 
-    async fn run_async(self) -> Result<()> {
+    async fn run_async(&self) -> Result<()> {
         let client = self.spec.connect().await?;
         snapshot::import(&client, self.snapshot_id).await?;
         snapshot::set_lock_timeout(&client, self.lock_timeout).await?;
@@ -68,7 +69,7 @@ impl Worker<'_> {
     }
 
     fn check_quit(&self) -> Result<()> {
-        crate::pipeline::check_stop()?;
+        crate::stop::check_stop()?;
         if self.quit.load(Ordering::Relaxed) {
             Err(Error::new("", ErrorKind::Cancelled))
         } else {

@@ -327,3 +327,83 @@ fn directory_and_tar_formats_round_trip() {
         restore_and_compare(&archive, &target, &source, &extra);
     }
 }
+
+#[test]
+fn a_pg_dump_that_cannot_be_started_says_why() {
+    let source = fresh_db("archive_unstartable_pg_dump");
+    let dir = temp_dir();
+    let script = dir.path().join("pg_dump");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = dir.path().join("out");
+    let output = pgmirror_with_path(
+        &["dump", "--source", &source.url, "--dir", out.to_str().unwrap()],
+        &path,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("running {} --version", script.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("No such file or directory"),
+        "the cause is kept: {stderr}"
+    );
+    assert!(!stderr.contains("printed no PostgreSQL version"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_terminates_a_running_pg_dump_and_keeps_nothing() {
+    let source = fresh_db("archive_interrupted_pg_dump");
+    let dir = temp_dir();
+    let started = dir.path().join("started");
+    // exec: the pid pgmirror started is the sleeping process itself.
+    let path = fake_pg_dump(
+        dir.path(),
+        "15.99",
+        &format!("echo \"$$\" > '{}'; exec sleep 60", started.display()),
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmirror"))
+        .args(["dump", "--source", &source.url, "--dir", out.to_str().unwrap()])
+        .env("PATH", &path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = std::time::Instant::now();
+    while !started.exists() || std::fs::read_to_string(&started).unwrap().trim().is_empty() {
+        assert!(waiting.elapsed().as_secs() < 60, "the fake pg_dump never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dump_pid: i32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+    let signalled = std::time::Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed().as_secs() < 2,
+            "pgmirror still running 2 s after SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // SAFETY: signal 0 only asks whether the process exists.
+    let alive = unsafe { libc::kill(dump_pid, 0) } == 0;
+    assert!(!alive, "pg_dump (pid {dump_pid}) outlived pgmirror");
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+}

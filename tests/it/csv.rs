@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{copy_schema, export, fresh_db, pgmirror, fixtures_dir, table_digests, temp_dir, TestDb};
+use crate::support::{
+    copy_schema, export, fixtures_dir, fresh_db, pgmirror, table_digests, temp_dir, TestDb,
+};
 
 fn run_ok(args: &[&str]) -> String {
     let output = pgmirror(args);

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::support::{
-    copy_schema, export, fresh_db, mirror_table_names, open_mirror, pgmirror, fixtures_dir, temp_dir, TestDb,
+    copy_schema, export, fixtures_dir, fresh_db, mirror_table_names, open_mirror, pgmirror, temp_dir, TestDb,
 };
 
 fn ids(rows: Vec<Vec<Option<String>>>) -> Vec<i64> {

@@ -1,7 +1,9 @@
 //! Real-world databases from fixtures/datasets and fixtures/aidungeonprompts: each mirrors completely and exactly.
 
 use crate::compare::assert_mirror_matches;
-use crate::support::{existing_db, export, fresh_db, mirror_table_names, open_mirror, fixtures_dir, temp_dir};
+use crate::support::{
+    existing_db, export, fixtures_dir, fresh_db, mirror_table_names, open_mirror, temp_dir,
+};
 
 #[test]
 fn aidungeonprompts_mirrors_and_is_queryable_with_its_own_names() {

@@ -2,6 +2,7 @@
 
 mod archive;
 mod backupset;
+mod cancel;
 mod cluster;
 mod compare;
 mod connection;

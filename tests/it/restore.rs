@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::support::{copy_schema, export, fresh_db, pgmirror, fixtures_dir, table_digests, temp_dir, TestDb};
+use crate::support::{
+    copy_schema, export, fixtures_dir, fresh_db, pgmirror, table_digests, temp_dir, TestDb,
+};
 
 fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> std::process::Output {
     let mut args = vec![

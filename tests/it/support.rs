@@ -238,6 +238,15 @@ pub fn pgmirror(args: &[&str]) -> Output {
 
 /// Runs the pgmirror binary with exactly these libpq environment variables.
 pub fn pgmirror_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    pgmirror_command(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running pgmirror")
+}
+
+/// The pgmirror binary with these arguments and none of the libpq environment variables,
+/// for tests that start it and act on it while it runs.
+pub fn pgmirror_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pgmirror"));
     for name in [
         "PGHOST",
@@ -250,11 +259,8 @@ pub fn pgmirror_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     ] {
         command.env_remove(name);
     }
+    command.args(args);
     command
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("running pgmirror")
 }
 
 /// `pgmirror export --quiet` of `db` into `output`; panics with stderr on failure.
