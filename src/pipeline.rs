@@ -337,18 +337,24 @@ async fn check_conditions(
             "EXPLAIN SELECT 1 FROM {} WHERE ({condition})",
             relation.qualified_name()
         );
-        if let Err(e) = client
-            .batch_execute(&format!(
-                "SAVEPOINT pgmirror_check; {sql}; RELEASE SAVEPOINT pgmirror_check"
-            ))
+        // The extended protocol runs exactly one statement: a condition such as
+        // `true); COMMIT; DELETE ...` is refused instead of run. A savepoint keeps the
+        // snapshot's transaction usable after a condition PostgreSQL rejects.
+        client
+            .batch_execute("SAVEPOINT pgmirror_check")
             .await
-        {
+            .context("checking --where conditions")?;
+        if let Err(e) = client.query(sql.as_str(), &[]).await {
             let _ = client.batch_execute("ROLLBACK TO SAVEPOINT pgmirror_check").await;
             return Err(Error::new(
-                format!("--where {}:{condition}", relation.name),
+                format!("--where {}:{condition}", relation.display_name()),
                 ErrorKind::Usage(crate::error::describe_postgres(&e)),
             ));
         }
+        client
+            .batch_execute("RELEASE SAVEPOINT pgmirror_check")
+            .await
+            .context("checking --where conditions")?;
     }
     Ok(())
 }

@@ -58,18 +58,14 @@ impl ResolvedCuration {
     }
 }
 
-/// Finds the relation a flag names: its name as written or `schema.name`, exactly.
+/// Finds the relation a flag names: `schema.name`, or a bare name that only one schema has.
 fn find<'r>(relations: &[&'r Relation], option: &str, written: &str) -> Result<&'r Relation> {
-    relations
-        .iter()
-        .copied()
-        .find(|r| r.name == written || r.display_name() == written)
-        .ok_or_else(|| {
-            Error::usage(format!(
-                "{option} names table {written:?}, which is not among the exported tables \
+    super::find_relation(relations.iter().copied(), option, written)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{option} names table {written:?}, which is not among the exported tables \
                  (names are case-sensitive; use schema.table outside public)"
-            ))
-        })
+        ))
+    })
 }
 
 fn column_of(relation: &Relation, option: &str, table: &str, column: &str) -> Result<String> {

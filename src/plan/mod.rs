@@ -163,19 +163,47 @@ pub fn select<'c>(
         .filter(|r| filter.includes(&r.schema, &r.name))
         .collect();
     for written in include_views {
-        let view = catalog
-            .relations
-            .iter()
-            .find(|r| r.kind == RelationKind::View && (r.name == *written || r.display_name() == *written))
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "--include-view {written:?}: no such view (names are case-sensitive)"
-                ))
-            })?;
+        let views = catalog.relations.iter().filter(|r| r.kind == RelationKind::View);
+        let view = find_relation(views, "--include-view", written)?.ok_or_else(|| {
+            Error::usage(format!(
+                "--include-view {written:?}: no such view (names are case-sensitive)"
+            ))
+        })?;
         selected.push(view);
     }
     check_names(&selected)?;
     Ok(selected)
+}
+
+/// The relation a flag names: `schema.name` exactly, or a bare name that exactly one schema
+/// has. A bare name in several schemas is an error listing them: taking one silently could
+/// redact or filter the wrong table.
+pub(crate) fn find_relation<'r>(
+    candidates: impl Iterator<Item = &'r Relation>,
+    option: &str,
+    written: &str,
+) -> Result<Option<&'r Relation>> {
+    let mut bare = Vec::new();
+    for relation in candidates {
+        if relation.display_name() == written {
+            return Ok(Some(relation));
+        }
+        if relation.name == written {
+            bare.push(relation);
+        }
+    }
+    match bare.as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(only)),
+        several => {
+            let mut names: Vec<String> = several.iter().map(|r| r.display_name()).collect();
+            names.sort();
+            Err(Error::usage(format!(
+                "{option} names {written:?}, which exists in several schemas ({}); write it schema-qualified",
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 fn check_names(relations: &[&Relation]) -> Result<()> {
@@ -402,14 +430,20 @@ pub fn build(
             query: Some(query.sql.clone()),
         });
     }
-    let sqlite_names: HashMap<u32, String> = tables
+    let targets: HashMap<u32, schema::ForeignKeyTarget> = tables
         .iter()
         .filter(|t| t.relation_oid != 0)
-        .map(|t| (t.relation_oid, t.sqlite_name.clone()))
+        .map(|t| {
+            let target = schema::ForeignKeyTarget {
+                sqlite_name: t.sqlite_name.clone(),
+                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+            };
+            (t.relation_oid, target)
+        })
         .collect();
     for table in &mut tables {
         if let Some(relation) = catalog.relation(table.relation_oid) {
-            table.sqlite = schema::translate(relation, &table.columns, &sqlite_names);
+            table.sqlite = schema::translate(relation, &table.columns, &targets);
         }
     }
     // Largest first, so the longest COPY starts early and the run ends evenly.

@@ -46,10 +46,16 @@ pub struct Untranslated {
     pub reason: String,
 }
 
+/// A mirrored table a foreign key may point at: its SQLite name and the columns it kept.
+pub struct ForeignKeyTarget {
+    pub sqlite_name: String,
+    pub columns: Vec<String>,
+}
+
 pub fn translate(
     relation: &Relation,
     columns: &[PlannedColumn],
-    sqlite_names: &HashMap<u32, String>,
+    targets: &HashMap<u32, ForeignKeyTarget>,
 ) -> SqliteSchema {
     let mut schema = SqliteSchema::default();
     // A redacted key is no longer the rowid; an excluded column takes its indexes with it.
@@ -99,15 +105,22 @@ pub fn translate(
         let reason = match constraint.kind.as_str() {
             // Carried by their indexes.
             "p" | "u" => continue,
-            "f" => match constraint
-                .referenced_relation
-                .and_then(|oid| sqlite_names.get(&oid))
-            {
+            // SQLite refuses a key over a missing column and breaks on a missing parent column.
+            "f" if !present(&constraint.columns) => "a column of it is excluded from the mirror",
+            "f" => match constraint.referenced_relation.and_then(|oid| targets.get(&oid)) {
+                Some(target)
+                    if !constraint
+                        .referenced_columns
+                        .iter()
+                        .all(|c| target.columns.contains(c)) =>
+                {
+                    "a column it references is excluded from the mirror"
+                }
                 Some(target) => {
                     schema.foreign_keys.push(ForeignKey {
                         name: constraint.name.clone(),
                         columns: constraint.columns.clone(),
-                        target_table: target.clone(),
+                        target_table: target.sqlite_name.clone(),
                         target_columns: constraint.referenced_columns.clone(),
                     });
                     continue;

@@ -333,3 +333,162 @@ fn bad_curation_input_fails_before_any_work() {
         );
     }
 }
+
+#[test]
+fn excluding_a_foreign_key_column_drops_the_key_and_says_so() {
+    let db = fresh_db("curated_fk_exclude");
+    db.execute(
+        "CREATE TABLE owners (id int PRIMARY KEY, code text UNIQUE, name text);
+         CREATE TABLE pets (id int PRIMARY KEY, owner_id int REFERENCES owners (id),
+                            owner_code text REFERENCES owners (code), name text);
+         INSERT INTO owners VALUES (1, 'a', 'Ann'), (2, 'b', 'Bob');
+         INSERT INTO pets VALUES (10, 1, 'a', 'Rex'), (11, 2, 'b', 'Tom');",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("m.db");
+    // One key loses its own column, the other the column it references.
+    let stderr = export(
+        &db,
+        &mirror,
+        &[
+            "--exclude-column",
+            "pets.owner_id",
+            "--exclude-column",
+            "owners.code",
+        ],
+    );
+    assert!(stderr.contains("pets_owner_id_fkey"), "{stderr}");
+    assert!(
+        stderr.contains("a column of it is excluded from the mirror"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pets_owner_code_fkey"), "{stderr}");
+    assert!(
+        stderr.contains("a column it references is excluded from the mirror"),
+        "{stderr}"
+    );
+    let conn = open_mirror(&mirror);
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_list('pets')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(keys, 0, "no foreign key over a missing column");
+    let recorded: Vec<(String, i64)> = conn
+        .prepare("SELECT constraint_name, translated FROM _pgmirror_constraints WHERE kind = 'f' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        recorded,
+        vec![
+            ("pets_owner_code_fkey".into(), 0),
+            ("pets_owner_id_fkey".into(), 0)
+        ]
+    );
+    assert_eq!(mirror_ids(&mirror, "SELECT id FROM pets"), vec![10, 11]);
+}
+
+#[test]
+fn a_bare_name_in_several_schemas_is_refused_and_qualified_names_work() {
+    let db = fresh_db("curated_ambiguous");
+    db.execute(
+        r#"CREATE SCHEMA audit;
+         CREATE TABLE public."Users" (id int PRIMARY KEY, "Password" text);
+         CREATE TABLE audit."Users" (id int PRIMARY KEY, "Password" text);
+         INSERT INTO public."Users" VALUES (1, 'public-secret');
+         INSERT INTO audit."Users" VALUES (1, 'audit-secret');
+         CREATE VIEW public.v AS SELECT 1 AS one; CREATE VIEW audit.v AS SELECT 2 AS two;"#,
+    );
+    let dir = temp_dir();
+    let output = dir.path().join("never.db");
+    for flags in [
+        &["--redact", "Users.Password"][..],
+        &["--exclude-column", "Users.Password"],
+        &["--where", "Users:id > 0"],
+        &["--include-view", "v"],
+    ] {
+        let mut args = vec![
+            "export",
+            "--source",
+            &db.url,
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        let result = pgmirror(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("exists in several schemas"),
+            "{flags:?}: {stderr}"
+        );
+        let (audit, public) = if flags[0] == "--include-view" {
+            ("audit.v", "public.v")
+        } else {
+            ("audit.Users", "public.Users")
+        };
+        assert!(
+            stderr.contains(audit) && stderr.contains(public),
+            "{flags:?}: {stderr}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{flags:?} left a file"
+        );
+    }
+    // The same in a profile.
+    let profile = dir.path().join("p.toml");
+    std::fs::write(&profile, "redact = [\"Users.Password\"]\n").unwrap();
+    let result = pgmirror(&[
+        "export",
+        "--source",
+        &db.url,
+        "--output",
+        output.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("exists in several schemas"));
+    std::fs::remove_file(&profile).unwrap();
+
+    let mirror = dir.path().join("m.db");
+    export(&db, &mirror, &["--redact", "public.Users.Password"]);
+    let conn = open_mirror(&mirror);
+    let passwords: Vec<Option<String>> = ["Users", "audit.Users"]
+        .iter()
+        .map(|table| {
+            conn.query_row(&format!("SELECT \"Password\" FROM \"{table}\""), [], |r| r.get(0))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(passwords, vec![None, Some("audit-secret".to_owned())]);
+}
+
+#[test]
+fn a_where_condition_runs_as_exactly_one_statement() {
+    let db = small_db("curated_where_injection");
+    let dir = temp_dir();
+    let output = dir.path().join("never.db");
+    let result = pgmirror(&[
+        "export",
+        "--source",
+        &db.url,
+        "--output",
+        output.to_str().unwrap(),
+        "--where",
+        "people:true); COMMIT; CREATE TABLE pwned (); SELECT (1",
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--where public.people"), "{stderr}");
+    assert_eq!(
+        db.scalar("SELECT to_regclass('pwned') IS NULL"),
+        "t",
+        "the injected statement ran"
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
