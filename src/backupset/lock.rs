@@ -1,65 +1,83 @@
-//! One backup run per directory: a lock file holding the runner's pid.
+//! One run per backup directory: an OS file lock (flock) on `DIR/.pgmirror.lock`, held for
+//! the run's lifetime and released by the kernel however the process ends. The pid written
+//! inside only names the holder in the refusal message.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind as IoErrorKind, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Context, Error, Result};
 
-pub struct Lock(PathBuf);
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
+/// Held while it lives; the file stays behind (unlinking it would race a new holder).
+pub struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
-    /// Takes DIR's lock, or fails naming the pid that holds it. A lock left by a process
-    /// that no longer exists is taken over.
+    /// Takes DIR's lock, or fails naming the pid that holds it.
     pub fn acquire(dir: &Path) -> Result<Lock> {
         let path = dir.join(".pgmirror.lock");
-        for _ in 0..2 {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    file.write_all(std::process::id().to_string().as_bytes())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(Lock(path));
-                }
-                Err(e) if e.kind() == IoErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let pid: i32 = holder.trim().parse().unwrap_or(0);
-                    if alive(pid) {
-                        return Err(Error::unsupported(
-                            format!("locking {}", dir.display()),
-                            format!(
-                                "another pgmirror run (pid {pid}) is working in this directory; it holds {}",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    fs::remove_file(&path)
-                        .with_context(|| format!("removing the stale lock {}", path.display()))?;
-                }
-                Err(e) => return Err(Error::new(format!("creating {}", path.display()), e.into())),
+        let context = || format!("locking {}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(context)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "a process that has not written its pid yet".to_owned(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(Error::unsupported(
+                    format!("locking {}", dir.display()),
+                    format!(
+                        "another pgmirror run ({holder}) is working in this directory; it holds {}",
+                        path.display()
+                    ),
+                ));
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::new(context(), e.into())),
         }
-        Err(Error::unsupported(
-            format!("locking {}", dir.display()),
-            "the lock file keeps reappearing",
-        ))
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(std::process::id().to_string().as_bytes()))
+            .with_context(context)?;
+        Ok(Lock(file))
     }
 }
 
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_holder_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Lock::acquire(dir.path()).unwrap();
+        let refused = Lock::acquire(dir.path()).err().expect("second acquire refused");
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
+        drop(first);
+        Lock::acquire(dir.path()).expect("free again after release");
+    }
+
+    #[test]
+    fn a_lock_file_without_a_holder_is_simply_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a killed run leaves: the file, its pid, no lock.
+        std::fs::write(dir.path().join(".pgmirror.lock"), "999999999").unwrap();
+        let _lock = Lock::acquire(dir.path()).unwrap();
+        let written = std::fs::read_to_string(dir.path().join(".pgmirror.lock")).unwrap();
+        assert_eq!(written, std::process::id().to_string());
     }
 }

@@ -433,9 +433,13 @@ pub fn status(dir: &Path) -> Result<Status> {
 /// Pins or unpins a backup: pinned backups are never pruned.
 pub fn set_pinned(dir: &Path, id: &str, pinned: bool) -> Result<()> {
     let backup = dir.join(id);
-    if id.starts_with('.') || !backup.join(MANIFEST).is_file() {
+    // An id is one directory entry of DIR: never a path that leads elsewhere.
+    let one_entry = Path::new(id).file_name() == Some(std::ffi::OsStr::new(id));
+    if !one_entry || id.starts_with('.') || !backup.join(MANIFEST).is_file() {
         return Err(Error::usage(format!("{} holds no backup {id:?}", dir.display())));
     }
+    // A prune running now must not delete the backup between our check and the marker.
+    let _lock = lock::Lock::acquire(dir)?;
     let marker = backup.join(PINNED);
     let result = if pinned {
         OpenOptions::new()
@@ -480,30 +484,26 @@ pub struct PruneReport {
 }
 
 /// The `_YYYYmmdd_HHMMSS` timestamp of the backup guide's file names, as Unix seconds (UTC).
+/// Parsed on bytes: a file name may hold any characters.
 pub fn unmanaged_timestamp(name: &str) -> Option<i64> {
-    let bytes = name.as_bytes();
-    (0..bytes.len().saturating_sub(15)).find_map(|i| {
-        let window = &name[i..i + 16];
-        let (date, time) = (window.get(1..9)?, window.get(10..16)?);
-        if !window.starts_with('_') || window.as_bytes()[9] != b'_' {
+    fn number(digits: &[u8]) -> Option<u32> {
+        digits.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    }
+    name.as_bytes().windows(16).find_map(|window| {
+        if window[0] != b'_' || window[9] != b'_' {
             return None;
         }
-        if !date.bytes().chain(time.bytes()).all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let number = |s: &str| s.parse::<u32>().ok();
-        let (year, month, day) = (
-            number(&date[..4])? as i64,
-            number(&date[4..6])?,
-            number(&date[6..8])?,
-        );
+        let (date, time) = (&window[1..9], &window[10..16]);
+        let (year, month, day) = (number(&date[..4])?, number(&date[4..6])?, number(&date[6..8])?);
         let (hour, minute, second) = (number(&time[..2])?, number(&time[2..4])?, number(&time[4..6])?);
         if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
             return None;
         }
         Some(
-            retention::days_from_civil(year, month, day) * 86_400
-                + (hour * 3600 + minute * 60 + second) as i64,
+            retention::days_from_civil(i64::from(year), month, day) * 86_400
+                + i64::from(hour * 3600 + minute * 60 + second),
         )
     })
 }
@@ -781,5 +781,20 @@ mod tests {
         );
         assert_eq!(unmanaged_timestamp("notes.txt"), None);
         assert_eq!(unmanaged_timestamp("x_20241301_000000.backup"), None, "month 13");
+    }
+
+    #[test]
+    fn file_names_with_multibyte_characters_parse_without_panicking() {
+        let expected = Some(retention::days_from_civil(2024, 1, 1) * 86_400 + 2 * 3600);
+        assert_eq!(unmanaged_timestamp("prompts_é_20240101_020000.backup"), expected);
+        assert_eq!(unmanaged_timestamp("ü€_20240101_020000"), expected);
+        for name in [
+            "notizen-übersicht.txt",
+            "€€€€€€€€€€€€€€€€",
+            "é_2024é101_020000",
+            "\u{fffd}x_\u{fffd}",
+        ] {
+            assert_eq!(unmanaged_timestamp(name), None, "{name}");
+        }
     }
 }

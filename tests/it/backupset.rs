@@ -189,6 +189,8 @@ fn prune_keeps_the_policy_and_dry_run_predicts_it() {
     // The guide's own files and a foreign file live in the same directory.
     std::fs::write(dir.join("prompts_20240101_020000.backup"), b"old pg_dump").unwrap();
     std::fs::write(dir.join("notes.txt"), b"not a backup").unwrap();
+    // Multi-byte names once made --include-unmanaged panic.
+    std::fs::write(dir.join("notizen-übersicht-€.txt"), b"not a backup").unwrap();
     assert!(pgmirror(&["pin", "--dir", dir_text, &ids[0]]).status.success());
 
     let policy = [
@@ -248,13 +250,14 @@ fn prune_keeps_the_policy_and_dry_run_predicts_it() {
     // With --include-unmanaged the guide's old file is under the policy too.
     let mut unmanaged = vec!["prune", "--json", "--include-unmanaged", "--dir", dir_text];
     unmanaged.extend(policy);
-    let (_, done) = json(&unmanaged);
+    let (code, done) = json(&unmanaged);
+    assert_eq!(code, Some(0), "{done}");
     assert_eq!(
         done["deleted"],
         serde_json::json!([{ "name": "prompts_20240101_020000.backup" }])
     );
     assert!(
-        dir.join("notes.txt").exists(),
+        dir.join("notes.txt").exists() && dir.join("notizen-übersicht-€.txt").exists(),
         "a file without the timestamp is never touched"
     );
 }
@@ -265,15 +268,34 @@ fn the_lock_refuses_a_second_run_naming_the_holder() {
     let tmp = temp_dir();
     let dir = tmp.path().join("backups");
     std::fs::create_dir(&dir).unwrap();
-    let holder = std::process::id().to_string();
-    std::fs::write(dir.join(".pgmirror.lock"), &holder).unwrap();
+    // Another process holds the OS lock (flock) and has written its pid.
+    let lock_path = dir.join(".pgmirror.lock");
+    // -o: only flock itself holds the lock, so killing it releases the lock.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&lock_path)
+        .args(["sh", "-c", "echo 4242 > \"$0\"; sleep 30"])
+        .arg(&lock_path)
+        .spawn()
+        .expect("starting flock(1)");
+    let waiting = std::time::Instant::now();
+    while std::fs::read_to_string(&lock_path).unwrap_or_default().trim() != "4242" {
+        assert!(waiting.elapsed().as_secs() < 10, "the holder never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let refused = pgmirror(&["backup", "--source", &db.url, "--dir", dir.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("pid {holder}")), "{stderr}");
+    assert!(stderr.contains("pid 4242"), "{stderr}");
     assert!(backup_dirs(&dir).is_empty());
-    // A lock whose process is gone is taken over.
-    std::fs::write(dir.join(".pgmirror.lock"), "999999999").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&lock_path).unwrap().trim(),
+        "4242",
+        "the holder's file is untouched"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The lock died with its holder; the file it left behind is no obstacle.
     let taken = pgmirror(&[
         "backup",
         "--quiet",
@@ -287,5 +309,5 @@ fn the_lock_refuses_a_second_run_naming_the_holder() {
         "{}",
         String::from_utf8_lossy(&taken.stderr)
     );
-    assert!(!dir.join(".pgmirror.lock").exists(), "released after the run");
+    assert_eq!(backup_dirs(&dir).len(), 1);
 }
