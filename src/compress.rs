@@ -139,39 +139,35 @@ impl Drop for Output {
     }
 }
 
-/// A zstd-compressed file decompressed into a temporary file, removed on drop.
+/// A zstd-compressed file decompressed into a temporary file (unpredictable name, 0600,
+/// created exclusively so a planted file or symlink is never written through), removed on
+/// drop.
 pub struct Decompressed {
-    pub path: PathBuf,
+    file: tempfile::TempPath,
 }
 
 impl Decompressed {
-    /// Decompresses `source` next to the system's temporary files.
+    /// Decompresses `source` into the system's temporary directory ($TMPDIR).
     pub fn from(source: &Path) -> Result<Decompressed> {
         let name = source.file_name().and_then(|n| n.to_str()).unwrap_or("mirror");
-        let path = std::env::temp_dir().join(format!(
-            "pgmirror-{}-{}",
-            std::process::id(),
-            name.trim_end_matches(".zst")
-        ));
-        let guard = Decompressed { path };
-        let context = || format!("decompressing {} into {}", source.display(), guard.path.display());
+        let suffix = format!("-{}", name.trim_end_matches(".zst"));
+        let context = || format!("decompressing {}", source.display());
+        let mut output = tempfile::Builder::new()
+            .prefix("pgmirror-")
+            .suffix(&suffix)
+            .tempfile()
+            .with_context(context)?;
         let mut input =
             zstd::Decoder::new(File::open(source).with_context(context)?).with_context(context)?;
-        let mut output = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&guard.path)
-            .with_context(context)?;
-        io::copy(&mut input, &mut output).with_context(context)?;
-        Ok(guard)
+        io::copy(&mut input, output.as_file_mut())
+            .with_context(|| format!("{} into {}", context(), output.path().display()))?;
+        Ok(Decompressed {
+            file: output.into_temp_path(),
+        })
     }
-}
 
-impl Drop for Decompressed {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+    pub fn path(&self) -> &Path {
+        &self.file
     }
 }
 
@@ -219,4 +215,26 @@ pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> Result
         .and_then(|_| file.sync_all())
         .with_context(context)?;
     fs::rename(&partial, path).with_context(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn decompressed_copies_are_private_unpredictable_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("mirror.db.zst");
+        fs::write(&source, zstd::encode_all(&b"mirror bytes"[..], 3).unwrap()).unwrap();
+        let first = Decompressed::from(&source).unwrap();
+        let second = Decompressed::from(&source).unwrap();
+        assert_ne!(first.path(), second.path(), "two copies of one file never share a name");
+        assert_eq!(fs::read(first.path()).unwrap(), b"mirror bytes");
+        let mode = fs::metadata(first.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let path = first.path().to_path_buf();
+        drop(first);
+        assert!(!path.exists(), "removed on drop");
+    }
 }

@@ -156,7 +156,7 @@ impl Mirror {
         } else {
             None
         };
-        let file = decompressed.as_ref().map_or(path, |d| d.path.as_path());
+        let file = decompressed.as_ref().map_or(path, |d| d.path());
         let conn =
             Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(context)?;
         let (application_id, version): (i32, i32) = conn
