@@ -229,7 +229,11 @@ mod tests {
         fs::write(&source, zstd::encode_all(&b"mirror bytes"[..], 3).unwrap()).unwrap();
         let first = Decompressed::from(&source).unwrap();
         let second = Decompressed::from(&source).unwrap();
-        assert_ne!(first.path(), second.path(), "two copies of one file never share a name");
+        assert_ne!(
+            first.path(),
+            second.path(),
+            "two copies of one file never share a name"
+        );
         assert_eq!(fs::read(first.path()).unwrap(), b"mirror bytes");
         let mode = fs::metadata(first.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -77,9 +77,17 @@ pub fn tune(options: &TuneOptions) -> Result<TuneReport> {
         .map(|(schema, name)| glob::Pattern::escape(&format!("{schema}.{name}")))
         .collect();
     let filter = TableFilter::new(&[], &patterns, &[])?;
-    let scratch = options
-        .scratch_dir
-        .join(format!("pgmirror-bench-{}.db", std::process::id()));
+    // A private directory of our own: nothing planted in a shared /tmp is written through.
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("pgmirror-bench-")
+        .tempdir_in(&options.scratch_dir)
+        .with_context(|| {
+            format!(
+                "creating a scratch directory in {}",
+                options.scratch_dir.display()
+            )
+        })?;
+    let scratch = scratch_dir.path().join("trial.db");
     let run = |jobs: usize, chunk_bytes: i64, batch_rows: usize| -> Result<Trial> {
         let mut export = ExportOptions::new(options.source.clone(), scratch.clone());
         export.filter = filter.clone();

@@ -30,27 +30,37 @@ fn column_definition(column: &MirrorColumn) -> String {
     line
 }
 
-/// Runs one statement in a savepoint: on failure the transaction goes on without it.
-async fn try_statement(client: &Client, sql: &str) -> bool {
+/// Runs one statement in a savepoint: on failure the transaction goes on without it, and
+/// the error is returned for the report.
+async fn try_statement(client: &Client, sql: &str) -> std::result::Result<(), String> {
     let wrapped = format!("SAVEPOINT pgmirror_type; {sql}; RELEASE SAVEPOINT pgmirror_type");
-    if client.batch_execute(&wrapped).await.is_ok() {
-        return true;
-    }
+    let Err(error) = client.batch_execute(&wrapped).await else {
+        return Ok(());
+    };
     let _ = client
         .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_type; RELEASE SAVEPOINT pgmirror_type")
         .await;
-    false
+    Err(crate::error::describe_postgres(&error))
+}
+
+/// What [`ensure_types`] made, and what it could not make with PostgreSQL's reason.
+#[derive(Debug, Default)]
+pub struct TypesOutcome {
+    pub created: Vec<String>,
+    pub failed: Vec<String>,
 }
 
 /// Makes the extensions, enums, domains and composite types the mirror recorded that the
 /// target lacks. Types can depend on each other, so the missing ones are retried until a
-/// round creates nothing; what still fails is reported by the CREATE TABLE that needs it.
-/// Returns what was created.
-pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<Vec<String>> {
-    let mut created = Vec::new();
+/// round creates nothing; what still fails is kept with its reason, for the CREATE TABLE
+/// that needs it to report.
+pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<TypesOutcome> {
+    let mut outcome = TypesOutcome::default();
     for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
-        if try_statement(client, &extension.create_sql).await {
-            created.push(format!("extension {}", extension.name));
+        let what = format!("extension {}", extension.name);
+        match try_statement(client, &extension.create_sql).await {
+            Ok(()) => outcome.created.push(what),
+            Err(reason) => outcome.failed.push(format!("{what}: {reason}")),
         }
     }
     let mut pending = Vec::new();
@@ -81,24 +91,29 @@ pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<Vec<String
                 quote_ident(&user_type.schema),
                 user_type.create_sql
             );
-            if try_statement(client, &sql).await {
-                created.push(format!(
-                    "{} {}.{}",
-                    user_type.kind, user_type.schema, user_type.name
-                ));
-            } else {
-                still.push(user_type);
+            let what = format!("{} {}.{}", user_type.kind, user_type.schema, user_type.name);
+            match try_statement(client, &sql).await {
+                Ok(()) => outcome.created.push(what),
+                Err(reason) => still.push((user_type, format!("{what}: {reason}"))),
             }
         }
-        pending = still;
-        if pending.is_empty() || pending.len() == before {
-            return Ok(created);
+        if still.is_empty() || still.len() == before {
+            outcome.failed.extend(still.into_iter().map(|(_, reason)| reason));
+            return Ok(outcome);
         }
+        pending = still.into_iter().map(|(user_type, _)| user_type).collect();
     }
 }
 
 /// Creates the table (and the serial sequences its defaults use) without keys or indexes.
-pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable) -> Result<TargetTable> {
+/// `type_failures` are the types [`ensure_types`] could not make: the likeliest cause of a
+/// failure here, so they are named with it.
+pub async fn create_table(
+    client: &Client,
+    mirror: &Mirror,
+    table: &MirrorTable,
+    type_failures: &[String],
+) -> Result<TargetTable> {
     let name = table.display_name();
     let context = || format!("creating table {name} in the target");
     let partition_key = table
@@ -168,11 +183,15 @@ pub async fn create_table(client: &Client, mirror: &Mirror, table: &MirrorTable)
         }
     }
     if let Err(error) = client.batch_execute(&sql).await {
-        let hint = match error.code() {
-            Some(code) if *code == tokio_postgres::error::SqlState::UNDEFINED_OBJECT => {
-                " (a type it needs could not be created from the mirror's records; create it first)"
-            }
-            _ => "",
+        let hint = if !type_failures.is_empty() {
+            format!(
+                " (what the mirror records but could not be created: {})",
+                type_failures.join("; ")
+            )
+        } else if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
+            " (a type it needs is not in the mirror's records; create it first)".to_owned()
+        } else {
+            String::new()
         };
         return Err(Error::new(format!("{}{hint}", context()), error.into()));
     }

@@ -143,7 +143,7 @@ async fn run(
 ) -> Result<(Vec<RestoredTable>, Vec<String>)> {
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
-    let mut types_ensured = false;
+    let mut types: Option<create::TypesOutcome> = None;
     // Materialized views are computed, not loaded: refreshed (or, with --create, created
     // from their recorded query) once their tables hold the restored rows.
     let mut materialized: Vec<(&MirrorTable, bool)> = Vec::new();
@@ -165,11 +165,14 @@ async fn run(
         let (target, created) = match existing {
             Some(target) => (target, false),
             None if options.create => {
-                if !types_ensured {
-                    create::ensure_types(client, mirror).await?;
-                    types_ensured = true;
+                if types.is_none() {
+                    types = Some(create::ensure_types(client, mirror).await?);
                 }
-                (create::create_table(client, mirror, table).await?, true)
+                let type_failures = types.as_ref().map_or(&[][..], |t| t.failed.as_slice());
+                (
+                    create::create_table(client, mirror, table, type_failures).await?,
+                    true,
+                )
             }
             None => {
                 problems.push(format!(
@@ -425,18 +428,32 @@ pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
         "SAVEPOINT pgmirror_truncate; TRUNCATE {}; RELEASE SAVEPOINT pgmirror_truncate",
         targets.join(", ")
     );
-    if client.batch_execute(&truncate).await.is_ok() {
+    let Err(refused) = client.batch_execute(&truncate).await else {
         return Ok(());
-    }
+    };
     client
         .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_truncate")
         .await
         .context("emptying the target tables")?;
+    // Only a foreign key from outside the set is worked around; any other refusal (a
+    // permission, a trigger, a lock) is the user's to see.
+    if refused.code() != Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) {
+        return Err(Error::new(
+            format!("emptying the target tables (TRUNCATE {})", targets.join(", ")),
+            refused.into(),
+        ));
+    }
+    let because = crate::error::describe_postgres(&refused);
     for (table, target) in tables.iter().zip(&targets).rev() {
         client
             .batch_execute(&format!("DELETE FROM {target}"))
             .await
-            .with_context(|| format!("emptying table {} in the target", table.display_name()))?;
+            .with_context(|| {
+                format!(
+                    "emptying table {} in the target with DELETE (TRUNCATE was refused: {because})",
+                    table.display_name()
+                )
+            })?;
     }
     Ok(())
 }

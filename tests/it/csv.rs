@@ -4,8 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::{
-    copy_schema, export, fixtures_dir, fresh_db, pgmirror, pgmirror_with_env, table_digests, temp_dir,
-    TestDb,
+    copy_schema, export, fixtures_dir, fresh_db, pgmirror, pgmirror_with_env, table_digests, temp_dir, TestDb,
 };
 
 fn run_ok(args: &[&str]) -> String {
@@ -285,18 +284,40 @@ fn restore_reads_a_zstd_compressed_mirror() {
     let scratch = temp_dir();
     let tmpdir = [("TMPDIR", scratch.path().to_str().unwrap())];
     let restored = pgmirror_with_env(
-        &["restore", "--quiet", "--from", compressed.to_str().unwrap(), "--target", &target.url],
+        &[
+            "restore",
+            "--quiet",
+            "--from",
+            compressed.to_str().unwrap(),
+            "--target",
+            &target.url,
+        ],
         &tmpdir,
     );
-    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
     assert_eq!(table_digests(&target), table_digests(&source));
     // A target without the tables: the mirror is opened (and decompressed), then refused.
     let empty = fresh_db("zst_empty_target");
     let failed = pgmirror_with_env(
-        &["restore", "--quiet", "--from", compressed.to_str().unwrap(), "--target", &empty.url],
+        &[
+            "restore",
+            "--quiet",
+            "--from",
+            compressed.to_str().unwrap(),
+            "--target",
+            &empty.url,
+        ],
         &tmpdir,
     );
     assert_eq!(failed.status.code(), Some(2));
-    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

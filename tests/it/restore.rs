@@ -331,3 +331,58 @@ fn partitions_inheritance_matviews_and_hostile_names_round_trip() {
     assert_eq!(created.scalar("SELECT count(*) FROM dog_names"), "2");
     created.execute("INSERT INTO animals (name) VALUES ('after restore')");
 }
+
+#[test]
+fn a_refused_truncate_is_reported_with_its_cause_and_changes_nothing() {
+    let source = fresh_db("restore_truncate_source");
+    source.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'mirror')");
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_truncate_target");
+    target.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (7, 'kept');
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN RAISE EXCEPTION 'truncate forbidden here'; END$$;
+         CREATE TRIGGER no_truncate BEFORE TRUNCATE ON t FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
+    );
+    let before = table_digests(&target);
+    let output = restore(&mirror, &target, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("TRUNCATE") && stderr.contains("truncate forbidden here"),
+        "{stderr}"
+    );
+    assert_eq!(table_digests(&target), before, "the target is unchanged");
+}
+
+#[test]
+fn create_names_a_recorded_type_it_could_not_make_and_why() {
+    let source = fresh_db("restore_bad_extension_source");
+    source.execute(
+        "CREATE EXTENSION hstore; CREATE TABLE settings (id int PRIMARY KEY, kv hstore);
+         INSERT INTO settings VALUES (1, 'a=>1');",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    // An edited record: the extension's CREATE now fails on the target.
+    let conn = rusqlite::Connection::open(&mirror).unwrap();
+    let edited = conn
+        .execute(
+            "UPDATE _pgmirror_types SET create_sql = 'CREATE EXTENSION IF NOT EXISTS hstore SCHEMA no_such_schema' \
+             WHERE kind = 'extension' AND type_name = 'hstore'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(edited, 1, "the mirror records the extension");
+    drop(conn);
+    let target = fresh_db("restore_bad_extension_target");
+    let output = restore(&mirror, &target, &["--create"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("extension hstore"), "{stderr}");
+    assert!(stderr.contains("no_such_schema"), "the cause is kept: {stderr}");
+    assert_eq!(target.scalar("SELECT to_regclass('settings') IS NULL"), "t");
+}
