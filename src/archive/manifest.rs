@@ -41,10 +41,11 @@ pub fn checksum(path: &Path) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut files = if path.is_dir() {
+        // An entry that cannot be listed is an error: skipping it would checksum less than
+        // the archive holds.
         let mut names: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+            .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
+            .with_context(|| format!("listing {}", path.display()))?;
         names.sort();
         names
     } else {

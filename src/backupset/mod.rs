@@ -622,11 +622,8 @@ pub fn verify_set(dir: &Path, pg_bin: Option<&Path>) -> Result<SetVerifyReport> 
                 Err(e) => problems.push(format!("{name}: {e}")),
             }
         }
-        if file_counts_differ(path, manifest) {
-            problems.push(format!(
-                "{}: the mirror's row counts differ from the backup manifest",
-                manifest.id
-            ));
+        if let Some(problem) = mirror_counts_problem(path, manifest) {
+            problems.push(format!("{}: {problem}", manifest.id));
         }
     }
     Ok(SetVerifyReport {
@@ -636,19 +633,20 @@ pub fn verify_set(dir: &Path, pg_bin: Option<&Path>) -> Result<SetVerifyReport> 
     })
 }
 
-/// Whether the mirror's own table counts disagree with the backup manifest's.
-fn file_counts_differ(path: &Path, manifest: &BackupManifest) -> bool {
-    let Some(file) = manifest.files.iter().find(|f| f.kind == "mirror") else {
-        return false;
+/// How the mirror's own table counts disagree with the backup manifest's, if they do; a
+/// mirror that cannot be opened is a finding too, never a match.
+fn mirror_counts_problem(path: &Path, manifest: &BackupManifest) -> Option<String> {
+    let file = manifest.files.iter().find(|f| f.kind == "mirror")?;
+    let mirror = match crate::mirror::Mirror::open(&path.join(&file.name)) {
+        Ok(mirror) => mirror,
+        Err(e) => return Some(format!("cannot open the mirror to compare its row counts: {e}")),
     };
-    let Ok(mirror) = crate::mirror::Mirror::open(&path.join(&file.name)) else {
-        return false;
-    };
-    manifest.tables.iter().any(|expected| {
+    let differs = manifest.tables.iter().any(|expected| {
         mirror
             .table(&expected.table)
             .is_none_or(|t| t.row_count != expected.rows as i64)
-    })
+    });
+    differs.then(|| "the mirror's row counts differ from the backup manifest".to_owned())
 }
 
 /// The newest backup holding a mirror, with the mirror's path.

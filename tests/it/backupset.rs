@@ -311,3 +311,57 @@ fn the_lock_refuses_a_second_run_naming_the_holder() {
     );
     assert_eq!(backup_dirs(&dir).len(), 1);
 }
+
+#[test]
+fn verify_dir_reports_a_mirror_it_cannot_open_instead_of_matching_counts() {
+    let db = app_db("set_unopenable");
+    let tmp = temp_dir();
+    let dir = tmp.path().join("backups");
+    let dir_text = dir.to_str().unwrap();
+    let (code, _) = json(&[
+        "backup", "--quiet", "--json", "--source", &db.url, "--dir", dir_text,
+    ]);
+    assert_eq!(code, Some(0));
+    let backup = backup_dirs(&dir).pop().unwrap();
+    let manifest_path = backup.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    // A plain SQLite file in the mirror's place, recorded in the manifest as if it belonged:
+    // the checksums pass, so only opening the mirror can tell.
+    let file = manifest["files"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["kind"] == "mirror")
+        .unwrap();
+    let mirror_path = backup.join(file["name"].as_str().unwrap());
+    std::fs::remove_file(&mirror_path).unwrap();
+    let plain = tmp.path().join("plain.db");
+    rusqlite::Connection::open(&plain)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (a int)")
+        .unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let bytes = if mirror_path.extension().is_some_and(|e| e == "zst") {
+        zstd::encode_all(&bytes[..], 3).unwrap()
+    } else {
+        bytes
+    };
+    std::fs::write(&mirror_path, &bytes).unwrap();
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    file["sha256"] = serde_json::json!(digest);
+    file["size_bytes"] = serde_json::json!(bytes.len());
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+
+    let output = pgmirror(&["verify", "--dir", dir_text]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("cannot open the mirror to compare its row counts"),
+        "{stdout}"
+    );
+}
