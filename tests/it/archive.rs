@@ -407,3 +407,70 @@ fn ctrl_c_terminates_a_running_pg_dump_and_keeps_nothing() {
         "nothing left behind"
     );
 }
+
+#[test]
+fn a_file_that_is_no_dump_is_refused_before_psql_sees_it() {
+    let target = fresh_db("archive_not_a_dump");
+    let dir = temp_dir();
+    let ran = dir.path().join("psql-ran");
+    let psql = dir.path().join("psql");
+    std::fs::write(
+        &psql,
+        format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'psql (PostgreSQL) 15.99'; exit 0; fi\ntouch '{}'\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&psql, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "DROP TABLE important;\nremember the milk\n").unwrap();
+    let binary = dir.path().join("photo.jpg");
+    std::fs::write(&binary, [0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F']).unwrap();
+    let bare_dir = dir.path().join("not-an-archive");
+    std::fs::create_dir(&bare_dir).unwrap();
+    for (file, needle) in [
+        (&notes, "it is text beginning \"DROP TABLE important;\""),
+        (&binary, "binary data beginning with bytes ff d8 ff e0"),
+        (&bare_dir, "a directory without toc.dat"),
+    ] {
+        let output = pgmirror_with_path(
+            &[
+                "restore",
+                "--from",
+                file.to_str().unwrap(),
+                "--target",
+                &target.url,
+            ],
+            &path,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(!ran.exists(), "psql was started for {}", file.display());
+    }
+    // A real plain dump is still taken.
+    let dumped = dir.path().join("plain.sql");
+    let source = fresh_db("archive_plain_still_works");
+    source.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)");
+    let dump = std::process::Command::new("pg_dump")
+        .args(["-d", &source.url, "-f", dumped.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let output = pgmirror(&[
+        "restore",
+        "--from",
+        dumped.to_str().unwrap(),
+        "--target",
+        &target.url,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(target.scalar("SELECT count(*) FROM kept"), "1");
+}
