@@ -216,18 +216,5 @@ fn verify_mirror(path: &Path, problems: &mut Vec<String>) {
         Ok(result) => problems.push(format!("integrity_check: {result}")),
         Err(e) => problems.push(format!("integrity_check failed: {e}")),
     }
-    for table in &mirror.tables {
-        let sql = format!(
-            "SELECT count(*) FROM {}",
-            crate::pg::quote_ident(&table.sqlite_name)
-        );
-        match mirror.conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-            Ok(count) if count == table.row_count => {}
-            Ok(count) => problems.push(format!(
-                "table {:?} holds {count} rows, the metadata says {}",
-                table.sqlite_name, table.row_count
-            )),
-            Err(e) => problems.push(format!("table {:?} is unreadable: {e}", table.sqlite_name)),
-        }
-    }
+    problems.extend(mirror.consistency_problems());
 }

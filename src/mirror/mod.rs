@@ -2,6 +2,7 @@
 //! `_pgmirror_*` metadata tables. Everything that writes or reads a mirror's
 //! metadata goes through here.
 
+mod check;
 mod metadata;
 mod read;
 

@@ -88,6 +88,17 @@ struct Job<'m> {
 pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let mirror = Mirror::open(&options.from)?;
+    let problems = mirror.consistency_problems();
+    if !problems.is_empty() {
+        return Err(Error::unsupported(
+            format!("checking mirror {}", mirror.path),
+            format!(
+                "its metadata does not match its data, so a restore would not put back what was exported: {} \
+                 (pgmirror verify lists every problem)",
+                problems.join("; ")
+            ),
+        ));
+    }
     let selected = select(&mirror, &options.filter)?;
     let runtime = crate::pg::runtime()?;
     let client = runtime.block_on(options.target.connect())?;

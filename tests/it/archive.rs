@@ -474,3 +474,80 @@ fn a_file_that_is_no_dump_is_refused_before_psql_sees_it() {
     );
     assert_eq!(target.scalar("SELECT count(*) FROM kept"), "1");
 }
+
+#[test]
+fn verify_and_restore_refuse_a_mirror_whose_metadata_no_longer_matches() {
+    let source = fresh_db("archive_edited_mirror");
+    source.execute(
+        "CREATE TABLE people (id int PRIMARY KEY, name text); INSERT INTO people VALUES (1, 'a'), (2, 'b');
+         CREATE TABLE pets (id int PRIMARY KEY); INSERT INTO pets VALUES (1);",
+    );
+    let dir = temp_dir();
+    let pristine = dir.path().join("pristine.db");
+    crate::support::export(&source, &pristine, &[]);
+    let sound = pgmirror(&["verify", pristine.to_str().unwrap()]);
+    assert_eq!(
+        sound.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sound.stdout)
+    );
+    let edits = [
+        (
+            "DELETE FROM _pgmirror_columns WHERE sqlite_table = 'people' AND column_name = 'name'",
+            "_pgmirror_columns records",
+        ),
+        ("DROP TABLE _pgmirror_meta", "_pgmirror_meta"),
+        (
+            "DELETE FROM _pgmirror_meta WHERE key = 'format_version'",
+            "no format_version",
+        ),
+        ("ALTER TABLE people RENAME COLUMN name TO nom", "has columns"),
+        ("DELETE FROM pets", "holds 0 rows, _pgmirror_tables says 1"),
+        (
+            "CREATE TABLE stray (x int)",
+            "data table \"stray\" has no row in _pgmirror_tables",
+        ),
+        (
+            "DELETE FROM _pgmirror_tables WHERE sqlite_name = 'pets'",
+            "data table \"pets\" has no row",
+        ),
+        (
+            "UPDATE _pgmirror_columns SET codec = 'bogus' WHERE sqlite_table = 'pets'",
+            "bogus",
+        ),
+    ];
+    let target = fresh_db("archive_edited_mirror_target");
+    crate::support::copy_schema(&source, &target);
+    for (index, (edit, needle)) in edits.iter().enumerate() {
+        let edited = dir.path().join(format!("edited-{index}.db"));
+        std::fs::copy(&pristine, &edited).unwrap();
+        rusqlite::Connection::open(&edited)
+            .unwrap()
+            .execute_batch(edit)
+            .unwrap();
+        let verify = pgmirror(&["verify", edited.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&verify.stdout);
+        assert_eq!(verify.status.code(), Some(1), "{edit}: {stdout}");
+        assert!(stdout.contains(needle), "{edit}: {stdout}");
+        let restore = pgmirror(&[
+            "restore",
+            "--quiet",
+            "--from",
+            edited.to_str().unwrap(),
+            "--target",
+            &target.url,
+        ]);
+        let stderr = String::from_utf8_lossy(&restore.stderr);
+        assert_eq!(restore.status.code(), Some(2), "{edit}: {stderr}");
+        assert!(
+            stderr.contains("does not match its data") || stderr.contains("reading the metadata"),
+            "{edit}: {stderr}"
+        );
+        assert_eq!(
+            target.scalar("SELECT count(*) FROM people"),
+            "0",
+            "{edit}: nothing restored"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! A mirror's self-consistency: its metadata describes exactly its data tables. `verify`
+//! reports these findings and `restore` refuses a mirror that has any, since a restore
+//! from metadata that no longer matches the data would put back something else.
+
+use rusqlite::Connection;
+
+use super::{Mirror, METADATA_PREFIX};
+
+impl Mirror {
+    /// Every way the metadata and the data tables disagree; empty for a sound mirror.
+    pub fn consistency_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        check_format_marks(&self.conn, &mut problems);
+        for table in &self.tables {
+            let name = &table.sqlite_name;
+            match table_columns(&self.conn, name) {
+                Ok(actual) if actual.is_empty() => problems.push(format!(
+                    "table {name:?} is in _pgmirror_tables but not in the file"
+                )),
+                Ok(actual) => {
+                    let recorded: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+                    if actual != recorded {
+                        problems.push(format!(
+                            "table {name:?} has columns {actual:?}, _pgmirror_columns records {recorded:?}"
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("table {name:?}: cannot read its columns: {e}")),
+            }
+            if let Err(e) = table.loadable_columns() {
+                problems.push(e.to_string());
+            }
+            let count = format!("SELECT count(*) FROM {}", crate::pg::quote_ident(name));
+            match self.conn.query_row(&count, [], |r| r.get::<_, i64>(0)) {
+                Ok(rows) if rows == table.row_count => {}
+                Ok(rows) => problems.push(format!(
+                    "table {name:?} holds {rows} rows, _pgmirror_tables says {}",
+                    table.row_count
+                )),
+                Err(e) => problems.push(format!("table {name:?} is unreadable: {e}")),
+            }
+        }
+        match unrecorded_tables(&self.conn, self) {
+            Ok(names) => problems.extend(
+                names
+                    .into_iter()
+                    .map(|n| format!("data table {n:?} has no row in _pgmirror_tables")),
+            ),
+            Err(e) => problems.push(format!("listing the file's tables: {e}")),
+        }
+        problems
+    }
+}
+
+/// `_pgmirror_meta` must say which format it is, and agree with the file header.
+fn check_format_marks(conn: &Connection, problems: &mut Vec<String>) {
+    let recorded: rusqlite::Result<String> = conn.query_row(
+        "SELECT value FROM _pgmirror_meta WHERE key = 'format_version'",
+        [],
+        |r| r.get(0),
+    );
+    let header: rusqlite::Result<i32> = conn.query_row("PRAGMA user_version", [], |r| r.get(0));
+    match (recorded, header) {
+        (Ok(recorded), Ok(header)) if recorded == header.to_string() => {}
+        (Ok(recorded), Ok(header)) => problems.push(format!(
+            "_pgmirror_meta says format {recorded:?}, the file header (user_version) says {header}"
+        )),
+        (Err(rusqlite::Error::QueryReturnedNoRows), _) => {
+            problems.push("_pgmirror_meta has no format_version".to_owned())
+        }
+        (Err(e), _) | (_, Err(e)) => problems.push(format!("_pgmirror_meta is unreadable: {e}")),
+    }
+}
+
+/// The table's column names in order; empty when there is no such table.
+fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let names = statement.query_map([table], |r| r.get(0))?;
+    names.collect()
+}
+
+/// Tables of the file that are neither metadata, SQLite's own, nor recorded.
+fn unrecorded_tables(conn: &Connection, mirror: &Mirror) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let names = statement.query_map([], |r| r.get::<_, String>(0))?;
+    let mut unrecorded = Vec::new();
+    for name in names {
+        let name = name?;
+        if !name.starts_with(METADATA_PREFIX) && mirror.table(&name).is_none() {
+            unrecorded.push(name);
+        }
+    }
+    Ok(unrecorded)
+}
