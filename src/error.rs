@@ -31,6 +31,9 @@ pub enum ErrorKind {
     /// A value that the codec of its column could not convert.
     #[error("{0}")]
     Value(String),
+    /// A bug: a panic caught at a thread or task boundary, with its message.
+    #[error("internal error (a bug in pgmirror; please report it): {0}")]
+    Internal(String),
     /// The run was stopped because another part of it failed first.
     #[error("cancelled")]
     Cancelled,
@@ -74,6 +77,29 @@ impl Error {
     pub fn is_cancelled(&self) -> bool {
         matches!(self.kind, ErrorKind::Cancelled)
     }
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// Runs `work`, turning a panic into an [`ErrorKind::Internal`] error that names the
+/// object being worked on: a bug in one table's work ends the run like any error (exit
+/// 2, partial files removed) instead of aborting it.
+pub fn catch_panic<T>(context: impl FnOnce() -> String, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        Err(Error::new(
+            context(),
+            ErrorKind::Internal(panic_message(&*payload)),
+        ))
+    })
 }
 
 /// Attaches a description of the object being worked on to lower-level errors.
@@ -155,5 +181,25 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
 impl From<CopyError> for Error {
     fn from(e: CopyError) -> Self {
         Error::new("", ErrorKind::Copy(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_naming_the_object() {
+        let error = catch_panic(
+            || "writing table \"people\"".to_owned(),
+            || -> Result<()> { panic!("index out of bounds: {}", 7) },
+        )
+        .unwrap_err();
+        assert_eq!(error.context, "writing table \"people\"");
+        assert!(
+            matches!(&error.kind, ErrorKind::Internal(m) if m == "index out of bounds: 7"),
+            "{error}"
+        );
+        assert_eq!(catch_panic(|| String::new(), || Ok(3)).unwrap(), 3);
     }
 }

@@ -428,7 +428,10 @@ fn run_workers(
 
     let sink = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            let result = write_all(partial, plan, batch_receiver, &first_error.quit);
+            let result = crate::error::catch_panic(
+                || "the SQLite writer".to_owned(),
+                || write_all(partial, plan, batch_receiver, &first_error.quit),
+            );
             if let Err(e) = &result {
                 first_error.report(Error::new(e.context.clone(), ErrorKind::Cancelled));
             }
@@ -452,19 +455,20 @@ fn run_workers(
             };
             let first_error = &first_error;
             scope.spawn(move || {
-                if let Err(e) = worker.run() {
+                // Tasks catch their own panics and name their table; this is the backstop.
+                if let Err(e) = crate::error::catch_panic(|| "a source worker".to_owned(), || worker.run()) {
                     first_error.report(e);
                 }
             });
         }
         drop(batch_sender);
-        match writer.join() {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
+        // The writer catches its own panics, so joining it cannot fail.
+        writer.join().unwrap_or_else(|payload| {
+            Err(Error::new(
                 "the SQLite writer",
-                ErrorKind::Unsupported("panicked".into()),
-            )),
-        }
+                ErrorKind::Internal(crate::error::panic_message(&*payload)),
+            ))
+        })
     });
     let sink = match (first_error.take(), sink) {
         (Some(error), _) if !error.is_cancelled() => return Err(error),
@@ -500,7 +504,10 @@ fn write_all(
         if quit.load(Ordering::Relaxed) {
             break;
         }
-        sink.write_batch(&batch)?;
+        crate::error::catch_panic(
+            || format!("writing table {}", plan.tables[batch.table].display_name()),
+            || sink.write_batch(&batch),
+        )?;
     }
     Ok(sink)
 }

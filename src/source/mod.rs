@@ -62,7 +62,17 @@ impl Worker<'_> {
             let table = &self.plan.tables[task.table];
             let described = task.describe();
             self.progress.table_started(&described);
-            self.copy_task(&client, task, table).await?;
+            // A bug in decoding one table's values names that table, like any error.
+            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                self.copy_task(&client, task, table),
+            ))
+            .await
+            .unwrap_or_else(|payload| {
+                Err(Error::new(
+                    format!("reading table {described}"),
+                    ErrorKind::Internal(crate::error::panic_message(&*payload)),
+                ))
+            })?;
             self.progress.table_finished(&described);
         }
         Ok(())
