@@ -200,6 +200,6 @@ mod tests {
             matches!(&error.kind, ErrorKind::Internal(m) if m == "index out of bounds: 7"),
             "{error}"
         );
-        assert_eq!(catch_panic(|| String::new(), || Ok(3)).unwrap(), 3);
+        assert_eq!(catch_panic(String::new, || Ok(3)).unwrap(), 3);
     }
 }

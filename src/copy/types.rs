@@ -243,7 +243,7 @@ fn write_time_of_day(out: &mut String, usecs: i64) {
     if fraction != 0 {
         let mut digits = fraction;
         let mut width = 6;
-        while digits % 10 == 0 {
+        while digits.is_multiple_of(10) {
             digits /= 10;
             width -= 1;
         }
