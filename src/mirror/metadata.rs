@@ -8,7 +8,8 @@ use crate::pg::catalog::{Catalog, Relation, RelationKind};
 use crate::pg::quote_ident;
 use crate::plan::{ExportPlan, Redaction};
 
-const SCHEMA: &str = "
+/// The DDL of the `_pgmirror_*` metadata tables (public so tests can build mirrors by hand).
+pub const SCHEMA: &str = "
 CREATE TABLE _pgmirror_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE _pgmirror_tables (
     sqlite_name TEXT PRIMARY KEY, schema_name TEXT NOT NULL, table_name TEXT NOT NULL,

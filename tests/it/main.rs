@@ -12,6 +12,7 @@ mod curation;
 mod datasets;
 mod failures;
 mod output;
+mod properties;
 mod reader;
 mod relations;
 mod restore;
