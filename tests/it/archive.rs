@@ -377,25 +377,14 @@ fn ctrl_c_terminates_a_running_pg_dump_and_keeps_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waiting = std::time::Instant::now();
-    while !started.exists() || std::fs::read_to_string(&started).unwrap().trim().is_empty() {
-        assert!(waiting.elapsed().as_secs() < 60, "the fake pg_dump never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::support::wait_for(
+        "the fake pg_dump to start",
+        std::time::Duration::from_secs(60),
+        || std::fs::read_to_string(&started).is_ok_and(|pid| !pid.trim().is_empty()),
+    );
     let dump_pid: i32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
-    let signalled = std::time::Instant::now();
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed().as_secs() < 2,
-            "pgmirror still running 2 s after SIGINT"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    crate::support::signal(&child, libc::SIGINT);
+    let status = crate::support::exit_within(&mut child, std::time::Duration::from_secs(2));
     let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");

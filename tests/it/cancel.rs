@@ -2,10 +2,10 @@
 //! nothing partial is left, and the exit code is 2.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use crate::support::{fresh_db, pgmirror_command, temp_dir, TestDb};
+use crate::support::{exit_within, fresh_db, pgmirror_command, signal, temp_dir, wait_for, TestDb};
 
 /// pgmirror's sessions on `db` that are running a statement (not idle).
 fn busy_sessions(db: &TestDb) -> Vec<String> {
@@ -17,20 +17,6 @@ fn busy_sessions(db: &TestDb) -> Vec<String> {
     .into_iter()
     .map(|row| row[0].clone().unwrap_or_default())
     .collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
 }
 
 /// Starts `args`, waits until one of its statements runs a COPY on the server, stops it
@@ -47,18 +33,8 @@ fn stops_while_copying(db: &TestDb, dir: &Path, args: &[&str], stop: libc::c_int
         Duration::from_secs(60),
         || busy_sessions(db).iter().any(|q| q.starts_with("COPY")),
     );
-    let signalled = Instant::now();
     signal(&child, stop);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for pgmirror") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(2),
-            "pgmirror still running 2 s after the signal"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(2));
     let output = child.wait_with_output().expect("stderr");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(status.code(), Some(2), "exit code; stderr: {stderr}");

@@ -295,8 +295,6 @@ fn queries_views_and_redactions() {
 #[test]
 fn bad_curation_input_fails_before_any_work() {
     let db = small_db("curated_bad");
-    let dir = temp_dir();
-    let output = dir.path().join("never.db");
     let cases: [(&[&str], &str); 6] = [
         (&["--where", "nobody:1 = 1"], "--where names table \"nobody\""),
         (
@@ -315,23 +313,31 @@ fn bad_curation_input_fails_before_any_work() {
         ),
     ];
     for (flags, needle) in cases {
-        let mut args = vec![
-            "export",
-            "--source",
-            &db.url,
-            "--output",
-            output.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        let result = pgmirror(&args);
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert_eq!(result.status.code(), Some(2), "{flags:?}: {stderr}");
+        let stderr = refused_export(&db, flags);
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
-        assert!(
-            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-            "{flags:?} left a file"
-        );
     }
+}
+
+/// `pgmirror export` of `db` with `flags` fails (exit 2) before writing anything; its stderr.
+fn refused_export(db: &TestDb, flags: &[&str]) -> String {
+    let dir = temp_dir();
+    let output = dir.path().join("never.db");
+    let mut args = vec![
+        "export",
+        "--source",
+        &db.url,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let result = pgmirror(&args);
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert_eq!(result.status.code(), Some(2), "{flags:?}: {stderr}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "{flags:?} left a file"
+    );
+    stderr
 }
 
 #[test]
@@ -402,25 +408,13 @@ fn a_bare_name_in_several_schemas_is_refused_and_qualified_names_work() {
          INSERT INTO audit."Users" VALUES (1, 'audit-secret');
          CREATE VIEW public.v AS SELECT 1 AS one; CREATE VIEW audit.v AS SELECT 2 AS two;"#,
     );
-    let dir = temp_dir();
-    let output = dir.path().join("never.db");
     for flags in [
         &["--redact", "Users.Password"][..],
         &["--exclude-column", "Users.Password"],
         &["--where", "Users:id > 0"],
         &["--include-view", "v"],
     ] {
-        let mut args = vec![
-            "export",
-            "--source",
-            &db.url,
-            "--output",
-            output.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        let result = pgmirror(&args);
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert_eq!(result.status.code(), Some(2), "{flags:?}: {stderr}");
+        let stderr = refused_export(&db, flags);
         assert!(
             stderr.contains("exists in several schemas"),
             "{flags:?}: {stderr}"
@@ -434,26 +428,13 @@ fn a_bare_name_in_several_schemas_is_refused_and_qualified_names_work() {
             stderr.contains(audit) && stderr.contains(public),
             "{flags:?}: {stderr}"
         );
-        assert!(
-            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-            "{flags:?} left a file"
-        );
     }
     // The same in a profile.
+    let dir = temp_dir();
     let profile = dir.path().join("p.toml");
     std::fs::write(&profile, "redact = [\"Users.Password\"]\n").unwrap();
-    let result = pgmirror(&[
-        "export",
-        "--source",
-        &db.url,
-        "--output",
-        output.to_str().unwrap(),
-        "--profile",
-        profile.to_str().unwrap(),
-    ]);
-    assert_eq!(result.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&result.stderr).contains("exists in several schemas"));
-    std::fs::remove_file(&profile).unwrap();
+    let stderr = refused_export(&db, &["--profile", profile.to_str().unwrap()]);
+    assert!(stderr.contains("exists in several schemas"), "{stderr}");
 
     let mirror = dir.path().join("m.db");
     export(&db, &mirror, &["--redact", "public.Users.Password"]);
@@ -471,24 +452,17 @@ fn a_bare_name_in_several_schemas_is_refused_and_qualified_names_work() {
 #[test]
 fn a_where_condition_runs_as_exactly_one_statement() {
     let db = small_db("curated_where_injection");
-    let dir = temp_dir();
-    let output = dir.path().join("never.db");
-    let result = pgmirror(&[
-        "export",
-        "--source",
-        &db.url,
-        "--output",
-        output.to_str().unwrap(),
-        "--where",
-        "people:true); COMMIT; CREATE TABLE pwned (); SELECT (1",
-    ]);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    let stderr = refused_export(
+        &db,
+        &[
+            "--where",
+            "people:true); COMMIT; CREATE TABLE pwned (); SELECT (1",
+        ],
+    );
     assert!(stderr.contains("--where public.people"), "{stderr}");
     assert_eq!(
         db.scalar("SELECT to_regclass('pwned') IS NULL"),
         "t",
         "the injected statement ran"
     );
-    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }

@@ -359,3 +359,34 @@ pub fn table_digests(db: &TestDb) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// Polls `condition` every 50 ms; fails the test naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` to a child process of the test.
+pub fn signal(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
+}
+
+/// Waits for `child` to exit; fails the test if it is still running after `limit`.
+pub fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still running {limit:?} after the signal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
