@@ -367,6 +367,7 @@ async fn describe_queries(
     let mut specs = Vec::new();
     for (name, sql) in queries {
         let context = || format!("--query {name}");
+        crate::plan::sql_text::enclosable(sql).map_err(|why| Error::new(context(), ErrorKind::Usage(why)))?;
         let statement = match client.prepare(&format!("SELECT * FROM ({sql}) AS q")).await {
             Ok(statement) => statement,
             Err(e) => {

@@ -85,6 +85,8 @@ fn column_of(relation: &Relation, option: &str, table: &str, column: &str) -> Re
 pub fn resolve(relations: &[&Relation], curation: &Curation) -> Result<ResolvedCuration> {
     let mut resolved = ResolvedCuration::default();
     for (table, condition) in &curation.wheres {
+        super::sql_text::enclosable(condition)
+            .map_err(|why| Error::usage(format!("--where {table}:{condition}: {why}")))?;
         let relation = find(relations, "--where", table)?;
         if resolved.wheres.insert(relation.oid, condition.clone()).is_some() {
             return Err(Error::usage(format!(

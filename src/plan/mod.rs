@@ -4,6 +4,7 @@
 
 pub mod curation;
 mod schema;
+pub mod sql_text;
 
 use std::collections::HashMap;
 

@@ -459,10 +459,19 @@ fn a_where_condition_runs_as_exactly_one_statement() {
             "people:true); COMMIT; CREATE TABLE pwned (); SELECT (1",
         ],
     );
-    assert!(stderr.contains("--where public.people"), "{stderr}");
+    assert!(stderr.contains("--where people:"), "{stderr}");
     assert_eq!(
         db.scalar("SELECT to_regclass('pwned') IS NULL"),
         "t",
         "the injected statement ran"
+    );
+    // Closing the parenthesis pgmirror puts around a condition would change the query
+    // (rows read once per chunk): refused, naming the place.
+    let stderr = refused_export(&db, &["--where", "people:id = 1) OR (id = 2"]);
+    assert!(stderr.contains("closes one it did not open"), "{stderr}");
+    let stderr = refused_export(&db, &["--query", "q=SELECT 1) AS q, (SELECT 2"]);
+    assert!(
+        stderr.contains("--query q") && stderr.contains("closes one it did not open"),
+        "{stderr}"
     );
 }
