@@ -107,24 +107,20 @@ fn is_plain_dump(head: &[u8]) -> bool {
         .any(|line| PLAIN_HEADERS.contains(&line.trim_end()))
 }
 
-/// What a file's first bytes look like, for the refusal message.
+/// What a file's first bytes look like, for the refusal message. Never its content: a
+/// mistyped path may name a file of secrets (`.pgpass`, `.env`).
 fn describe_head(head: &[u8]) -> String {
     // The head is cut at a fixed length, possibly inside a character: that is still text.
     let text = match std::str::from_utf8(head) {
-        Ok(text) => Some(text),
-        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
-        Err(_) => None,
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
     };
-    match text {
-        _ if head.is_empty() => "it is empty".to_owned(),
-        Some(text) if !text.contains('\0') => {
-            let first: String = text.lines().next().unwrap_or_default().chars().take(60).collect();
-            format!("it is text beginning {first:?}")
-        }
-        _ => {
-            let bytes: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            format!("it is binary data beginning with bytes {}", bytes.join(" "))
-        }
+    if head.is_empty() {
+        "it is empty".to_owned()
+    } else if text && !head.contains(&0) {
+        "it is text without pg_dump's header".to_owned()
+    } else {
+        "it is binary data of no known kind".to_owned()
     }
 }
 
@@ -138,5 +134,39 @@ pub fn table_pattern(written: &str) -> String {
     match written.split_once('.') {
         Some((schema, table)) => crate::pg::qualified(schema, table),
         None => crate::pg::quote_ident(written),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_dumps_are_recognised_by_their_header() {
+        let pg15 = b"--\n-- PostgreSQL database dump\n--\n\n-- Dumped from database version 15.18\n";
+        let restricted = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSET statement_timeout = 0;\n";
+        let crlf = b"--\r\n-- PostgreSQL database dump\r\n--\r\n";
+        let cluster = b"--\n-- PostgreSQL database cluster dump\n--\n";
+        for head in [&pg15[..], restricted, crlf, cluster] {
+            assert!(is_plain_dump(head), "{}", String::from_utf8_lossy(head));
+        }
+        let not_dumps: [&[u8]; 4] = [
+            b"DROP TABLE important;\n",
+            b"-- my notes\nSELECT 1;\n-- PostgreSQL database dump\n",
+            b"",
+            b"\xff\xd8\xff\xe0",
+        ];
+        for head in not_dumps {
+            assert!(!is_plain_dump(head), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn the_refusal_never_quotes_the_file() {
+        let secret = b"localhost:5432:*:app:S3cret-pass\n";
+        let described = describe_head(secret);
+        assert_eq!(described, "it is text without pg_dump's header");
+        assert_eq!(describe_head(b"\xff\xd8\xff\xe0\0\x10JF"), "it is binary data of no known kind");
+        assert_eq!(describe_head(b""), "it is empty");
     }
 }

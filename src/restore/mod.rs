@@ -446,9 +446,12 @@ pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
         .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_truncate")
         .await
         .context("emptying the target tables")?;
-    // Only a foreign key from outside the set is worked around; any other refusal (a
-    // permission, a trigger, a lock) is the user's to see.
-    if refused.code() != Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) {
+    // A foreign key from outside the set, or a role allowed DELETE but not TRUNCATE (the
+    // usual application grant), is worked around; any other refusal (a trigger, a lock)
+    // is the user's to see.
+    use tokio_postgres::error::SqlState;
+    let worked_around = [SqlState::FEATURE_NOT_SUPPORTED, SqlState::INSUFFICIENT_PRIVILEGE];
+    if !refused.code().is_some_and(|code| worked_around.contains(code)) {
         return Err(Error::new(
             format!("emptying the target tables (TRUNCATE {})", targets.join(", ")),
             refused.into(),

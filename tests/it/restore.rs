@@ -386,3 +386,24 @@ fn create_names_a_recorded_type_it_could_not_make_and_why() {
     assert!(stderr.contains("no_such_schema"), "the cause is kept: {stderr}");
     assert_eq!(target.scalar("SELECT to_regclass('settings') IS NULL"), "t");
 }
+
+#[test]
+fn a_role_allowed_delete_but_not_truncate_still_replaces_the_rows() {
+    let source = fresh_db("restore_delete_only_source");
+    source.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'mirror'), (2, 'rows')");
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_delete_only_target");
+    target.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (7, 'old');
+         DROP ROLE IF EXISTS app_writer; CREATE ROLE app_writer LOGIN;
+         GRANT SELECT, INSERT, DELETE ON t TO app_writer;",
+    );
+    let as_writer = TestDb {
+        name: target.name.clone(),
+        url: format!("{} user=app_writer", target.url),
+    };
+    assert_ok(&restore(&mirror, &as_writer, &[]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+}
