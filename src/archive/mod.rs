@@ -144,7 +144,8 @@ mod tests {
     #[test]
     fn plain_dumps_are_recognised_by_their_header() {
         let pg15 = b"--\n-- PostgreSQL database dump\n--\n\n-- Dumped from database version 15.18\n";
-        let restricted = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSET statement_timeout = 0;\n";
+        let restricted =
+            b"--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSET statement_timeout = 0;\n";
         let crlf = b"--\r\n-- PostgreSQL database dump\r\n--\r\n";
         let cluster = b"--\n-- PostgreSQL database cluster dump\n--\n";
         for head in [&pg15[..], restricted, crlf, cluster] {
@@ -166,7 +167,10 @@ mod tests {
         let secret = b"localhost:5432:*:app:S3cret-pass\n";
         let described = describe_head(secret);
         assert_eq!(described, "it is text without pg_dump's header");
-        assert_eq!(describe_head(b"\xff\xd8\xff\xe0\0\x10JF"), "it is binary data of no known kind");
+        assert_eq!(
+            describe_head(b"\xff\xd8\xff\xe0\0\x10JF"),
+            "it is binary data of no known kind"
+        );
         assert_eq!(describe_head(b""), "it is empty");
     }
 }

@@ -4,14 +4,32 @@
 
 use rusqlite::Connection;
 
-use super::{Mirror, METADATA_PREFIX};
+use super::{Mirror, MirrorTable, METADATA_PREFIX};
 
 impl Mirror {
-    /// Every way the metadata and the data tables disagree; empty for a sound mirror.
+    /// Every way the metadata and the data tables disagree; empty for a sound mirror. For
+    /// `verify`: a table the metadata does not know (a user's own, an FTS index's shadow
+    /// tables) is reported too.
     pub fn consistency_problems(&self) -> Vec<String> {
+        let all: Vec<&MirrorTable> = self.tables.iter().collect();
+        let mut problems = self.problems_of(&all);
+        match unrecorded_tables(&self.conn, self) {
+            Ok(names) => problems.extend(
+                names
+                    .into_iter()
+                    .map(|n| format!("data table {n:?} has no row in _pgmirror_tables")),
+            ),
+            Err(e) => problems.push(format!("listing the file's tables: {e}")),
+        }
+        problems
+    }
+
+    /// How the format marks and these tables disagree with the metadata. For `restore`,
+    /// which reads only the tables it restores.
+    pub fn problems_of(&self, tables: &[&MirrorTable]) -> Vec<String> {
         let mut problems = Vec::new();
         check_format_marks(&self.conn, &mut problems);
-        for table in &self.tables {
+        for table in tables {
             let name = &table.sqlite_name;
             match table_columns(&self.conn, name) {
                 Ok(actual) if actual.is_empty() => problems.push(format!(
@@ -39,14 +57,6 @@ impl Mirror {
                 )),
                 Err(e) => problems.push(format!("table {name:?} is unreadable: {e}")),
             }
-        }
-        match unrecorded_tables(&self.conn, self) {
-            Ok(names) => problems.extend(
-                names
-                    .into_iter()
-                    .map(|n| format!("data table {n:?} has no row in _pgmirror_tables")),
-            ),
-            Err(e) => problems.push(format!("listing the file's tables: {e}")),
         }
         problems
     }

@@ -88,7 +88,8 @@ struct Job<'m> {
 pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let mirror = Mirror::open(&options.from)?;
-    let problems = mirror.consistency_problems();
+    let selected = select(&mirror, &options.filter)?;
+    let problems = mirror.problems_of(&selected);
     if !problems.is_empty() {
         return Err(Error::unsupported(
             format!("checking mirror {}", mirror.path),
@@ -99,7 +100,6 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
             ),
         ));
     }
-    let selected = select(&mirror, &options.filter)?;
     let runtime = crate::pg::runtime()?;
     let client = runtime.block_on(options.target.connect())?;
     let progress = Progress::new(

@@ -438,7 +438,10 @@ fn a_file_that_is_no_dump_is_refused_before_psql_sees_it() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(needle), "{stderr}");
-        assert!(!stderr.contains("important"), "the file's content is never echoed: {stderr}");
+        assert!(
+            !stderr.contains("important"),
+            "the file's content is never echoed: {stderr}"
+        );
         assert!(!ran.exists(), "psql was started for {}", file.display());
     }
     // A real plain dump is still taken.
@@ -529,6 +532,14 @@ fn verify_and_restore_refuse_a_mirror_whose_metadata_no_longer_matches() {
             &target.url,
         ]);
         let stderr = String::from_utf8_lossy(&restore.stderr);
+        // A table the metadata does not know is not restore's business: it reads only the
+        // tables it restores, and those are sound.
+        if needle.starts_with("data table") {
+            assert!(restore.status.success(), "{edit}: {stderr}");
+            assert_eq!(target.scalar("SELECT count(*) FROM people"), "2", "{edit}");
+            target.execute("TRUNCATE people, pets");
+            continue;
+        }
         assert_eq!(restore.status.code(), Some(2), "{edit}: {stderr}");
         assert!(
             stderr.contains("does not match its data") || stderr.contains("reading the metadata"),

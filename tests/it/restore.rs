@@ -390,7 +390,9 @@ fn create_names_a_recorded_type_it_could_not_make_and_why() {
 #[test]
 fn a_role_allowed_delete_but_not_truncate_still_replaces_the_rows() {
     let source = fresh_db("restore_delete_only_source");
-    source.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'mirror'), (2, 'rows')");
+    source.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'mirror'), (2, 'rows')",
+    );
     let dir = temp_dir();
     let mirror = dir.path().join("mirror.db");
     export(&source, &mirror, &[]);
