@@ -77,6 +77,18 @@ impl Error {
     pub fn is_cancelled(&self) -> bool {
         matches!(self.kind, ErrorKind::Cancelled)
     }
+
+    /// Whether this is what a stop request itself causes: the interruption, the rest of
+    /// the run cancelled, a statement cancelled on the server or its connection closed.
+    pub fn is_stop(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Interrupted | ErrorKind::Cancelled => true,
+            ErrorKind::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) || e.is_closed()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The text a panic was raised with.

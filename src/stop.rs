@@ -4,10 +4,11 @@
 //! A stop is a flag plus the work the flag alone cannot do: a statement running on the
 //! server (a slow `--where` scan, a COPY into a full pipe) is cancelled through its
 //! connection's cancel key, and child processes (pg_dump, pg_restore, psql) are sent
-//! SIGTERM. A signal handler may only store to an atomic, so that work is done by a
-//! watcher thread that [`install_signal_handlers`] starts. A second signal exits at once.
+//! SIGINT, then SIGTERM. A signal handler may only store to an atomic, so that work is done
+//! by a watcher thread that [`install_signal_handlers`] starts. A second signal exits at
+//! once. The flag is never cleared: a stop is for the rest of the process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -64,13 +65,16 @@ pub async fn until_stopped<T>(quit: Option<&AtomicBool>, work: impl Future<Outpu
     }
 }
 
-type CancelAction = Arc<dyn Fn() + Send + Sync>;
+/// Sends one cancel request; true when the server could be reached.
+type CancelAction = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// What a stop must reach besides the flag: connections to cancel, processes to terminate.
+/// What a stop must reach besides the flag: connections to cancel, processes to stop.
 #[derive(Default)]
 struct Registry {
     next: AtomicU64,
     connections: Mutex<HashMap<u64, CancelAction>>,
+    /// Connections whose server a cancel could not reach: a second try would only wait.
+    unreachable: Mutex<HashSet<u64>>,
     children: Mutex<HashMap<u64, u32>>,
 }
 
@@ -101,20 +105,27 @@ impl Drop for Registration {
             .lock()
             .ok()
             .and_then(|mut connections| connections.remove(&self.id));
+        let unreachable = registry
+            .unreachable
+            .lock()
+            .map(|mut set| set.remove(&self.id))
+            .unwrap_or(false);
         // A connection closed by a stop may still have a statement running on the server
-        // (closing the socket does not end a scan that sends nothing), and the process may
-        // exit before the watcher reaches it: cancel it here. On a thread of its own, since
-        // this runs while a tokio runtime shuts down.
-        if let Some(cancel) = cancel.filter(|_| stop_requested()) {
+        // (closing the socket does not end a scan that sends nothing, nor a CREATE INDEX
+        // started after the watcher's sweep), and the process may exit before the watcher
+        // reaches it: cancel it here. On a thread of its own, since this runs while a
+        // tokio runtime shuts down.
+        if let Some(cancel) = cancel.filter(|_| stop_requested() && !unreachable) {
             let _ = std::thread::spawn(move || cancel()).join();
         }
     }
 }
 
 /// Registers how to cancel the statement running on one connection (its cancel key sent
-/// over a new connection, as psql's Ctrl-C does). `cancel` runs on the watcher thread and
-/// must not block for long: it is given [`CANCEL_TIMEOUT`].
-pub fn register_connection(cancel: impl Fn() + Send + Sync + 'static) -> Registration {
+/// over a new connection, as psql's Ctrl-C does). `cancel` returns whether the server
+/// could be reached; it must not block for long ([`send_cancel`] gives it
+/// [`CANCEL_TIMEOUT`]).
+pub fn register_connection(cancel: impl Fn() -> bool + Send + Sync + 'static) -> Registration {
     let registry = registry();
     let id = registry.next.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut connections) = registry.connections.lock() {
@@ -123,7 +134,7 @@ pub fn register_connection(cancel: impl Fn() + Send + Sync + 'static) -> Registr
     Registration { id, child: false }
 }
 
-/// Registers a child process to be sent SIGTERM on a stop.
+/// Registers a child process to be stopped on a stop request (see [`cancel_everything`]).
 pub fn register_child(pid: u32) -> Registration {
     let registry = registry();
     let id = registry.next.fetch_add(1, Ordering::Relaxed);
@@ -131,64 +142,100 @@ pub fn register_child(pid: u32) -> Registration {
         children.insert(id, pid);
     }
     if stop_requested() {
-        terminate(pid);
+        signal_child(pid, libc::SIGINT);
     }
     Registration { id, child: true }
 }
 
 /// Sends one cancel request with the connection's cancel key, giving up after
-/// [`CANCEL_TIMEOUT`]. For [`register_connection`] callbacks.
-pub fn send_cancel<F>(request: F)
+/// [`CANCEL_TIMEOUT`]; true when the server answered. For [`register_connection`].
+pub fn send_cancel<F>(request: F) -> bool
 where
     F: Future<Output = std::result::Result<(), tokio_postgres::Error>>,
 {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        return;
+        return false;
     };
-    // A failed cancel changes nothing: the connection is closed when the process exits.
     // The timer must be made inside the runtime.
-    let _ = runtime.block_on(async { tokio::time::timeout(CANCEL_TIMEOUT, request).await });
+    let sent = runtime.block_on(async { tokio::time::timeout(CANCEL_TIMEOUT, request).await });
+    matches!(sent, Ok(Ok(())))
 }
 
-fn terminate(pid: u32) {
+fn signal_child(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory-safety preconditions; the pid was our child's.
+        // SAFETY: kill has no memory-safety preconditions; the pid is a registered child's,
+        // and a child is unregistered as soon as it has been waited for.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, signal);
         }
     }
 }
 
-/// Cancels every registered statement and terminates every registered child, in parallel
-/// so that one unreachable server does not delay the others.
-fn reach_everything() {
-    let registry = registry();
-    if let Ok(children) = registry.children.lock() {
-        children.values().copied().for_each(terminate);
+fn registered_children() -> Vec<u32> {
+    match registry().children.lock() {
+        Ok(children) => children.values().copied().collect(),
+        Err(_) => Vec::new(),
     }
-    let actions: Vec<CancelAction> = match registry.connections.lock() {
-        Ok(connections) => connections.values().cloned().collect(),
+}
+
+/// How long a child has to end after SIGINT before it gets SIGTERM.
+const CHILD_GRACE: Duration = Duration::from_secs(1);
+
+/// Cancels every registered statement and stops every registered child, in parallel so
+/// that one unreachable server does not delay the others. Children get SIGINT first: psql
+/// cancels its running statement only on SIGINT (on SIGTERM it dies and leaves the
+/// statement running), pg_dump and pg_restore handle both; whatever still runs after
+/// [`CHILD_GRACE`] gets SIGTERM. Library users who stop a run without the signal handlers
+/// call this after [`request_stop`]; a stop is for the rest of the process.
+pub fn cancel_everything() {
+    let registry = registry();
+    registered_children()
+        .into_iter()
+        .for_each(|pid| signal_child(pid, libc::SIGINT));
+    let actions: Vec<(u64, CancelAction)> = match registry.connections.lock() {
+        Ok(connections) => connections
+            .iter()
+            .map(|(id, action)| (*id, action.clone()))
+            .collect(),
         Err(_) => Vec::new(),
     };
     std::thread::scope(|scope| {
-        for action in &actions {
-            // One failing cancel must not keep the others from being sent.
-            scope.spawn(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action())));
+        for (id, action) in &actions {
+            scope.spawn(move || {
+                // One failing cancel must not keep the others from being sent.
+                let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action()));
+                if !matches!(reached, Ok(true)) {
+                    if let Ok(mut unreachable) = registry.unreachable.lock() {
+                        unreachable.insert(*id);
+                    }
+                }
+            });
         }
+        scope.spawn(|| {
+            std::thread::sleep(CHILD_GRACE);
+            registered_children()
+                .into_iter()
+                .for_each(|pid| signal_child(pid, libc::SIGTERM));
+        });
     });
 }
 
 /// SIGINT and SIGTERM request a stop; a second one exits at once with status 2. A watcher
-/// thread then cancels what is running on the server and terminates child processes.
+/// thread then cancels what is running on the server and stops child processes.
 pub fn install_signal_handlers() {
     extern "C" fn on_signal(_: libc::c_int) {
         if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(2) };
+            const NOTICE: &[u8] = b"pgmirror: stopped at once (second signal); partial files may remain\n";
+            // SAFETY: write and _exit are async-signal-safe; NOTICE is a static buffer.
+            unsafe {
+                libc::write(libc::STDERR_FILENO, NOTICE.as_ptr().cast(), NOTICE.len());
+                libc::_exit(2);
+            }
         }
     }
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    // SAFETY: the handler only touches an atomic and calls write and _exit, all
+    // async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
@@ -199,9 +246,10 @@ pub fn install_signal_handlers() {
             while !stop_requested() {
                 std::thread::sleep(POLL);
             }
-            reach_everything();
-            // Children started after the first sweep (a race with the stop) are reached by
-            // register_child itself; connections opened later are refused by check_stop.
+            // Connections opened after this sweep are refused by connect's check_stop, and
+            // children started after it are signalled by register_child; a statement begun
+            // on an existing connection after it is cancelled when its connection closes.
+            cancel_everything();
         });
 }
 
@@ -211,7 +259,7 @@ mod tests {
 
     #[test]
     fn registrations_are_removed_when_dropped() {
-        let registration = register_connection(|| {});
+        let registration = register_connection(|| true);
         let id = registration.id;
         assert!(registry().connections.lock().unwrap().contains_key(&id));
         drop(registration);

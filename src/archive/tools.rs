@@ -210,11 +210,23 @@ pub fn spawn(command: &mut Command, what: &str) -> Result<Running> {
 
 impl Running {
     /// Waits for the child; a failure carries the last lines of its stderr.
-    pub fn wait(mut self, what: &str) -> Result<String> {
-        let status = self.child.wait().with_context(|| format!("waiting for {what}"))?;
-        let stderr = self.stderr.join().unwrap_or_default();
+    pub fn wait(self, what: &str) -> Result<String> {
+        let Running {
+            mut child,
+            stderr,
+            _stop: registration,
+        } = self;
+        let status = child.wait().with_context(|| format!("waiting for {what}"))?;
+        // Reaped: its pid may be reused from now on, so a stop must no longer signal it.
+        drop(registration);
+        let stderr = stderr.join().unwrap_or_default();
         if status.success() {
             return Ok(stderr);
+        }
+        // A child that failed after a stop request was stopped by it (pg_dump cancels and
+        // exits 1, psql exits 3): that is the stop, not a failure to explain.
+        if crate::stop::stop_requested() {
+            return Err(Error::new(what.to_owned(), crate::error::ErrorKind::Interrupted));
         }
         let tail: Vec<&str> = stderr
             .lines()

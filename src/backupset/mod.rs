@@ -666,7 +666,7 @@ pub fn compare_with_live(dir: &Path, source: &ConnectionSpec) -> Result<Vec<Stri
     let (manifest, path) = newest_mirror(dir)?;
     let mirror = crate::mirror::Mirror::open(&path)?;
     let runtime = crate::pg::runtime()?;
-    runtime.block_on(async {
+    runtime.block_on(crate::stop::until_stopped(None, async {
         let client = source.connect().await?;
         let mut problems = Vec::new();
         for table in mirror
@@ -704,7 +704,7 @@ pub fn compare_with_live(dir: &Path, source: &ConnectionSpec) -> Result<Vec<Stri
             }
         }
         Ok(problems)
-    })
+    }))
 }
 
 /// The backup guide's "test restores regularly": restores the newest mirror into a scratch

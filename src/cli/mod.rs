@@ -142,11 +142,18 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         // After a stop request the statements it cancelled fail with "canceling statement
-        // due to user request": that is the stop itself, not a cause to report.
-        Err(_) if pgmirror::stop::stop_requested() => {
-            eprintln!(
-                "pgmirror: interrupted: stopped at your request (SIGINT/SIGTERM); nothing partial was kept"
-            );
+        // due to user request": that is the stop itself, not a cause to report. Anything
+        // else (a cleanup that failed) still is.
+        Err(error) if pgmirror::stop::stop_requested() => {
+            eprintln!("pgmirror: interrupted at your request (SIGINT/SIGTERM)");
+            let caused_by_the_stop = error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<pgmirror::Error>()
+                    .is_some_and(pgmirror::Error::is_stop)
+            });
+            if !caused_by_the_stop {
+                eprintln!("pgmirror: while stopping: {error:#}");
+            }
             ExitCode::from(2)
         }
         Err(error) => {

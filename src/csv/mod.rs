@@ -66,7 +66,7 @@ pub fn export(options: &CsvExportOptions) -> Result<CsvSummary> {
         CsvSource::Mirror(path) => export_mirror(path, &options.table, &mut output)?,
         CsvSource::Live(spec) => {
             let runtime = crate::pg::runtime()?;
-            runtime.block_on(async {
+            runtime.block_on(crate::stop::until_stopped(None, async {
                 let client = spec.connect().await?;
                 // The COPY and the row count see the same snapshot.
                 client
@@ -74,7 +74,7 @@ pub fn export(options: &CsvExportOptions) -> Result<CsvSummary> {
                     .await
                     .context("starting a read-only transaction")?;
                 export_live(&client, &options.table, &mut output).await
-            })?
+            }))?
         }
     };
     output.finish()?;
@@ -227,7 +227,7 @@ pub fn import(options: &CsvImportOptions) -> Result<CsvSummary> {
     let header = header::parse(&header_bytes)
         .map_err(|e| Error::usage(format!("{}, line 1 (the header): {e}", options.input)))?;
     let runtime = crate::pg::runtime()?;
-    runtime.block_on(async {
+    runtime.block_on(crate::stop::until_stopped(None, async {
         let client = options.target.connect().await?;
         client
             .batch_execute("BEGIN")
@@ -235,7 +235,7 @@ pub fn import(options: &CsvImportOptions) -> Result<CsvSummary> {
             .context("starting the import transaction")?;
         let result = import_in_transaction(&client, options, &header, header_bytes, &mut input).await;
         crate::pg::finish_transaction(&client, result, "the import").await
-    })
+    }))
 }
 
 async fn import_in_transaction(

@@ -212,7 +212,7 @@ impl ConnectionSpec {
 
 /// Drives the connection on the current runtime, with its cancel key registered for a stop
 /// request for as long as the connection lives.
-fn spawn_connection<F>(connection: F, cancel: impl Fn() + Send + Sync + 'static)
+fn spawn_connection<F>(connection: F, cancel: impl Fn() -> bool + Send + Sync + 'static)
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send,

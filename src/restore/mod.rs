@@ -106,14 +106,16 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
         selected.iter().map(|t| t.row_count.max(0) as u64).sum(),
         options.quiet,
     );
-    let result = runtime.block_on(async {
+    // On a stop the work is dropped where it waits; closing the connection then cancels
+    // its statement and the server rolls the transaction back.
+    let result = runtime.block_on(crate::stop::until_stopped(None, async {
         client
             .batch_execute("BEGIN")
             .await
             .context("starting the restore transaction")?;
         let outcome = run(&client, &mirror, &selected, options, &progress).await;
         crate::pg::finish_transaction(&client, outcome, "the restore").await
-    });
+    }));
     progress.finish();
     let (tables, sequences) = result?;
     Ok(RestoreSummary {
