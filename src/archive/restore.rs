@@ -123,8 +123,11 @@ pub fn restore_archive(options: &ArchiveRestoreOptions) -> Result<ArchiveRestore
                     Box::new(script),
                     &what,
                 );
-                running.wait(&pg_restore_what)?;
+                // When psql stops at an error, pg_restore dies of the closed pipe: psql's
+                // message is the cause, so it is reported first.
+                let restored = running.wait(&pg_restore_what);
                 piped?;
+                restored?;
             }
             None => {
                 let mut command = tools::command(&pg_restore, &options.target);
