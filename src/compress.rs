@@ -1,11 +1,10 @@
 //! Files in and out, with zstd handled transparently: inputs are recognised by their magic
 //! number, outputs ending in `.zst` are compressed. `-` is stdin/stdout. Output files are
-//! written under a partial name and renamed when complete.
+//! published through `publish::Pending`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Context, Result};
 
@@ -50,25 +49,19 @@ enum Sink {
 /// An output that appears under its final name only when [`Output::finish`] succeeds.
 pub struct Output {
     sink: Option<Sink>,
-    partial: Option<PathBuf>,
+    /// None for stdout.
+    pending: Option<crate::publish::Pending>,
     path: String,
 }
 
 impl Output {
     /// `-` for stdout; a path ending in `.zst` is zstd-compressed. Files are created 0600.
     pub fn create(path: &str) -> Result<Output> {
-        let (raw, partial): (Box<dyn Write>, Option<PathBuf>) = if path == "-" {
+        let (raw, pending): (Box<dyn Write>, _) = if path == "-" {
             (Box::new(io::stdout().lock()), None)
         } else {
-            let partial = PathBuf::from(format!("{path}.partial"));
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            (Box::new(file), Some(partial))
+            let (pending, file) = crate::publish::Pending::file(Path::new(path))?;
+            (Box::new(file), Some(pending))
         };
         let buffered = BufWriter::with_capacity(1 << 16, raw);
         let sink = if path.ends_with(".zst") {
@@ -80,7 +73,7 @@ impl Output {
         };
         Ok(Output {
             sink: Some(sink),
-            partial,
+            pending,
             path: path.to_owned(),
         })
     }
@@ -90,7 +83,7 @@ impl Output {
         &self.path
     }
 
-    /// Flushes, ends the zstd frame, syncs and renames into place.
+    /// Flushes, ends the zstd frame, and publishes the file.
     pub fn finish(mut self) -> Result<()> {
         let context = || format!("writing {}", self.path);
         let buffered = match self.sink.take() {
@@ -104,13 +97,10 @@ impl Output {
             .with_context(context)?;
         inner.flush().with_context(context)?;
         drop(inner);
-        if let Some(partial) = self.partial.take() {
-            File::open(&partial)
-                .and_then(|f| f.sync_all())
-                .with_context(context)?;
-            fs::rename(&partial, &self.path).with_context(context)?;
+        match self.pending.take() {
+            Some(pending) => pending.commit(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -127,14 +117,6 @@ impl Write for Output {
             Some(Sink::Plain(w)) => w.flush(),
             Some(Sink::Zstd(w)) => w.flush(),
             None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if let Some(partial) = &self.partial {
-            let _ = fs::remove_file(partial);
         }
     }
 }
@@ -171,55 +153,18 @@ impl Decompressed {
     }
 }
 
-/// Removes a file or directory when dropped, unless [`RemoveOnDrop::keep`] was called: the
-/// guard that makes a failed run leave nothing under a partial name.
-pub struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    pub fn new(path: PathBuf) -> Self {
-        RemoveOnDrop(Some(path))
-    }
-
-    /// The work is done (and renamed away): leave the path alone.
-    pub fn keep(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = if path.is_dir() {
-                fs::remove_dir_all(path)
-            } else {
-                fs::remove_file(path)
-            };
-        }
-    }
-}
-
-/// Writes JSON to `path` atomically (a partial file, fsync, rename), mode 0600.
+/// Writes JSON to `path` as a private file, published atomically.
 pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let context = || format!("writing {}", path.display());
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::error::Error::unsupported(context(), e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(context)?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(context)?;
-    fs::rename(&partial, path).with_context(context)
+    let text = serde_json::to_string_pretty(value).map_err(|e| {
+        crate::error::Error::unsupported(format!("writing {}", path.display()), e.to_string())
+    })?;
+    crate::publish::write_private(path, text.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -31,6 +31,7 @@ pub mod pg;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod publish;
 pub mod restore;
 pub mod sink;
 pub mod source;

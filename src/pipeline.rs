@@ -1,8 +1,7 @@
 //! `export()`: catalog → plan → workers → channel → SQLite writer → finalise.
 //! The first error wins, the rest of the run is cancelled, and the partial file is removed.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -90,12 +89,6 @@ impl FirstError {
     }
 }
 
-pub fn partial_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
 /// What an export would do, without reading a row: `pgmirror export --plan`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
@@ -178,16 +171,9 @@ pub fn plan_only(options: &ExportOptions) -> Result<PlanReport> {
 pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let partial_file = partial_path(&options.output);
-    let mut partial = crate::compress::RemoveOnDrop::new(partial_file.clone());
     // Fail on an unwritable destination before touching the server. 0600: a mirror holds user data.
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial_file)
-        .with_context(|| format!("creating {}", partial_file.display()))?;
+    let (pending, _) = crate::publish::Pending::file(&options.output)?;
+    let partial_file = pending.path().to_path_buf();
 
     let runtime = crate::pg::runtime()?;
     let coordinator = runtime.block_on(options.source.connect())?;
@@ -213,8 +199,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     let _ = runtime.block_on(coordinator.batch_execute("ROLLBACK"));
     drop(coordinator);
 
-    publish(&partial_file, &options.output)?;
-    partial.keep();
+    pending.commit()?;
 
     let file_bytes = fs::metadata(&options.output).map(|m| m.len()).unwrap_or(0);
     let rows: u64 = counts.iter().sum();
@@ -552,22 +537,4 @@ fn meta_entries(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
-}
-
-/// fsync the file, rename it into place, fsync the directory: after this returns the
-/// mirror survives a crash, and before it nothing exists under the final name.
-fn publish(partial: &Path, output: &Path) -> Result<()> {
-    let context = || format!("publishing {}", output.display());
-    File::open(partial)
-        .and_then(|f| f.sync_all())
-        .with_context(context)?;
-    fs::rename(partial, output).with_context(context)?;
-    let directory = match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    File::open(&directory)
-        .and_then(|d| d.sync_all())
-        .with_context(context)?;
-    Ok(())
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::manifest::{checksum, manifest_path, structural_check, Manifest};
 use super::{table_pattern, tools, ArchiveFormat};
-use crate::compress::{write_private_json, RemoveOnDrop};
+use crate::compress::write_private_json;
 use crate::error::{Context, Error, Result};
 use crate::pg::ConnectionSpec;
 
@@ -123,13 +123,9 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
         }
         (None, None) => return Err(Error::usage("give --output FILE or --dir DIR")),
     };
-    let partial_path = PathBuf::from(format!("{}.partial", path.display()));
-    let _ = if partial_path.is_dir() {
-        fs::remove_dir_all(&partial_path)
-    } else {
-        fs::remove_file(&partial_path)
-    };
-    let mut partial = RemoveOnDrop::new(partial_path.clone());
+    // pg_dump creates the file (or directory) itself.
+    let pending = crate::publish::Pending::reserve(&path, crate::publish::partial_path(&path))?;
+    let partial_path = pending.path().to_path_buf();
 
     let mut command = tools::command(&pg_dump, &options.source);
     command.arg(options.format.flag()).arg("--no-password");
@@ -187,8 +183,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpSummary> {
     )?;
     private(&partial_path)?;
     let (sha256, size_bytes) = checksum(&partial_path)?;
-    fs::rename(&partial_path, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    partial.keep();
+    pending.commit()?;
     let manifest = Manifest {
         file: path
             .file_name()

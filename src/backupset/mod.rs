@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, manifest::checksum, ArchiveFormat, DumpOptions, PlainCompression};
-use crate::compress::{write_private_json, RemoveOnDrop};
+use crate::compress::write_private_json;
 use crate::config::ExportOptions;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::pg::ConnectionSpec;
@@ -241,13 +241,8 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
             "backup {id} already exists; wait a second and run again"
         )));
     }
-    let partial_dir = options.dir.join(format!(".{id}.partial"));
-    let _ = fs::remove_dir_all(&partial_dir);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&partial_dir)
-        .with_context(|| format!("creating {}", partial_dir.display()))?;
-    let mut partial = RemoveOnDrop::new(partial_dir.clone());
+    let pending = crate::publish::Pending::dir(&final_dir, options.dir.join(format!(".{id}.partial")))?;
+    let partial_dir = pending.path().to_path_buf();
 
     let mut files = Vec::new();
     let mut tables = Vec::new();
@@ -328,11 +323,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     };
     // The manifest last, then the rename: a backup is there whole or not at all.
     write_private_json(&partial_dir.join(MANIFEST), &manifest)?;
-    fs::rename(&partial_dir, &final_dir).with_context(|| format!("renaming into {}", final_dir.display()))?;
-    partial.keep();
-    if let Ok(dir) = fs::File::open(&options.dir) {
-        let _ = dir.sync_all();
-    }
+    pending.commit()?;
     Ok(manifest)
 }
 
