@@ -338,3 +338,46 @@ fn create_table_ddl(relation: &Relation) -> String {
         lines.join(",\n")
     )
 }
+
+/// The `_pgmirror_meta` rows of one export: the format, the tool, the server, the
+/// snapshot, when it ran and with which options.
+pub fn run_facts(
+    options: &crate::config::ExportOptions,
+    snapshot_id: &str,
+    catalog: &Catalog,
+    started_at: std::time::SystemTime,
+) -> Vec<(String, String)> {
+    let options_json = serde_json::json!({
+        "jobs": options.jobs,
+        "filter": options.filter.describe(),
+        "lock_wait_timeout_ms": options.lock_wait_timeout.as_millis() as u64,
+        "batch_rows": options.batch.rows,
+        "chunk_bytes": options.chunk_bytes,
+        "batch_bytes": options.batch.bytes,
+    });
+    [
+        ("format_version", crate::mirror::FORMAT_VERSION.to_string()),
+        ("tool", "pgmirror".to_owned()),
+        ("tool_version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("server_version", catalog.server.version.clone()),
+        ("server_version_num", catalog.server.version_num.to_string()),
+        ("database", catalog.server.database.clone()),
+        ("source", options.source.redacted()),
+        ("snapshot_id", snapshot_id.to_owned()),
+        ("snapshot_time", catalog.server.snapshot_time.clone()),
+        (
+            "started_at",
+            humantime::format_rfc3339_micros(started_at).to_string(),
+        ),
+        (
+            "finished_at",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        ),
+        ("interval_style", "postgres".to_owned()),
+        ("timestamptz_zone", "UTC".to_owned()),
+        ("options", options_json.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
