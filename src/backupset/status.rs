@@ -1,0 +1,72 @@
+//! `status`: what the set holds, how old the newest backup is, the last failure.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{free_bytes, is_pinned, last_run, list, now_unix, LastRun};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusBackup {
+    pub id: String,
+    pub kind: String,
+    pub created: String,
+    pub age_seconds: i64,
+    pub size_bytes: u64,
+    pub verified: bool,
+    pub pinned: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub dir: String,
+    /// Newest first.
+    pub backups: Vec<StatusBackup>,
+    pub count_mirror: usize,
+    pub count_archive: usize,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub oldest: Option<String>,
+    pub newest: Option<String>,
+    pub newest_age_seconds: Option<i64>,
+    pub newest_verified_age_seconds: Option<i64>,
+    pub last_failure: Option<LastRun>,
+}
+
+pub fn status(dir: &Path) -> Result<Status> {
+    let now = now_unix();
+    let backups = list(dir)?;
+    let mut entries: Vec<StatusBackup> = backups
+        .iter()
+        .map(|(path, m)| StatusBackup {
+            id: m.id.clone(),
+            kind: m.kinds.join("+"),
+            created: m.created.clone(),
+            age_seconds: now - m.created_unix,
+            size_bytes: m.files.iter().map(|f| f.size_bytes).sum(),
+            verified: m.verified,
+            pinned: is_pinned(path),
+        })
+        .collect();
+    entries.reverse();
+    let count = |kind: &str| {
+        backups
+            .iter()
+            .filter(|(_, m)| m.kinds.iter().any(|k| k == kind))
+            .count()
+    };
+    Ok(Status {
+        dir: dir.display().to_string(),
+        count_mirror: count("mirror"),
+        count_archive: count("archive"),
+        total_bytes: entries.iter().map(|b| b.size_bytes).sum(),
+        free_bytes: free_bytes(dir)?,
+        oldest: entries.last().map(|b| b.created.clone()),
+        newest: entries.first().map(|b| b.created.clone()),
+        newest_age_seconds: entries.first().map(|b| b.age_seconds),
+        newest_verified_age_seconds: entries.iter().find(|b| b.verified).map(|b| b.age_seconds),
+        last_failure: last_run(dir).filter(|run| !run.ok),
+        backups: entries,
+    })
+}
