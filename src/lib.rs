@@ -26,6 +26,7 @@ pub mod convert;
 pub mod copy;
 pub mod csv;
 pub mod error;
+pub mod load;
 pub mod mirror;
 pub mod pg;
 pub mod pipeline;

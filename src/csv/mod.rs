@@ -16,11 +16,12 @@ use tokio_postgres::Client;
 use crate::compress::{open_input, Output};
 use crate::convert::write_pg_text;
 use crate::error::{Context, Error, Result};
+use crate::load::target::{find_table, TargetTable};
+use crate::load::{
+    advance_sequences, copy_destination, empty_tables, upsert_from_staging, RestoreMode, TableRef,
+};
 use crate::mirror::Mirror;
 use crate::pg::{qualified, quote_ident, quote_list, ConnectionSpec};
-use crate::restore::load::{copy_destination, upsert_from_staging};
-use crate::restore::target::{find_table, TargetTable};
-use crate::restore::{advance_sequences, empty_tables, RestoreMode, TableRef};
 
 /// Where `csv export` reads the table.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 
 use tokio_postgres::Client;
 
-use super::target::{self, TargetTable};
 use crate::error::{Context, Error, Result};
+use crate::load::target::{self, TargetTable};
 use crate::mirror::{Mirror, MirrorColumn, MirrorTable};
 use crate::pg::{qualified, quote_ident};
 

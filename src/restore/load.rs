@@ -6,17 +6,16 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
-use super::target::TargetTable;
-use super::RestoreMode;
 use crate::convert::write_copy_text;
 use crate::error::{Context, Result};
+use crate::load::target::TargetTable;
+use crate::load::{copy_destination, upsert_from_staging, RestoreMode};
 use crate::mirror::{Mirror, MirrorTable};
 use crate::pg::{qualified, quote_ident, quote_list};
 use crate::progress::Progress;
 
 /// Bytes of COPY data sent per message.
 const CHUNK_BYTES: usize = 1 << 20;
-const UPSERT_STAGING: &str = "pg_temp.pgmirror_upsert";
 
 /// Loads the table's rows; returns how many.
 pub async fn load_table(
@@ -85,53 +84,4 @@ pub async fn load_table(
         upsert_from_staging(client, &destination, &names, target, &name).await?;
     }
     Ok(count)
-}
-
-/// Where COPY writes for this mode: the table itself, or a staging table for upsert.
-pub async fn copy_destination(
-    client: &Client,
-    destination: &str,
-    name: &str,
-    mode: RestoreMode,
-) -> Result<String> {
-    if mode != RestoreMode::Upsert {
-        return Ok(destination.to_owned());
-    }
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {UPSERT_STAGING}; \
-             CREATE TEMP TABLE pgmirror_upsert (LIKE {destination} INCLUDING DEFAULTS) ON COMMIT DROP"
-        ))
-        .await
-        .with_context(|| format!("staging rows of table {name} for upsert"))?;
-    Ok(UPSERT_STAGING.to_owned())
-}
-
-/// Moves the staged rows into the table: new keys inserted, existing keys updated.
-pub async fn upsert_from_staging(
-    client: &Client,
-    destination: &str,
-    columns: &[&str],
-    target: &TargetTable,
-    name: &str,
-) -> Result<()> {
-    let column_list = quote_list(columns);
-    let key = quote_list(&target.primary_key);
-    let updates: Vec<String> = columns
-        .iter()
-        .filter(|c| !target.primary_key.iter().any(|k| k == *c))
-        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-        .collect();
-    let action = if updates.is_empty() {
-        "DO NOTHING".to_owned()
-    } else {
-        format!("DO UPDATE SET {}", updates.join(", "))
-    };
-    client
-        .batch_execute(&format!(
-            "INSERT INTO {destination} ({column_list}) OVERRIDING SYSTEM VALUE \
-             SELECT {column_list} FROM {UPSERT_STAGING} ON CONFLICT ({key}) {action}; DROP TABLE {UPSERT_STAGING}"
-        ))
-        .await
-        .with_context(|| format!("upserting rows of table {name}"))
 }

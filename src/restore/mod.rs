@@ -2,8 +2,7 @@
 //! order, with sequences moved past the restored values.
 
 mod create;
-pub mod load;
-pub mod target;
+mod load;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,22 +13,12 @@ use tokio_postgres::Client;
 
 use crate::config::TableFilter;
 use crate::error::{Context, Error, Result};
+use crate::load::target::{self, ColumnSequence, TargetTable};
+pub use crate::load::RestoreMode;
+use crate::load::{advance_sequences, empty_tables, TableRef};
 use crate::mirror::{Mirror, MirrorTable};
 use crate::pg::{qualified, quote_ident, ConnectionSpec};
 use crate::progress::Progress;
-use target::{ColumnSequence, TargetTable};
-
-/// What happens to rows already in a target table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestoreMode {
-    /// Empty the table first (TRUNCATE, or DELETE where a foreign key forbids it).
-    Replace,
-    /// Add the mirror's rows to what is there.
-    Append,
-    /// Insert new rows, update rows whose primary key exists.
-    Upsert,
-}
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -395,31 +384,6 @@ async fn foreign_key_order<'m>(client: &Client, jobs: Vec<Job<'m>>) -> Result<Ve
     Ok(ordered)
 }
 
-/// A table of the target by name, as restore and CSV import address it.
-#[derive(Debug, Clone)]
-pub struct TableRef {
-    pub schema: String,
-    pub name: String,
-    pub partitioned: bool,
-}
-
-impl TableRef {
-    pub fn display_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-
-    pub fn relation(&self) -> String {
-        qualified(&self.schema, &self.name)
-    }
-
-    /// The table without an inheritance parent's children; a partitioned table has no rows
-    /// of its own, so it is addressed with its partitions.
-    fn only_relation(&self) -> String {
-        let only = if self.partitioned { "" } else { "ONLY " };
-        format!("{only}{}", self.relation())
-    }
-}
-
 impl Job<'_> {
     fn table_ref(&self) -> TableRef {
         TableRef {
@@ -428,50 +392,6 @@ impl Job<'_> {
             partitioned: self.target.partitioned,
         }
     }
-}
-
-/// TRUNCATE the tables at once; where a foreign key from outside the set forbids it,
-/// DELETE instead, in reverse order (referencing tables first).
-pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
-    if tables.is_empty() {
-        return Ok(());
-    }
-    let targets: Vec<String> = tables.iter().map(TableRef::only_relation).collect();
-    let truncate = format!(
-        "SAVEPOINT pgmirror_truncate; TRUNCATE {}; RELEASE SAVEPOINT pgmirror_truncate",
-        targets.join(", ")
-    );
-    let Err(refused) = client.batch_execute(&truncate).await else {
-        return Ok(());
-    };
-    client
-        .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_truncate")
-        .await
-        .context("emptying the target tables")?;
-    // A foreign key from outside the set, or a role allowed DELETE but not TRUNCATE (the
-    // usual application grant), is worked around; any other refusal (a trigger, a lock)
-    // is the user's to see.
-    use tokio_postgres::error::SqlState;
-    let worked_around = [SqlState::FEATURE_NOT_SUPPORTED, SqlState::INSUFFICIENT_PRIVILEGE];
-    if !refused.code().is_some_and(|code| worked_around.contains(code)) {
-        return Err(Error::new(
-            format!("emptying the target tables (TRUNCATE {})", targets.join(", ")),
-            refused.into(),
-        ));
-    }
-    let because = crate::error::describe_postgres(&refused);
-    for (table, target) in tables.iter().zip(&targets).rev() {
-        client
-            .batch_execute(&format!("DELETE FROM {target}"))
-            .await
-            .with_context(|| {
-                format!(
-                    "emptying table {} in the target with DELETE (TRUNCATE was refused: {because})",
-                    table.display_name()
-                )
-            })?;
-    }
-    Ok(())
 }
 
 /// The value the mirror recorded for the sequence feeding `feed`, matched by the
@@ -487,36 +407,4 @@ fn recorded_sequence_value(mirror: &Mirror, table: &MirrorTable, feed: &ColumnSe
                     && s.owner_column.as_deref() == Some(&feed.column))
         })
         .and_then(|s| s.last_value)
-}
-
-/// Moves each sequence feeding a column of the table past the largest value in it (or to
-/// `recorded(sequence)`, if larger), so the next INSERT does not collide. Returns
-/// `sequence = value` for each one moved.
-pub async fn advance_sequences(
-    client: &Client,
-    table: &TableRef,
-    recorded: impl Fn(&ColumnSequence) -> Option<i64>,
-) -> Result<Vec<String>> {
-    let relation = table.relation();
-    let mut moved = Vec::new();
-    for feed in target::column_sequences(client, &table.schema, &table.name).await? {
-        let sequence = qualified(&feed.schema, &feed.name);
-        let sql = format!(
-            "SELECT setval($1::text::regclass, v, true) FROM ( \
-               SELECT CASE WHEN s.seqincrement > 0 \
-                           THEN greatest((SELECT max({col}) FROM {relation})::int8, $2::int8) \
-                           ELSE least((SELECT min({col}) FROM {relation})::int8, $2::int8) END AS v \
-               FROM pg_sequence s WHERE s.seqrelid = $1::text::regclass) x \
-             WHERE v IS NOT NULL",
-            col = quote_ident(&feed.column),
-        );
-        let rows = client
-            .query(&sql, &[&sequence, &recorded(&feed)])
-            .await
-            .with_context(|| format!("moving sequence {sequence} past table {}", table.display_name()))?;
-        if let Some(row) = rows.first() {
-            moved.push(format!("{sequence} = {}", row.get::<_, i64>(0)));
-        }
-    }
-    Ok(moved)
 }
