@@ -158,7 +158,7 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
     let kind = super::detect(path)?;
     let mut problems = Vec::new();
     match kind {
-        FileKind::Mirror => verify_mirror(path, &mut problems),
+        FileKind::Mirror => problems.extend(crate::mirror::verify_file(path)),
         FileKind::Archive(detected) => {
             let manifest_file = manifest_path(path);
             let manifest: Option<Manifest> = match std::fs::read(&manifest_file) {
@@ -198,23 +198,4 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
         },
         problems,
     })
-}
-
-fn verify_mirror(path: &Path, problems: &mut Vec<String>) {
-    let mirror = match crate::mirror::Mirror::open(path) {
-        Ok(mirror) => mirror,
-        Err(e) => {
-            problems.push(e.to_string());
-            return;
-        }
-    };
-    match mirror
-        .conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-    {
-        Ok(result) if result == "ok" => {}
-        Ok(result) => problems.push(format!("integrity_check: {result}")),
-        Err(e) => problems.push(format!("integrity_check failed: {e}")),
-    }
-    problems.extend(mirror.consistency_problems());
 }

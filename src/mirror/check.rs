@@ -1,10 +1,38 @@
-//! A mirror's self-consistency: its metadata describes exactly its data tables. `verify`
+//! A mirror's soundness: SQLite's integrity check, and self-consistency (its metadata
+//! describes exactly its data tables). `verify`
 //! reports these findings and `restore` refuses a mirror that has any, since a restore
 //! from metadata that no longer matches the data would put back something else.
 
 use rusqlite::Connection;
 
 use super::{Mirror, MirrorTable, METADATA_PREFIX};
+
+/// Everything wrong with the mirror file at `path`: that it cannot be opened, what SQLite's
+/// integrity check finds, and how its metadata disagrees with its data.
+pub fn verify_file(path: &std::path::Path) -> Vec<String> {
+    let mirror = match Mirror::open(path) {
+        Ok(mirror) => mirror,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = integrity_problems(&mirror.conn);
+    problems.extend(mirror.consistency_problems());
+    problems
+}
+
+/// `PRAGMA integrity_check`'s findings (it prints the single row "ok" when there are none).
+fn integrity_problems(conn: &Connection) -> Vec<String> {
+    let found: rusqlite::Result<Vec<String>> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut statement| statement.query_map([], |r| r.get(0))?.collect());
+    match found {
+        Ok(rows) if rows == ["ok"] => Vec::new(),
+        Ok(rows) => rows
+            .into_iter()
+            .map(|row| format!("integrity_check: {row}"))
+            .collect(),
+        Err(e) => vec![format!("integrity_check failed: {e}")],
+    }
+}
 
 impl Mirror {
     /// Every way the metadata and the data tables disagree; empty for a sound mirror. For

@@ -6,6 +6,7 @@ mod check;
 mod metadata;
 mod read;
 
+pub use check::verify_file;
 pub use metadata::{run_facts, IndexOutcome, Metadata, MetadataInputs, SCHEMA as METADATA_SCHEMA};
 pub use read::{
     Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorSequence, MirrorTable, MirrorType,
