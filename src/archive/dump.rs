@@ -55,12 +55,18 @@ async fn server_identity(source: &ConnectionSpec) -> Result<(String, i32, String
     let client = source.connect().await?;
     let row = client
         .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4, current_database()::text",
+            "SELECT current_setting('server_version') AS version, \
+             current_setting('server_version_num')::int4 AS version_num, current_database()::text AS database",
             &[],
         )
         .await
         .context("reading the server version")?;
-    Ok((row.get(0), row.get(1), row.get(2)))
+    let q = "the server version";
+    Ok((
+        crate::pg::field(&row, q, "version")?,
+        crate::pg::field(&row, q, "version_num")?,
+        crate::pg::field(&row, q, "database")?,
+    ))
 }
 
 /// `YYYYmmdd_HHMMSS` in UTC, as the backup guide's scripts name their files.

@@ -56,12 +56,18 @@ async fn database_identity(source: &ConnectionSpec) -> Result<(String, String, i
     let client = source.connect().await?;
     let row = client
         .query_one(
-            "SELECT current_database()::text, current_setting('server_version'), pg_database_size(current_database())",
+            "SELECT current_database()::text AS database, current_setting('server_version') AS version, \
+             pg_database_size(current_database()) AS size_bytes",
             &[],
         )
         .await
         .context("reading the database's name and size")?;
-    Ok((row.get(0), row.get(1), row.get(2)))
+    let q = "the database's name and size";
+    Ok((
+        crate::pg::field(&row, q, "database")?,
+        crate::pg::field(&row, q, "version")?,
+        crate::pg::field(&row, q, "size_bytes")?,
+    ))
 }
 
 /// Refuses to start a backup that would not fit, before any work.

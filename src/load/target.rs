@@ -3,7 +3,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{Context, Result};
-use crate::pg::qualified;
+use crate::pg::{field, qualified};
 
 #[derive(Debug, Clone)]
 pub struct TargetColumn {
@@ -28,7 +28,8 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
     let name = qualified(schema, table);
     let Some(row) = client
         .query_opt(
-            "SELECT c.oid, c.relkind = 'p', c.relkind = 'm' FROM pg_class c WHERE c.oid = to_regclass($1)",
+            "SELECT c.oid AS oid, c.relkind = 'p' AS partitioned, c.relkind = 'm' AS materialized \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
             &[&name],
         )
         .await
@@ -36,25 +37,29 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
     else {
         return Ok(None);
     };
-    let oid: u32 = row.get(0);
+    let q = "the target table";
+    let oid: u32 = field(&row, q, "oid")?;
     let columns = client
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '' \
+            "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS pg_type, \
+                    a.attgenerated <> '' AS generated \
              FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
         )
         .await
         .with_context(context)?
         .iter()
-        .map(|r| TargetColumn {
-            name: r.get(0),
-            pg_type: r.get(1),
-            generated: r.get(2),
+        .map(|r| {
+            Ok(TargetColumn {
+                name: field(r, "the target's columns", "name")?,
+                pg_type: field(r, "the target's columns", "pg_type")?,
+                generated: field(r, "the target's columns", "generated")?,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let primary_key = client
         .query(
-            "SELECT a.attname::text FROM pg_index i \
+            "SELECT a.attname::text AS name FROM pg_index i \
              JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
              WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
@@ -63,12 +68,12 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
         .await
         .with_context(context)?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| field(r, "the target's primary key", "name"))
+        .collect::<Result<_>>()?;
     Ok(Some(TargetTable {
         oid,
-        partitioned: row.get(1),
-        materialized: row.get(2),
+        partitioned: field(&row, q, "partitioned")?,
+        materialized: field(&row, q, "materialized")?,
         columns,
         primary_key,
     }))
@@ -77,7 +82,7 @@ pub async fn find_table(client: &Client, schema: &str, table: &str) -> Result<Op
 /// Foreign-key edges (referencing oid, referenced oid) among the given tables. A key
 /// declared on a partition counts as its partitioned table's.
 pub async fn foreign_keys(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32)>> {
-    Ok(client
+    client
         .query(
             "SELECT * FROM ( \
                SELECT (CASE WHEN f.relispartition THEN pg_partition_root(f.oid) ELSE f.oid::regclass END)::oid AS referencing, \
@@ -90,8 +95,11 @@ pub async fn foreign_keys(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32
         .await
         .context("reading foreign keys in the target")?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+        .map(|r| {
+            let q = "the target's foreign keys";
+            Ok((field(r, q, "referencing")?, field(r, q, "referenced")?))
+        })
+        .collect()
 }
 
 /// A sequence that feeds a column of a target table.
@@ -106,9 +114,9 @@ pub struct ColumnSequence {
 /// and plain `DEFAULT nextval('...')` defaults on sequences nobody declared as owned.
 pub async fn column_sequences(client: &Client, schema: &str, table: &str) -> Result<Vec<ColumnSequence>> {
     let name = qualified(schema, table);
-    Ok(client
+    client
         .query(
-            "SELECT DISTINCT a.attname::text, n.nspname::text, s.relname::text \
+            "SELECT DISTINCT a.attname::text AS column_name, n.nspname::text AS schema_name, s.relname::text AS name \
              FROM pg_attribute a \
              JOIN pg_class s ON s.relkind = 'S' AND s.oid IN ( \
                  SELECT pg_get_serial_sequence($1, a.attname)::regclass::oid \
@@ -124,10 +132,13 @@ pub async fn column_sequences(client: &Client, schema: &str, table: &str) -> Res
         .await
         .with_context(|| format!("reading the sequences of table {schema}.{table} in the target"))?
         .iter()
-        .map(|r| ColumnSequence {
-            column: r.get(0),
-            schema: r.get(1),
-            name: r.get(2),
+        .map(|r| {
+            let q = "the target's sequences";
+            Ok(ColumnSequence {
+                column: field(r, q, "column_name")?,
+                schema: field(r, q, "schema_name")?,
+                name: field(r, q, "name")?,
+            })
         })
-        .collect())
+        .collect()
 }

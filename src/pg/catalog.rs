@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+use super::field;
 use crate::convert::TypeInfo;
 use crate::error::{Context, Result};
 
@@ -243,62 +244,60 @@ fn first_byte(text: &str) -> u8 {
 
 /// Reads the whole catalog. Runs inside the snapshot transaction.
 pub async fn load(client: &Client) -> Result<Catalog> {
-    let server_row = client
+    let row = client
         .query_one(include_str!("sql/server.sql"), &[])
         .await
         .context("reading the server version")?;
+    let q = "the server settings";
     let server = ServerInfo {
-        version: server_row.get(0),
-        version_num: server_row.get(1),
-        database: server_row.get(2),
-        block_size: server_row.get(3),
-        snapshot_time: server_row.get(4),
+        version: field(&row, q, "version")?,
+        version_num: field(&row, q, "version_num")?,
+        database: field(&row, q, "database")?,
+        block_size: field(&row, q, "block_size")?,
+        snapshot_time: field(&row, q, "snapshot_time")?,
     };
 
-    let types = TypeResolver(
-        client
-            .query(include_str!("sql/types.sql"), &[])
-            .await
-            .context("reading pg_type")?
-            .iter()
-            .map(|row| {
-                let oid: u32 = row.get(0);
-                let typtype: String = row.get(1);
-                let category: String = row.get(4);
-                (
-                    oid,
-                    TypeRow {
-                        typtype: first_byte(&typtype),
-                        base: row.get(2),
-                        element: row.get(3),
-                        is_array: category == "A",
-                    },
-                )
-            })
-            .collect(),
-    );
+    let q = "pg_type";
+    let mut type_rows = HashMap::new();
+    for row in client
+        .query(include_str!("sql/types.sql"), &[])
+        .await
+        .context("reading pg_type")?
+    {
+        let typtype: String = field(&row, q, "typtype")?;
+        let category: String = field(&row, q, "category")?;
+        let type_row = TypeRow {
+            typtype: first_byte(&typtype),
+            base: field(&row, q, "base")?,
+            element: field(&row, q, "element")?,
+            is_array: category == "A",
+        };
+        type_rows.insert(field::<u32>(&row, q, "oid")?, type_row);
+    }
+    let types = TypeResolver(type_rows);
 
+    let q = "the relations";
     let mut relations = Vec::new();
     for row in client
         .query(include_str!("sql/relations.sql"), &[])
         .await
         .context("listing relations")?
     {
-        let relkind: String = row.get(3);
+        let relkind: String = field(&row, q, "relkind")?;
         let Some(kind) = RelationKind::from_relkind(&relkind) else {
             continue;
         };
         relations.push(Relation {
-            oid: row.get(0),
-            schema: row.get(1),
-            name: row.get(2),
+            oid: field(&row, q, "oid")?,
+            schema: field(&row, q, "schema_name")?,
+            name: field(&row, q, "name")?,
             kind,
-            partition_root: row.get(5),
-            partition_key: row.get(8),
-            partition_bound: row.get(9),
-            partition_parent: row.get(10),
-            populated: row.get(6),
-            estimated_rows: row.get::<_, f64>(7).max(0.0),
+            partition_root: field(&row, q, "partition_root")?,
+            partition_key: field(&row, q, "partition_key")?,
+            partition_bound: field(&row, q, "partition_bound")?,
+            partition_parent: field(&row, q, "partition_parent")?,
+            populated: field(&row, q, "populated")?,
+            estimated_rows: field::<f64>(&row, q, "estimated_rows")?.max(0.0),
             columns: Vec::new(),
             indexes: Vec::new(),
             constraints: Vec::new(),
@@ -306,130 +305,139 @@ pub async fn load(client: &Client) -> Result<Catalog> {
     }
     let position: HashMap<u32, usize> = relations.iter().enumerate().map(|(i, r)| (r.oid, i)).collect();
 
+    let q = "the columns";
     for row in client
         .query(include_str!("sql/columns.sql"), &[])
         .await
         .context("reading columns")?
     {
-        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+        let Some(&at) = position.get(&field::<u32>(&row, q, "relation")?) else {
             continue;
         };
-        let type_oid: u32 = row.get(4);
+        let type_oid: u32 = field(&row, q, "type_oid")?;
         relations[at].columns.push(Column {
-            attnum: row.get(1),
-            name: row.get(2),
-            type_text: row.get(3),
+            attnum: field(&row, q, "attnum")?,
+            name: field(&row, q, "name")?,
+            type_text: field(&row, q, "type_text")?,
             type_oid,
-            typmod: row.get(5),
-            not_null: row.get(6),
-            default: row.get(7),
-            identity: row.get(8),
-            generated: row.get(9),
+            typmod: field(&row, q, "typmod")?,
+            not_null: field(&row, q, "not_null")?,
+            default: field(&row, q, "default_expr")?,
+            identity: field(&row, q, "identity")?,
+            generated: field(&row, q, "generated")?,
             type_info: types.info(type_oid),
         });
     }
 
+    let q = "the indexes";
     for row in client
         .query(include_str!("sql/indexes.sql"), &[])
         .await
         .context("reading indexes")?
     {
-        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+        let Some(&at) = position.get(&field::<u32>(&row, q, "relation")?) else {
             continue;
         };
         relations[at].indexes.push(Index {
-            name: row.get(1),
-            unique: row.get(2),
-            primary: row.get(3),
-            definition: row.get(4),
-            method: row.get(5),
-            has_expressions: row.get(6),
-            columns: row.get(7),
+            name: field(&row, q, "name")?,
+            unique: field(&row, q, "is_unique")?,
+            primary: field(&row, q, "is_primary")?,
+            definition: field(&row, q, "definition")?,
+            method: field(&row, q, "method")?,
+            has_expressions: field(&row, q, "has_expressions")?,
+            columns: field(&row, q, "columns")?,
         });
     }
 
+    let q = "the constraints";
     for row in client
         .query(include_str!("sql/constraints.sql"), &[])
         .await
         .context("reading constraints")?
     {
-        let Some(&at) = position.get(&row.get::<_, u32>(0)) else {
+        let Some(&at) = position.get(&field::<u32>(&row, q, "relation")?) else {
             continue;
         };
-        let referenced: u32 = row.get(4);
+        let referenced: u32 = field(&row, q, "referenced_relation")?;
         relations[at].constraints.push(Constraint {
-            name: row.get(1),
-            kind: row.get(2),
-            definition: row.get(3),
+            name: field(&row, q, "name")?,
+            kind: field(&row, q, "kind")?,
+            definition: field(&row, q, "definition")?,
             referenced_relation: (referenced != 0).then_some(referenced),
-            columns: row.get(5),
-            referenced_columns: row.get(6),
+            columns: field(&row, q, "columns")?,
+            referenced_columns: field(&row, q, "referenced_columns")?,
         });
     }
 
-    let sequences = client
+    let q = "the sequences";
+    let mut sequences = Vec::new();
+    for row in client
         .query(include_str!("sql/sequences.sql"), &[])
         .await
         .context("reading sequences")?
-        .iter()
-        .map(|row| Sequence {
-            schema: row.get(0),
-            name: row.get(1),
-            data_type: row.get(2),
-            start: row.get(3),
-            increment: row.get(4),
-            min: row.get(5),
-            max: row.get(6),
-            cycle: row.get(7),
-            last_value: row.get(8),
-            owner_relation: row.get(9),
-            owner_column: row.get(10),
-            is_identity: row.get::<_, Option<bool>>(11).unwrap_or(false),
-        })
-        .collect();
+    {
+        sequences.push(Sequence {
+            schema: field(&row, q, "schema_name")?,
+            name: field(&row, q, "name")?,
+            data_type: field(&row, q, "data_type")?,
+            start: field(&row, q, "start_value")?,
+            increment: field(&row, q, "increment")?,
+            min: field(&row, q, "min_value")?,
+            max: field(&row, q, "max_value")?,
+            cycle: field(&row, q, "cycle")?,
+            last_value: field(&row, q, "last_value")?,
+            owner_relation: field(&row, q, "owner_relation")?,
+            owner_column: field(&row, q, "owner_column")?,
+            is_identity: field::<Option<bool>>(&row, q, "is_identity")?.unwrap_or(false),
+        });
+    }
 
-    let views = client
+    let q = "the view definitions";
+    let mut views = Vec::new();
+    for row in client
         .query(include_str!("sql/views.sql"), &[])
         .await
         .context("reading view definitions")?
-        .iter()
-        .filter_map(|row| {
-            Some(ViewDefinition {
-                schema: row.get(0),
-                name: row.get(1),
-                kind: RelationKind::from_relkind(&row.get::<_, String>(2))?,
-                definition: row.get(3),
-            })
-        })
-        .collect();
+    {
+        let Some(kind) = RelationKind::from_relkind(&field::<String>(&row, q, "relkind")?) else {
+            continue;
+        };
+        views.push(ViewDefinition {
+            schema: field(&row, q, "schema_name")?,
+            name: field(&row, q, "name")?,
+            kind,
+            definition: field(&row, q, "definition")?,
+        });
+    }
 
-    let mut user_types: Vec<UserType> = client
+    let mut user_types = Vec::new();
+    for row in client
         .query(
-            "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname",
+            "SELECT extname::text AS name FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname",
             &[],
         )
         .await
         .context("reading extensions")?
-        .iter()
-        .map(|row| {
-            let name: String = row.get(0);
-            UserType {
-                schema: String::new(),
-                create_sql: format!("CREATE EXTENSION IF NOT EXISTS {}", super::quote_ident(&name)),
-                name,
-                kind: "extension".to_owned(),
-            }
-        })
-        .collect();
+    {
+        let name: String = field(&row, "the extensions", "name")?;
+        user_types.push(UserType {
+            schema: String::new(),
+            create_sql: format!("CREATE EXTENSION IF NOT EXISTS {}", super::quote_ident(&name)),
+            name,
+            kind: "extension".to_owned(),
+        });
+    }
+    let q = "the enum, domain and composite types";
     for row in client
         .query(include_str!("sql/user_types.sql"), &[])
         .await
         .context("reading enum, domain and composite types")?
     {
-        let (schema, name, typtype, body): (String, String, String, Option<String>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let schema: String = field(&row, q, "schema_name")?;
+        let name: String = field(&row, q, "name")?;
+        let typtype: String = field(&row, q, "typtype")?;
+        let body: String = field::<Option<String>>(&row, q, "body")?.unwrap_or_default();
         let qualified = super::qualified(&schema, &name);
-        let body = body.unwrap_or_default();
         let (kind, create_sql) = match typtype.as_str() {
             "e" => ("enum", format!("CREATE TYPE {qualified} AS ENUM ({body})")),
             "d" => ("domain", format!("CREATE DOMAIN {qualified} AS {body}")),
@@ -454,11 +462,16 @@ pub async fn load(client: &Client) -> Result<Catalog> {
 
 /// Size in bytes of each relation; call after the relations are locked.
 pub async fn relation_sizes(client: &Client, oids: &[u32]) -> Result<HashMap<u32, i64>> {
-    Ok(client
+    let mut sizes = HashMap::new();
+    for row in client
         .query(include_str!("sql/sizes.sql"), &[&oids])
         .await
         .context("reading relation sizes")?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+    {
+        sizes.insert(
+            field(&row, "the relation sizes", "oid")?,
+            field(&row, "the relation sizes", "size_bytes")?,
+        );
+    }
+    Ok(sizes)
 }

@@ -16,6 +16,18 @@ pub fn runtime() -> crate::error::Result<tokio::runtime::Runtime> {
         .context("starting a tokio runtime")
 }
 
+/// One column of a row by name (catalog queries name every column): a column missing from a query, or of a type this
+/// build does not expect (another server version), is an error naming both, not a panic.
+pub fn field<'a, T: postgres_types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    query: &str,
+    column: &str,
+) -> crate::error::Result<T> {
+    use crate::error::Context;
+    row.try_get(column)
+        .with_context(|| format!("reading {query}: column {column}"))
+}
+
 /// Quotes an identifier for PostgreSQL and SQLite alike (both double embedded quotes).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

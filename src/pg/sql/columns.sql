@@ -1,14 +1,14 @@
 -- Live columns of user relations, in physical order (dropped columns skipped).
-SELECT a.attrelid,
-       a.attnum,
-       a.attname::text,
-       format_type(a.atttypid, a.atttypmod),
-       a.atttypid,
-       a.atttypmod,
-       a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid),
-       a.attidentity::text,
-       a.attgenerated::text
+SELECT a.attrelid AS relation,
+       a.attnum AS attnum,
+       a.attname::text AS name,
+       format_type(a.atttypid, a.atttypmod) AS type_text,
+       a.atttypid AS type_oid,
+       a.atttypmod AS typmod,
+       a.attnotnull AS not_null,
+       pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+       a.attidentity::text AS identity,
+       a.attgenerated::text AS generated
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace

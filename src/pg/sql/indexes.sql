@@ -1,10 +1,10 @@
 -- Indexes with their key columns; expression or partial indexes get an empty column list.
-SELECT i.indrelid,
-       ic.relname::text,
-       i.indisunique,
-       i.indisprimary,
-       pg_get_indexdef(i.indexrelid),
-       am.amname::text,
+SELECT i.indrelid AS relation,
+       ic.relname::text AS name,
+       i.indisunique AS is_unique,
+       i.indisprimary AS is_primary,
+       pg_get_indexdef(i.indexrelid) AS definition,
+       am.amname::text AS method,
        (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AS has_expressions,
        ARRAY(SELECT a.attname::text
              FROM generate_series(0, i.indnkeyatts - 1) AS k(pos)

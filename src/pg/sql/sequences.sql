@@ -1,15 +1,15 @@
 -- Sequences with their state and the column that owns them (serial or identity).
-SELECT n.nspname::text,
-       c.relname::text,
-       format_type(s.seqtypid, NULL),
-       s.seqstart,
-       s.seqincrement,
-       s.seqmin,
-       s.seqmax,
-       s.seqcycle,
-       CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE') THEN pg_sequence_last_value(c.oid) END,
-       d.refobjid,
-       da.attname::text,
+SELECT n.nspname::text AS schema_name,
+       c.relname::text AS name,
+       format_type(s.seqtypid, NULL) AS data_type,
+       s.seqstart AS start_value,
+       s.seqincrement AS increment,
+       s.seqmin AS min_value,
+       s.seqmax AS max_value,
+       s.seqcycle AS cycle,
+       CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE') THEN pg_sequence_last_value(c.oid) END AS last_value,
+       d.refobjid AS owner_relation,
+       da.attname::text AS owner_column,
        d.deptype = 'i' AS is_identity
 FROM pg_sequence s
 JOIN pg_class c ON c.oid = s.seqrelid

@@ -1,8 +1,8 @@
 -- Enum, domain and standalone composite types (not those of extensions), each with the
 -- body of its CREATE statement, so a restore with --create can make them.
-SELECT n.nspname::text,
-       t.typname::text,
-       t.typtype::text,
+SELECT n.nspname::text AS schema_name,
+       t.typname::text AS name,
+       t.typtype::text AS typtype,
        CASE t.typtype
          WHEN 'e' THEN (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
                         FROM pg_enum e WHERE e.enumtypid = t.oid)
@@ -15,7 +15,7 @@ SELECT n.nspname::text,
          ELSE (SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod), ', '
                                  ORDER BY a.attnum)
                FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
-       END
+       END AS body
 FROM pg_type t
 JOIN pg_namespace n ON n.oid = t.typnamespace
 LEFT JOIN pg_class r ON r.oid = t.typrelid

@@ -1,5 +1,6 @@
 -- View and materialized view definitions.
-SELECT n.nspname::text, c.relname::text, c.relkind::text, pg_get_viewdef(c.oid, true)
+SELECT n.nspname::text AS schema_name, c.relname::text AS name, c.relkind::text AS relkind,
+       pg_get_viewdef(c.oid, true) AS definition
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm')
