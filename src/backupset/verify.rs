@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{list, BackupManifest};
 use crate::archive::{self};
 use crate::error::{Error, Result};
+use crate::pg::catalog::RelationKind;
 use crate::pg::ConnectionSpec;
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,9 +90,9 @@ pub fn compare_with_live(dir: &Path, source: &ConnectionSpec) -> Result<Vec<Stri
         for table in mirror
             .tables
             .iter()
-            .filter(|t| t.kind != "query" && t.curation.is_empty())
+            .filter(|t| t.kind != RelationKind::Query && t.curation.is_empty())
         {
-            let only = if table.kind == "partitioned table" {
+            let only = if table.kind == RelationKind::PartitionedTable {
                 ""
             } else {
                 "ONLY "

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{APPLICATION_ID, FORMAT_VERSION};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::pg::catalog::RelationKind;
 
 /// A column as the mirror recorded it.
 #[derive(Debug, Clone)]
@@ -44,8 +45,8 @@ pub struct MirrorTable {
     pub sqlite_name: String,
     pub schema: String,
     pub name: String,
-    /// "table", "partitioned table" or "materialized view".
-    pub kind: String,
+    /// A table, partitioned table or materialized view; a view or query exported as a table.
+    pub kind: RelationKind,
     pub row_count: i64,
     pub columns: Vec<MirrorColumn>,
     pub indexes: Vec<MirrorIndex>,
@@ -116,8 +117,8 @@ pub struct MirrorSequence {
 pub struct MirrorView {
     pub schema: String,
     pub name: String,
-    /// "view" or "materialized view".
-    pub kind: String,
+    /// A view or a materialized view.
+    pub kind: RelationKind,
     pub definition: String,
 }
 
@@ -198,6 +199,18 @@ impl Mirror {
     }
 }
 
+/// A recorded relation kind; an unknown one is an error naming the value.
+fn relation_kind(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<RelationKind> {
+    let name: String = row.get(index)?;
+    RelationKind::from_name(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown relation kind {name:?}").into(),
+        )
+    })
+}
+
 fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
     let mut tables: Vec<MirrorTable> = conn
         .prepare("SELECT sqlite_name, schema_name, table_name, kind, row_count FROM _pgmirror_tables ORDER BY sqlite_name")?
@@ -206,7 +219,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
                 sqlite_name: r.get(0)?,
                 schema: r.get(1)?,
                 name: r.get(2)?,
-                kind: r.get(3)?,
+                kind: relation_kind(r, 3)?,
                 row_count: r.get(4)?,
                 columns: Vec::new(),
                 indexes: Vec::new(),
@@ -351,7 +364,7 @@ fn read_views(conn: &Connection) -> rusqlite::Result<Vec<MirrorView>> {
             Ok(MirrorView {
                 schema: r.get(0)?,
                 name: r.get(1)?,
-                kind: r.get(2)?,
+                kind: relation_kind(r, 2)?,
                 definition: r.get(3)?,
             })
         })?

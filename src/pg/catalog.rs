@@ -30,6 +30,19 @@ impl RelationKind {
         })
     }
 
+    /// The kind a [`RelationKind::name`] names, as the mirror stores it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            RelationKind::Table,
+            RelationKind::PartitionedTable,
+            RelationKind::MaterializedView,
+            RelationKind::View,
+            RelationKind::Query,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RelationKind::Table => "table",

@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 use crate::error::{Context, Error, Result};
 use crate::load::target::{self, TargetTable};
 use crate::mirror::{Mirror, MirrorColumn, MirrorTable};
+use crate::pg::catalog::RelationKind;
 use crate::pg::{qualified, quote_ident};
 
 fn column_definition(column: &MirrorColumn) -> String {
@@ -120,7 +121,7 @@ pub async fn create_table(
         .partitions
         .first()
         .and_then(|root| root.partition_key.clone());
-    if table.kind == "partitioned table" && partition_key.is_none() {
+    if table.kind == RelationKind::PartitionedTable && partition_key.is_none() {
         return Err(Error::unsupported(
             context(),
             "this mirror does not record partition bounds (it predates them); create the partitioned table \

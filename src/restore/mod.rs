@@ -17,6 +17,7 @@ use crate::load::target::{self, ColumnSequence, TargetTable};
 pub use crate::load::RestoreMode;
 use crate::load::{advance_sequences, empty_tables, TableRef};
 use crate::mirror::{Mirror, MirrorTable};
+use crate::pg::catalog::RelationKind;
 use crate::pg::{qualified, quote_ident, ConnectionSpec};
 use crate::progress::Progress;
 
@@ -131,7 +132,7 @@ fn select<'m>(mirror: &'m Mirror, filter: &TableFilter) -> Result<Vec<&'m Mirror
     Ok(mirror
         .tables
         .iter()
-        .filter(|t| !matches!(t.kind.as_str(), "query" | "view"))
+        .filter(|t| !matches!(t.kind, RelationKind::Query | RelationKind::View))
         .filter(|t| filter.includes(&t.schema, &t.name))
         .collect())
 }
@@ -151,7 +152,7 @@ async fn run(
     let mut materialized: Vec<(&MirrorTable, bool)> = Vec::new();
     for &table in selected {
         let existing = target::find_table(client, &table.schema, &table.name).await?;
-        if table.kind == "materialized view" {
+        if table.kind == RelationKind::MaterializedView {
             match existing {
                 Some(target) if target.materialized => {
                     materialized.push((table, false));
@@ -244,7 +245,9 @@ fn view_definition<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Option<&'m st
     mirror
         .views
         .iter()
-        .find(|v| v.kind == "materialized view" && v.schema == table.schema && v.name == table.name)
+        .find(|v| {
+            v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
+        })
         .map(|v| v.definition.trim().trim_end_matches(';'))
 }
 
