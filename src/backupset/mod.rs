@@ -47,10 +47,32 @@ pub enum BackupKind {
     Both,
 }
 
+/// What one file of a backup is (stored in the manifest as "mirror" or "archive").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupFileKind {
+    Mirror,
+    Archive,
+}
+
+impl BackupFileKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupFileKind::Mirror => "mirror",
+            BackupFileKind::Archive => "archive",
+        }
+    }
+}
+
+/// "mirror", "archive" or "mirror+archive": the kinds of a backup, for people.
+pub fn kinds_label(kinds: &[BackupFileKind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+")
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupFile {
     pub name: String,
-    pub kind: String,
+    pub kind: BackupFileKind,
     pub sha256: String,
     pub size_bytes: u64,
 }
@@ -64,7 +86,7 @@ pub struct TableCount {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupManifest {
     pub id: String,
-    pub kinds: Vec<String>,
+    pub kinds: Vec<BackupFileKind>,
     pub created: String,
     /// Seconds since the Unix epoch, UTC (what retention reads).
     pub created_unix: i64,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    ensure_dir, free_bytes, list, lock, now_unix, BackupFile, BackupKind, BackupManifest, LastRun,
-    TableCount, LAST_RUN, MANIFEST,
+    ensure_dir, free_bytes, list, lock, now_unix, BackupFile, BackupFileKind, BackupKind, BackupManifest,
+    LastRun, TableCount, LAST_RUN, MANIFEST,
 };
 use crate::archive::{self, manifest::checksum, ArchiveFormat, DumpOptions, PlainCompression};
 use crate::compress::write_private_json;
@@ -147,8 +147,8 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
             }
             None => plain,
         };
-        files.push(describe_file(&file, "mirror")?);
-        kinds.push("mirror".to_owned());
+        files.push(describe_file(&file, BackupFileKind::Mirror)?);
+        kinds.push(BackupFileKind::Mirror);
         mirror_seconds = Some(started.elapsed().as_secs_f64());
     }
     if matches!(options.kind, BackupKind::Archive | BackupKind::Both) {
@@ -171,8 +171,8 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
         };
         // dump() verifies with pg_restore --list before it renames the archive into place.
         archive::dump(&dump)?;
-        files.push(describe_file(&path, "archive")?);
-        kinds.push("archive".to_owned());
+        files.push(describe_file(&path, BackupFileKind::Archive)?);
+        kinds.push(BackupFileKind::Archive);
         archive_seconds = Some(started.elapsed().as_secs_f64());
     }
     let manifest = BackupManifest {
@@ -200,7 +200,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     Ok(manifest)
 }
 
-fn describe_file(path: &Path, kind: &str) -> Result<BackupFile> {
+fn describe_file(path: &Path, kind: BackupFileKind) -> Result<BackupFile> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     let (sha256, size_bytes) = checksum(path)?;
@@ -209,7 +209,7 @@ fn describe_file(path: &Path, kind: &str) -> Result<BackupFile> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        kind: kind.to_owned(),
+        kind,
         sha256,
         size_bytes,
     })

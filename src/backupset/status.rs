@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{free_bytes, is_pinned, last_run, list, now_unix, LastRun};
+use super::{free_bytes, is_pinned, last_run, list, now_unix, BackupFileKind, LastRun};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +41,7 @@ pub fn status(dir: &Path) -> Result<Status> {
         .iter()
         .map(|(path, m)| StatusBackup {
             id: m.id.clone(),
-            kind: m.kinds.join("+"),
+            kind: super::kinds_label(&m.kinds),
             created: m.created.clone(),
             age_seconds: now - m.created_unix,
             size_bytes: m.files.iter().map(|f| f.size_bytes).sum(),
@@ -50,16 +50,11 @@ pub fn status(dir: &Path) -> Result<Status> {
         })
         .collect();
     entries.reverse();
-    let count = |kind: &str| {
-        backups
-            .iter()
-            .filter(|(_, m)| m.kinds.iter().any(|k| k == kind))
-            .count()
-    };
+    let count = |kind: BackupFileKind| backups.iter().filter(|(_, m)| m.kinds.contains(&kind)).count();
     Ok(Status {
         dir: dir.display().to_string(),
-        count_mirror: count("mirror"),
-        count_archive: count("archive"),
+        count_mirror: count(BackupFileKind::Mirror),
+        count_archive: count(BackupFileKind::Archive),
         total_bytes: entries.iter().map(|b| b.size_bytes).sum(),
         free_bytes: free_bytes(dir)?,
         oldest: entries.last().map(|b| b.created.clone()),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{list, BackupManifest};
+use super::{list, BackupFileKind, BackupManifest};
 use crate::archive::{self};
 use crate::error::{Error, Result};
 use crate::pg::catalog::RelationKind;
@@ -54,7 +54,7 @@ pub fn verify_set(dir: &Path, pg_bin: Option<&Path>) -> Result<SetVerifyReport> 
 /// How the mirror's own table counts disagree with the backup manifest's, if they do; a
 /// mirror that cannot be opened is a finding too, never a match.
 fn mirror_counts_problem(path: &Path, manifest: &BackupManifest) -> Option<String> {
-    let file = manifest.files.iter().find(|f| f.kind == "mirror")?;
+    let file = manifest.files.iter().find(|f| f.kind == BackupFileKind::Mirror)?;
     let mirror = match crate::mirror::Mirror::open(&path.join(&file.name)) {
         Ok(mirror) => mirror,
         Err(e) => return Some(format!("cannot open the mirror to compare its row counts: {e}")),
@@ -73,7 +73,12 @@ fn newest_mirror(dir: &Path) -> Result<(BackupManifest, PathBuf)> {
         .into_iter()
         .rev()
         .find_map(|(path, m)| {
-            let file = m.files.iter().find(|f| f.kind == "mirror")?.name.clone();
+            let file = m
+                .files
+                .iter()
+                .find(|f| f.kind == BackupFileKind::Mirror)?
+                .name
+                .clone();
             Some((m, path.join(file)))
         })
         .ok_or_else(|| Error::usage(format!("{} holds no backup with a mirror", dir.display())))

@@ -117,7 +117,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "backup {} ({}) of {}: {} files, {}, {}",
             manifest.id,
-            manifest.kinds.join("+"),
+            backupset::kinds_label(&manifest.kinds),
             manifest.database,
             manifest.files.len(),
             indicatif::HumanBytes(size),
