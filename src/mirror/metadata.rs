@@ -117,7 +117,7 @@ impl<'a> Metadata<'a> {
                 (None, None) => String::new(),
             };
             for (kind, detail) in &table.curation {
-                curation_insert.execute(params![table.sqlite_name, kind, detail])?;
+                curation_insert.execute(params![table.sqlite_name, kind.name(), detail])?;
             }
             // The partitioned table itself first (no parent, no bound), then every partition
             // after its parent, so a restore can create them in this order.

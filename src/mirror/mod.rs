@@ -19,6 +19,54 @@ pub const APPLICATION_ID: i32 = 0x5047_4d52;
 /// Prefix of the metadata tables; no data table may start with it.
 pub const METADATA_PREFIX: &str = "_pgmirror_";
 
+/// What a curated export did to a table, as `_pgmirror_curation.kind` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurationKind {
+    /// Only the rows a `--where` condition holds for (detail: the condition).
+    Where,
+    /// A column left out (detail: its name).
+    ExcludeColumn,
+    /// A column kept with NULLs (detail: its name).
+    RedactNull,
+    /// A column kept as keyed hashes (detail: its name).
+    RedactHash,
+    /// A `--query` result (detail: the query).
+    Query,
+}
+
+impl CurationKind {
+    const ALL: [CurationKind; 5] = [
+        CurationKind::Where,
+        CurationKind::ExcludeColumn,
+        CurationKind::RedactNull,
+        CurationKind::RedactHash,
+        CurationKind::Query,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CurationKind::Where => "where",
+            CurationKind::ExcludeColumn => "exclude_column",
+            CurationKind::RedactNull => "redact_null",
+            CurationKind::RedactHash => "redact_hash",
+            CurationKind::Query => "query",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether the mirror's table lacks rows or real values of the source's.
+    pub fn is_partial(self) -> bool {
+        matches!(
+            self,
+            CurationKind::Where | CurationKind::RedactNull | CurationKind::RedactHash
+        )
+    }
+}
+
 /// Tables in `public` keep their name exactly; others are named `schema.table`.
 pub fn sqlite_table_name(schema: &str, name: &str) -> String {
     if schema == "public" {

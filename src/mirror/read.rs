@@ -52,7 +52,7 @@ pub struct MirrorTable {
     pub indexes: Vec<MirrorIndex>,
     pub constraints: Vec<MirrorConstraint>,
     /// (kind, detail) of each filter, exclusion, redaction or query applied at export.
-    pub curation: Vec<(String, String)>,
+    pub curation: Vec<(super::CurationKind, String)>,
     /// For a partitioned table: itself (no parent, no bound) then its partitions, each after
     /// its parent.
     pub partitions: Vec<MirrorPartition>,
@@ -199,16 +199,25 @@ impl Mirror {
     }
 }
 
-/// A recorded relation kind; an unknown one is an error naming the value.
-fn relation_kind(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<RelationKind> {
+/// A recorded kind, parsed by `from_name`; an unknown one is an error naming the value.
+fn recorded_kind<K>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    what: &str,
+    from_name: impl Fn(&str) -> Option<K>,
+) -> rusqlite::Result<K> {
     let name: String = row.get(index)?;
-    RelationKind::from_name(&name).ok_or_else(|| {
+    from_name(&name).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             index,
             rusqlite::types::Type::Text,
-            format!("unknown relation kind {name:?}").into(),
+            format!("unknown {what} {name:?}").into(),
         )
     })
+}
+
+fn relation_kind(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<RelationKind> {
+    recorded_kind(row, index, "relation kind", RelationKind::from_name)
 }
 
 fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
@@ -272,7 +281,12 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
         if has_curation {
             table.curation = conn
                 .prepare_cached("SELECT kind, detail FROM _pgmirror_curation WHERE sqlite_table = ?1")?
-                .query_map([&table.sqlite_name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([&table.sqlite_name], |r| {
+                    Ok((
+                        recorded_kind(r, 0, "curation kind", super::CurationKind::from_name)?,
+                        r.get(1)?,
+                    ))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
         }
         table.columns = columns

@@ -20,7 +20,7 @@ pub struct PlanTable {
     pub source: String,
     pub kind: String,
     pub columns: Vec<PlanColumn>,
-    pub curation: Vec<(String, String)>,
+    pub curation: Vec<(crate::mirror::CurationKind, String)>,
     pub untranslated: Vec<crate::plan::Untranslated>,
 }
 

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::{Curation, RedactWith};
 use crate::error::{Error, Result};
+use crate::mirror::CurationKind;
 use crate::pg::catalog::Relation;
 
 /// How a redacted column's values are replaced.
@@ -38,20 +39,20 @@ impl ResolvedCuration {
     }
 
     /// (kind, detail) records for the mirror's metadata.
-    pub fn describe(&self, oid: u32) -> Vec<(String, String)> {
+    pub fn describe(&self, oid: u32) -> Vec<(CurationKind, String)> {
         let mut records = Vec::new();
         if let Some(condition) = self.wheres.get(&oid) {
-            records.push(("where".to_owned(), condition.clone()));
+            records.push((CurationKind::Where, condition.clone()));
         }
-        let mut sorted = |set: Option<&HashSet<String>>, kind: &str| {
+        let mut sorted = |set: Option<&HashSet<String>>, kind: CurationKind| {
             let mut names: Vec<&String> = set.map(|s| s.iter().collect()).unwrap_or_default();
             names.sort();
-            records.extend(names.into_iter().map(|n| (kind.to_owned(), n.clone())));
+            records.extend(names.into_iter().map(|n| (kind, n.clone())));
         };
-        sorted(self.excluded.get(&oid), "exclude_column");
+        sorted(self.excluded.get(&oid), CurationKind::ExcludeColumn);
         let redact_kind = match self.redaction {
-            Some(Redaction::Hash) => "redact_hash",
-            _ => "redact_null",
+            Some(Redaction::Hash) => CurationKind::RedactHash,
+            _ => CurationKind::RedactNull,
         };
         sorted(self.redacted.get(&oid), redact_kind);
         records

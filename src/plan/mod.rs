@@ -38,7 +38,7 @@ pub struct PlannedTable {
     pub sqlite: SqliteSchema,
     pub estimated_rows: f64,
     /// (kind, detail) of each filter, exclusion, redaction or query applied to the table.
-    pub curation: Vec<(String, String)>,
+    pub curation: Vec<(crate::mirror::CurationKind, String)>,
     /// For a `--query` table: its SELECT.
     pub query: Option<String>,
 }
@@ -427,7 +427,7 @@ pub fn build(
             columns,
             sqlite: SqliteSchema::default(),
             estimated_rows: 0.0,
-            curation: vec![("query".to_owned(), query.sql.clone())],
+            curation: vec![(crate::mirror::CurationKind::Query, query.sql.clone())],
             query: Some(query.sql.clone()),
         });
     }

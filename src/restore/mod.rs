@@ -16,7 +16,7 @@ use crate::error::{Context, Error, Result};
 use crate::load::target::{self, ColumnSequence, TargetTable};
 pub use crate::load::RestoreMode;
 use crate::load::{advance_sequences, empty_tables, TableRef};
-use crate::mirror::{Mirror, MirrorTable};
+use crate::mirror::{CurationKind, Mirror, MirrorTable};
 use crate::pg::catalog::RelationKind;
 use crate::pg::{qualified, quote_ident, ConnectionSpec};
 use crate::progress::Progress;
@@ -292,10 +292,10 @@ fn partial_table_problem(table: &MirrorTable) -> Option<String> {
     let reasons: Vec<String> = table
         .curation
         .iter()
-        .filter_map(|(kind, detail)| match kind.as_str() {
-            "where" => Some(format!("filtered with --where {detail}")),
-            "redact_null" | "redact_hash" => Some(format!("column {detail:?} redacted")),
-            _ => None,
+        .filter(|(kind, _)| kind.is_partial())
+        .map(|(kind, detail)| match kind {
+            CurationKind::Where => format!("filtered with --where {detail}"),
+            _ => format!("column {detail:?} redacted"),
         })
         .collect();
     (!reasons.is_empty()).then(|| {
@@ -335,7 +335,7 @@ fn compare_columns(table: &MirrorTable, target: &TargetTable) -> Vec<String> {
         table
             .curation
             .iter()
-            .any(|(kind, detail)| kind == "exclude_column" && detail == name)
+            .any(|(kind, detail)| *kind == CurationKind::ExcludeColumn && detail == name)
     };
     for column in &target.columns {
         // A column left out at export takes its default in the target.
