@@ -73,21 +73,39 @@ pub fn checksum(path: &Path) -> Result<(String, u64)> {
 }
 
 /// How a file differs from the size and sha256 recorded for it (empty when it does not).
-pub fn compare_checksum(path: &Path, sha256: &str, size_bytes: u64) -> Vec<String> {
+pub fn compare_checksum(path: &Path, sha256: &str, size_bytes: u64) -> ChecksumFinding {
     match checksum(path) {
         Ok((actual_sha, actual_size)) => {
-            let mut problems = Vec::new();
+            let mut differences = Vec::new();
             if actual_size != size_bytes {
-                problems.push(format!(
+                differences.push(format!(
                     "size is {actual_size} bytes, the manifest says {size_bytes}"
                 ));
             }
             if actual_sha != sha256 {
-                problems.push(format!("sha256 is {actual_sha}, the manifest says {sha256}"));
+                differences.push(format!("sha256 is {actual_sha}, the manifest says {sha256}"));
             }
-            problems
+            ChecksumFinding::Read { differences }
         }
-        Err(e) => vec![e.to_string()],
+        Err(e) => ChecksumFinding::Unreadable(e.to_string()),
+    }
+}
+
+/// What comparing a file with its recorded size and sha256 found.
+#[derive(Debug)]
+pub enum ChecksumFinding {
+    /// The file was read to its end; how it differs, if it does.
+    Read { differences: Vec<String> },
+    /// The file could not be read (missing, permissions, I/O): nothing else can be checked.
+    Unreadable(String),
+}
+
+impl ChecksumFinding {
+    pub fn problems(self) -> Vec<String> {
+        match self {
+            ChecksumFinding::Read { differences } => differences,
+            ChecksumFinding::Unreadable(why) => vec![why],
+        }
     }
 }
 
@@ -179,7 +197,7 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
             };
             let format = manifest.as_ref().map_or(detected, |m| m.format);
             if let Some(manifest) = &manifest {
-                problems.extend(compare_checksum(path, &manifest.sha256, manifest.size_bytes));
+                problems.extend(compare_checksum(path, &manifest.sha256, manifest.size_bytes).problems());
             }
             let needed = manifest
                 .as_ref()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{list, BackupFileKind, BackupManifest};
+use crate::archive::manifest::ChecksumFinding;
 use crate::archive::{self};
 use crate::error::{Error, Result};
 use crate::pg::catalog::RelationKind;
@@ -27,13 +28,15 @@ pub fn verify_set(dir: &Path, pg_bin: Option<&Path>) -> Result<SetVerifyReport> 
         for file in &manifest.files {
             let location = path.join(&file.name);
             let name = format!("{}/{}", manifest.id, file.name);
-            let mismatches = archive::manifest::compare_checksum(&location, &file.sha256, file.size_bytes);
-            let unreadable = mismatches
-                .iter()
-                .any(|m| !m.starts_with("size is") && !m.starts_with("sha256 is"));
-            problems.extend(mismatches.into_iter().map(|m| format!("{name}: {m}")));
-            if unreadable {
-                continue;
+            match archive::manifest::compare_checksum(&location, &file.sha256, file.size_bytes) {
+                ChecksumFinding::Read { differences } => {
+                    problems.extend(differences.into_iter().map(|m| format!("{name}: {m}")))
+                }
+                // Nothing more can be learnt from a file that cannot be read.
+                ChecksumFinding::Unreadable(why) => {
+                    problems.push(format!("{name}: {why}"));
+                    continue;
+                }
             }
             match archive::verify(&location, pg_bin) {
                 Ok(report) => problems.extend(report.problems.into_iter().map(|p| format!("{name}: {p}"))),
