@@ -201,6 +201,20 @@ pub async fn create_table(
         .ok_or_else(|| Error::unsupported(context(), "the table is not visible after CREATE TABLE"))
 }
 
+/// A partitioned table's index reads `CREATE INDEX i ON ONLY t ...`, which would leave it
+/// invalid until each partition's index is attached; without ONLY, PostgreSQL builds and
+/// attaches them itself. The ONLY is taken from the statement's fixed prefix (the name
+/// as pg_get_indexdef quotes it), never searched for: a name may contain " ON ONLY ".
+fn without_only(definition: &str, quoted_name: &str) -> String {
+    for unique in ["", "UNIQUE "] {
+        let prefix = format!("CREATE {unique}INDEX {quoted_name} ON ONLY ");
+        if let Some(rest) = definition.strip_prefix(&prefix) {
+            return format!("CREATE {unique}INDEX {quoted_name} ON {rest}");
+        }
+    }
+    definition.to_owned()
+}
+
 /// After the data: primary keys, unique, check and exclusion constraints and the other
 /// indexes (`foreign_keys` false), or the foreign keys (`foreign_keys` true).
 pub async fn add_constraints_and_indexes(
@@ -223,16 +237,19 @@ pub async fn add_constraints_and_indexes(
         .collect();
     if !foreign_keys {
         // Indexes that back a constraint come with it.
-        statements.extend(
-            table
-                .indexes
-                .iter()
-                .filter(|i| !i.is_primary && !table.constraints.iter().any(|c| c.name == i.name))
-                // A partitioned table's index reads `ON ONLY t`, which would leave it
-                // invalid until each partition's index is attached; without ONLY,
-                // PostgreSQL builds and attaches them itself.
-                .map(|i| i.definition.replacen(" ON ONLY ", " ON ", 1)),
-        );
+        for index in table
+            .indexes
+            .iter()
+            .filter(|i| !i.is_primary && !table.constraints.iter().any(|c| c.name == i.name))
+        {
+            // pg_get_indexdef quotes the name its own way (only where needed).
+            let quoted: String = client
+                .query_one("SELECT quote_ident($1)", &[&index.name])
+                .await
+                .with_context(|| format!("quoting index name {:?}", index.name))?
+                .get(0);
+            statements.push(without_only(&index.definition, &quoted));
+        }
     }
     for statement in statements {
         client
@@ -241,4 +258,29 @@ pub async fn add_constraints_and_indexes(
             .with_context(|| format!("creating table {}: {statement}", table.display_name()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_only;
+
+    #[test]
+    fn only_is_removed_from_the_prefix_and_nowhere_else() {
+        assert_eq!(
+            without_only(
+                "CREATE INDEX m_value ON ONLY public.m USING btree (value)",
+                "m_value"
+            ),
+            "CREATE INDEX m_value ON public.m USING btree (value)"
+        );
+        assert_eq!(
+            without_only(
+                r#"CREATE UNIQUE INDEX "a ON ONLY b" ON ONLY public.m USING btree (id)"#,
+                r#""a ON ONLY b""#
+            ),
+            r#"CREATE UNIQUE INDEX "a ON ONLY b" ON public.m USING btree (id)"#
+        );
+        let plain = r#"CREATE INDEX "x ON ONLY y" ON public.t USING btree (" ON ONLY ")"#;
+        assert_eq!(without_only(plain, r#""x ON ONLY y""#), plain);
+    }
 }
