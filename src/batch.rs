@@ -92,11 +92,6 @@ impl RowBatch {
         &self.blobs[range.clone()]
     }
 
-    /// Removes the cells of a partly written row after a conversion error.
-    pub fn truncate_rows(&mut self, rows: usize) {
-        self.cells.truncate(rows * self.columns);
-    }
-
     pub fn push_null(&mut self) {
         self.cells.push(Cell::Null);
     }

@@ -28,9 +28,6 @@ pub enum ErrorKind {
     /// The database's contents or catalog cannot be mirrored as they are.
     #[error("{0}")]
     Unsupported(String),
-    /// A value that the codec of its column could not convert.
-    #[error("{0}")]
-    Value(String),
     /// A bug: a panic caught at a thread or task boundary, with its message.
     #[error("internal error (a bug in pgmirror; please report it): {0}")]
     Internal(String),

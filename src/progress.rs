@@ -44,10 +44,6 @@ impl Progress {
         }
     }
 
-    pub fn hidden() -> Self {
-        Self::new(0, true)
-    }
-
     pub fn rows_done(&self, rows: u64, bytes: u64) {
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.bar.inc(rows);

@@ -50,7 +50,7 @@ pub struct ExportArgs {
     /// workers read at once (PostgreSQL 14 or later); 0 reads every table whole.
     #[arg(long, value_name = "SIZE", default_value = "64MB", value_parser = parse_size)]
     chunk_size: i64,
-    /// Rows per batch sent from a worker to the SQLite writer (batches are also capped at 8 MB).
+    /// Rows per batch sent from a worker to the SQLite writer (batches are also capped at 4 MB).
     #[arg(long, value_name = "N", default_value_t = BatchLimits::default().rows)]
     batch_rows: usize,
     /// Only rows of TABLE for which CONDITION holds (repeatable): a PostgreSQL boolean

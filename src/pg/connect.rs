@@ -166,13 +166,6 @@ impl ConnectionSpec {
         env
     }
 
-    /// The same connection with another database name (for `--create` restores).
-    pub fn with_database(&self, database: &str) -> ConnectionSpec {
-        let mut other = self.clone();
-        other.config.dbname(database);
-        other
-    }
-
     /// Connects, spawns the connection task on the current tokio runtime and pins the
     /// session settings.
     pub async fn connect(&self) -> Result<Client> {
