@@ -15,7 +15,10 @@
 //!      ▼
 //! finalize: indexes, _pgmirror_* metadata (mirror::), ANALYZE, fsync, rename
 //! ```
-//! `pipeline::export` wires it together; the CLI is a thin layer over it.
+//! `pipeline::export` wires it together; the CLI is a thin layer over it. Beside the flow:
+//! `restore` and `csv` (loading through `load`), `archive` (pg_dump/pg_restore),
+//! `backupset`; `stop` (the stop request) and `publish` (atomic file publishing) are leaves
+//! any layer may call.
 
 pub mod archive;
 pub mod backupset;
