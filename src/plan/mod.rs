@@ -437,7 +437,7 @@ pub fn build(
         .map(|t| {
             let target = schema::ForeignKeyTarget {
                 sqlite_name: t.sqlite_name.clone(),
-                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                columns: t.columns.iter().map(|c| (c.name.clone(), c.redaction)).collect(),
             };
             (t.relation_oid, target)
         })

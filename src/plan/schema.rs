@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::PlannedColumn;
+use super::{PlannedColumn, Redaction};
 use crate::mirror;
-use crate::pg::catalog::Relation;
+use crate::pg::catalog::{Constraint, Relation};
 
 #[derive(Debug, Clone, Default)]
 pub struct SqliteSchema {
@@ -49,7 +49,26 @@ pub struct Untranslated {
 /// A mirrored table a foreign key may point at: its SQLite name and the columns it kept.
 pub struct ForeignKeyTarget {
     pub sqlite_name: String,
-    pub columns: Vec<String>,
+    /// The columns it kept, with how each is redacted.
+    pub columns: Vec<(String, Option<Redaction>)>,
+}
+
+/// A key still holds between redacted columns only when every column on both sides is
+/// hashed (equal values stay equal under one key); a NULLed or one-sided redaction breaks it.
+fn redactions_agree(constraint: &Constraint, columns: &[PlannedColumn], target: &ForeignKeyTarget) -> bool {
+    let own = constraint
+        .columns
+        .iter()
+        .map(|name| columns.iter().find(|c| &c.name == name).and_then(|c| c.redaction));
+    let referenced = constraint.referenced_columns.iter().map(|name| {
+        target
+            .columns
+            .iter()
+            .find(|(kept, _)| kept == name)
+            .and_then(|(_, redaction)| *redaction)
+    });
+    let all: Vec<Option<Redaction>> = own.chain(referenced).collect();
+    all.iter().all(Option::is_none) || all.iter().all(|r| *r == Some(Redaction::Hash))
 }
 
 pub fn translate(
@@ -112,9 +131,12 @@ pub fn translate(
                     if !constraint
                         .referenced_columns
                         .iter()
-                        .all(|c| target.columns.contains(c)) =>
+                        .all(|c| target.columns.iter().any(|(kept, _)| kept == c)) =>
                 {
                     "a column it references is excluded from the mirror"
+                }
+                Some(target) if !redactions_agree(constraint, columns, target) => {
+                    "a column of it, or one it references, is redacted (the keys no longer match)"
                 }
                 Some(target) => {
                     schema.foreign_keys.push(ForeignKey {

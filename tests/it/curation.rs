@@ -475,3 +475,62 @@ fn a_where_condition_runs_as_exactly_one_statement() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_foreign_key_survives_redaction_only_when_both_sides_are_hashed() {
+    let db = fresh_db("curated_fk_redact");
+    db.execute(
+        "CREATE TABLE owners (id int PRIMARY KEY, name text);
+         CREATE TABLE pets (id int PRIMARY KEY, owner_id int REFERENCES owners (id));
+         INSERT INTO owners VALUES (1, 'Ann'); INSERT INTO pets VALUES (10, 1);",
+    );
+    let dir = temp_dir();
+    let keys = |mirror: &Path| -> i64 {
+        open_mirror(mirror)
+            .query_row("SELECT count(*) FROM pragma_foreign_key_list('pets')", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    // The parent's key NULLed: the child's values point at nothing.
+    let nulled = dir.path().join("nulled.db");
+    let stderr = export(&db, &nulled, &["--redact", "owners.id"]);
+    assert!(
+        stderr.contains("pets_owner_id_fkey") && stderr.contains("is redacted"),
+        "{stderr}"
+    );
+    assert_eq!(keys(&nulled), 0);
+    // Both sides hashed under one key: equal values stay equal, the key holds.
+    let hashed = dir.path().join("hashed.db");
+    let result = crate::support::pgmirror_with_env(
+        &[
+            "export",
+            "--quiet",
+            "--source",
+            &db.url,
+            "--output",
+            hashed.to_str().unwrap(),
+            "--redact",
+            "owners.id",
+            "--redact",
+            "pets.owner_id",
+            "--redact-with",
+            "hash",
+        ],
+        &[("PGMIRROR_REDACT_KEY", "a test key of some length")],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(keys(&hashed), 1);
+    let joined: i64 = open_mirror(&hashed)
+        .query_row(
+            "SELECT count(*) FROM pets p JOIN owners o ON o.id = p.owner_id",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(joined, 1, "the hashed key still joins");
+}
