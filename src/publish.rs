@@ -27,10 +27,19 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A new, empty private file at `target`'s partial name, and the file. What an earlier
-    /// run left there is removed first, so a planted symlink is unlinked, never followed.
+    /// A new, empty private file at `target`'s partial name, and the file. A file an
+    /// earlier run left there is removed first, so a planted symlink is unlinked, never
+    /// followed; a directory of that name is someone's data and is refused.
     pub fn file(target: &Path) -> Result<(Pending, File)> {
-        let pending = Pending::reserve(target, partial_path(target))?;
+        let partial = partial_path(target);
+        if fs::symlink_metadata(&partial).is_ok_and(|meta| meta.is_dir()) {
+            return Err(crate::error::Error::usage(format!(
+                "{} is a directory; pgmirror writes {} there while it works: move it away",
+                partial.display(),
+                target.display()
+            )));
+        }
+        let pending = Pending::reserve(target, partial)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -73,7 +82,12 @@ impl Pending {
         sync_tree(&self.partial).with_context(context)?;
         fs::rename(&self.partial, &self.target).with_context(context)?;
         self.committed = true;
-        sync_dir(parent_of(&self.target)).with_context(context)
+        // Published now: a filesystem that cannot fsync a directory (some FUSE and
+        // network mounts) must not turn that into a failure to retry.
+        match sync_dir(parent_of(&self.target)) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => Ok(()),
+            other => other.with_context(context),
+        }
     }
 }
 
@@ -106,12 +120,16 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// fsync a file, or a directory's files and then the directory.
+/// fsync a file, or a directory's files and then the directory. Anything else (a symlink,
+/// a FIFO) holds no data of ours and is left alone: opening a FIFO would block.
 fn sync_tree(path: &Path) -> std::io::Result<()> {
-    if fs::symlink_metadata(path)?.is_dir() {
+    let kind = fs::symlink_metadata(path)?.file_type();
+    if kind.is_dir() {
         for entry in fs::read_dir(path)? {
             sync_tree(&entry?.path())?;
         }
+    } else if !kind.is_file() {
+        return Ok(());
     }
     File::open(path)?.sync_all()
 }
@@ -173,6 +191,17 @@ mod tests {
         write_private(&target, b"new").unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(fs::read(&target).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_directory_at_the_partial_name_is_refused_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("data");
+        fs::create_dir(partial_path(&target)).unwrap();
+        fs::write(partial_path(&target).join("keep"), b"mine").unwrap();
+        let refused = Pending::file(&target).err().expect("refused");
+        assert!(refused.to_string().contains("is a directory"), "{refused}");
+        assert_eq!(fs::read(partial_path(&target).join("keep")).unwrap(), b"mine");
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! by a watcher thread that [`install_signal_handlers`] starts. A second signal exits at
 //! once. The flag is never cleared: a stop is for the rest of the process.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -73,9 +73,40 @@ type CancelAction = Arc<dyn Fn() -> bool + Send + Sync>;
 struct Registry {
     next: AtomicU64,
     connections: Mutex<HashMap<u64, CancelAction>>,
-    /// Connections whose server a cancel could not reach: a second try would only wait.
-    unreachable: Mutex<HashSet<u64>>,
+    /// How the stop's sweep went for each connection it reached.
+    swept: Mutex<HashMap<u64, Sweep>>,
+    sweep_progressed: Condvar,
     children: Mutex<HashMap<u64, u32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    InFlight,
+    Reached,
+    /// The server could not be reached: a second try would only wait again.
+    Unreachable,
+}
+
+impl Registry {
+    fn set_swept(&self, id: u64, state: Sweep) {
+        if let Ok(mut swept) = self.swept.lock() {
+            swept.insert(id, state);
+        }
+        self.sweep_progressed.notify_all();
+    }
+
+    /// The sweep's outcome for `id` once it is no longer in flight (waiting at most
+    /// [`CANCEL_TIMEOUT`]), removing it; None when the sweep did not reach `id`.
+    fn take_sweep(&self, id: u64) -> Option<Sweep> {
+        let swept = self.swept.lock().ok()?;
+        let (mut swept, _) = self
+            .sweep_progressed
+            .wait_timeout_while(swept, CANCEL_TIMEOUT, |swept| {
+                swept.get(&id) == Some(&Sweep::InFlight)
+            })
+            .ok()?;
+        swept.remove(&id)
+    }
 }
 
 fn registry() -> &'static Registry {
@@ -105,16 +136,13 @@ impl Drop for Registration {
             .lock()
             .ok()
             .and_then(|mut connections| connections.remove(&self.id));
-        let unreachable = registry
-            .unreachable
-            .lock()
-            .map(|mut set| set.remove(&self.id))
-            .unwrap_or(false);
         // A connection closed by a stop may still have a statement running on the server
         // (closing the socket does not end a scan that sends nothing, nor a CREATE INDEX
         // started after the watcher's sweep), and the process may exit before the watcher
-        // reaches it: cancel it here. On a thread of its own, since this runs while a
+        // reaches it: cancel it here, once the sweep's own cancel is done, unless that one
+        // found the server unreachable. On a thread of its own, since this runs while a
         // tokio runtime shuts down.
+        let unreachable = registry.take_sweep(self.id) == Some(Sweep::Unreachable);
         if let Some(cancel) = cancel.filter(|_| stop_requested() && !unreachable) {
             let _ = std::thread::spawn(move || cancel()).join();
         }
@@ -199,24 +227,31 @@ pub fn cancel_everything() {
             .collect(),
         Err(_) => Vec::new(),
     };
+    for (id, _) in &actions {
+        registry.set_swept(*id, Sweep::InFlight);
+    }
+    let had_children = !registered_children().is_empty();
     std::thread::scope(|scope| {
         for (id, action) in &actions {
             scope.spawn(move || {
                 // One failing cancel must not keep the others from being sent.
                 let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action()));
-                if !matches!(reached, Ok(true)) {
-                    if let Ok(mut unreachable) = registry.unreachable.lock() {
-                        unreachable.insert(*id);
-                    }
-                }
+                let state = if matches!(reached, Ok(true)) {
+                    Sweep::Reached
+                } else {
+                    Sweep::Unreachable
+                };
+                registry.set_swept(*id, state);
             });
         }
-        scope.spawn(|| {
-            std::thread::sleep(CHILD_GRACE);
-            registered_children()
-                .into_iter()
-                .for_each(|pid| signal_child(pid, libc::SIGTERM));
-        });
+        if had_children {
+            scope.spawn(|| {
+                std::thread::sleep(CHILD_GRACE);
+                registered_children()
+                    .into_iter()
+                    .for_each(|pid| signal_child(pid, libc::SIGTERM));
+            });
+        }
     });
 }
 

@@ -228,15 +228,17 @@ pub fn import(options: &CsvImportOptions) -> Result<CsvSummary> {
     let header = header::parse(&header_bytes)
         .map_err(|e| Error::usage(format!("{}, line 1 (the header): {e}", options.input)))?;
     let runtime = crate::pg::runtime()?;
-    runtime.block_on(crate::stop::until_stopped(None, async {
+    runtime.block_on(async {
         let client = options.target.connect().await?;
         client
             .batch_execute("BEGIN")
             .await
             .context("starting the import transaction")?;
-        let result = import_in_transaction(&client, options, &header, header_bytes, &mut input).await;
+        // As in restore: the work races the stop, the COMMIT does not.
+        let work = import_in_transaction(&client, options, &header, header_bytes, &mut input);
+        let result = crate::stop::until_stopped(None, work).await;
         crate::pg::finish_transaction(&client, result, "the import").await
-    }))
+    })
 }
 
 async fn import_in_transaction(

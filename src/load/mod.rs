@@ -80,6 +80,7 @@ pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
         ));
     }
     let because = crate::error::describe_postgres(&refused);
+    refuse_cascades(client, tables, &because).await?;
     for (table, target) in tables.iter().zip(&targets).rev() {
         client
             .batch_execute(&format!("DELETE FROM {target}"))
@@ -92,6 +93,46 @@ pub async fn empty_tables(client: &Client, tables: &[TableRef]) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// DELETE, unlike TRUNCATE, follows `ON DELETE CASCADE / SET NULL / SET DEFAULT` keys:
+/// rows of tables outside the set would change. Refused, naming them.
+async fn refuse_cascades(client: &Client, tables: &[TableRef], because: &str) -> Result<()> {
+    let relations: Vec<String> = tables.iter().map(TableRef::relation).collect();
+    let q = "foreign keys into the restored tables";
+    let rows = client
+        .query(
+            "WITH emptied AS (SELECT to_regclass(name)::oid AS oid FROM unnest($1::text[]) AS name) \
+             SELECT c.conrelid::regclass::text AS referencing, c.conname::text AS name, \
+                    c.confrelid::regclass::text AS referenced \
+             FROM pg_constraint c \
+             WHERE c.contype = 'f' AND c.confdeltype IN ('c', 'n', 'd') \
+               AND c.confrelid IN (SELECT oid FROM emptied) AND c.conrelid NOT IN (SELECT oid FROM emptied) \
+             ORDER BY 1, 2",
+            &[&relations],
+        )
+        .await
+        .with_context(|| format!("reading {q}"))?;
+    let mut keys = Vec::new();
+    for row in &rows {
+        let (referencing, name, referenced): (String, String, String) = (
+            crate::pg::field(row, q, "referencing")?,
+            crate::pg::field(row, q, "name")?,
+            crate::pg::field(row, q, "referenced")?,
+        );
+        keys.push(format!("{referencing} (key {name} on {referenced})"));
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(Error::unsupported(
+        "emptying the target tables",
+        format!(
+            "TRUNCATE was refused ({because}), and DELETE would also change rows of {} through ON DELETE \
+             actions; restore those tables too, or let the role TRUNCATE",
+            keys.join(", ")
+        ),
+    ))
 }
 
 /// Where COPY writes for this mode: the table itself, or a staging table for upsert.

@@ -36,7 +36,10 @@ pub struct ConnectionSpec {
 }
 
 /// Settings pinned on every connection so values are decoded the same way everywhere.
+// standard_conforming_strings: quote_literal and the --where lexer (plan::sql_text) read
+// backslashes in '...' as ordinary characters; a server or role set to off must not change that.
 const SESSION_SETTINGS: &str = "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO'; \
+     SET standard_conforming_strings = on; \
      SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; SET extra_float_digits = 3; \
      SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0";
 

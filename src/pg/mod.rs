@@ -68,6 +68,9 @@ pub async fn finish_transaction<T>(
                 .with_context(|| format!("committing {what}"))?;
             Ok(done)
         }
+        // After a stop the server may not answer (that may be why the user stopped):
+        // closing the connection rolls back without waiting for it.
+        Err(error) if crate::stop::stop_requested() => Err(error),
         Err(error) => {
             // Dropping the connection would roll back too; say it explicitly.
             let _ = client.batch_execute("ROLLBACK").await;

@@ -36,9 +36,12 @@ pub fn enclosable(text: &str) -> Result<(), String> {
                 skip_quoted(bytes, at, b'\'', escapes).ok_or("a string literal is not closed")?
             }
             b'"' => skip_quoted(bytes, at, b'"', false).ok_or("a quoted identifier is not closed")?,
-            b'-' if bytes.get(at + 1) == Some(&b'-') => {
-                return Err("it contains a -- comment, which would swallow what follows it".to_owned())
-            }
+            // A comment that a newline ends is harmless; one that runs to the end of the
+            // text would swallow the parenthesis that follows it.
+            b'-' if bytes.get(at + 1) == Some(&b'-') => match bytes[at..].iter().position(|&b| b == b'\n') {
+                Some(offset) => at + offset + 1,
+                None => return Err("it ends in a -- comment, which would swallow what follows it".to_owned()),
+            },
             b'/' if bytes.get(at + 1) == Some(&b'*') => {
                 skip_block_comment(bytes, at).ok_or("a /* comment is not closed")?
             }
@@ -52,9 +55,11 @@ pub fn enclosable(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `bytes[at]` is alphanumeric or `_` (so a quote after it is not an E'' prefix).
+/// `bytes[at]` can be part of an identifier (letters, digits, `_`, `$`, non-ASCII): a quote
+/// after one is not an E'' prefix, and a `$` inside one opens no dollar quote.
 fn is_word_byte(bytes: &[u8], at: usize) -> bool {
-    at < bytes.len() && (bytes[at].is_ascii_alphanumeric() || bytes[at] == b'_' || bytes[at] >= 0x80)
+    at < bytes.len()
+        && (bytes[at].is_ascii_alphanumeric() || matches!(bytes[at], b'_' | b'$') || bytes[at] >= 0x80)
 }
 
 fn char_position(text: &str, byte: usize) -> usize {
@@ -135,6 +140,8 @@ mod tests {
             "body ~ E'\\\\)\\'' OR f($$ ) $$) OR g($x$ ( $x$)",
             "a /* a ) comment /* nested ( */ */ = 1",
             "price > $1",
+            "status = 'open' -- only open ones\nAND total > 0",
+            "x$$y$$ = 1",
             "",
         ] {
             assert_eq!(enclosable(text), Ok(()), "{text}");
@@ -147,6 +154,7 @@ mod tests {
             ("a = 1) OR (b = 2", "closes one it did not open"),
             ("true) --", "closes one it did not open"),
             ("a = 1 --", "-- comment"),
+            ("a = 1 -- to the end) OR (true", "-- comment"),
             ("(a = 1", "not closed"),
             ("true; DELETE FROM t", "';'"),
             ("name = 'unterminated", "string literal"),

@@ -203,16 +203,39 @@ pub async fn create_table(
 
 /// A partitioned table's index reads `CREATE INDEX i ON ONLY t ...`, which would leave it
 /// invalid until each partition's index is attached; without ONLY, PostgreSQL builds and
-/// attaches them itself. The ONLY is taken from the statement's fixed prefix (the name
-/// as pg_get_indexdef quotes it), never searched for: a name may contain " ON ONLY ".
-fn without_only(definition: &str, quoted_name: &str) -> String {
-    for unique in ["", "UNIQUE "] {
-        let prefix = format!("CREATE {unique}INDEX {quoted_name} ON ONLY ");
-        if let Some(rest) = definition.strip_prefix(&prefix) {
-            return format!("CREATE {unique}INDEX {quoted_name} ON {rest}");
+/// attaches them itself. The ONLY is taken from the statement's fixed prefix (the index
+/// name parsed as an identifier), never searched for: a name may contain " ON ONLY ".
+fn without_only(definition: &str) -> String {
+    for head in ["CREATE INDEX ", "CREATE UNIQUE INDEX "] {
+        let Some(rest) = definition.strip_prefix(head) else {
+            continue;
+        };
+        let Some(name_length) = identifier_length(rest) else {
+            continue;
+        };
+        let (name, after) = rest.split_at(name_length);
+        if let Some(tail) = after.strip_prefix(" ON ONLY ") {
+            return format!("{head}{name} ON {tail}");
         }
     }
     definition.to_owned()
+}
+
+/// The length in bytes of the identifier `text` starts with: a quoted one (with `""` for a
+/// quote inside) or a bare one, which ends at the first space.
+fn identifier_length(text: &str) -> Option<usize> {
+    let Some(quoted) = text.strip_prefix('"') else {
+        return text.find(' ');
+    };
+    let mut at = 0;
+    while let Some(offset) = quoted[at..].find('"') {
+        at += offset + 1;
+        if !quoted[at..].starts_with('"') {
+            return Some(1 + at);
+        }
+        at += 1;
+    }
+    None
 }
 
 /// After the data: primary keys, unique, check and exclusion constraints and the other
@@ -242,13 +265,7 @@ pub async fn add_constraints_and_indexes(
             .iter()
             .filter(|i| !i.is_primary && !table.constraints.iter().any(|c| c.name == i.name))
         {
-            // pg_get_indexdef quotes the name its own way (only where needed).
-            let quoted: String = client
-                .query_one("SELECT quote_ident($1)", &[&index.name])
-                .await
-                .with_context(|| format!("quoting index name {:?}", index.name))?
-                .get(0);
-            statements.push(without_only(&index.definition, &quoted));
+            statements.push(without_only(&index.definition));
         }
     }
     for statement in statements {
@@ -267,20 +284,20 @@ mod tests {
     #[test]
     fn only_is_removed_from_the_prefix_and_nowhere_else() {
         assert_eq!(
-            without_only(
-                "CREATE INDEX m_value ON ONLY public.m USING btree (value)",
-                "m_value"
-            ),
+            without_only("CREATE INDEX m_value ON ONLY public.m USING btree (value)"),
             "CREATE INDEX m_value ON public.m USING btree (value)"
         );
         assert_eq!(
-            without_only(
-                r#"CREATE UNIQUE INDEX "a ON ONLY b" ON ONLY public.m USING btree (id)"#,
-                r#""a ON ONLY b""#
-            ),
-            r#"CREATE UNIQUE INDEX "a ON ONLY b" ON public.m USING btree (id)"#
+            without_only(r#"CREATE UNIQUE INDEX "a ON ONLY ""b"" c" ON ONLY public.m USING btree (id)"#),
+            r#"CREATE UNIQUE INDEX "a ON ONLY ""b"" c" ON public.m USING btree (id)"#
         );
-        let plain = r#"CREATE INDEX "x ON ONLY y" ON public.t USING btree (" ON ONLY ")"#;
-        assert_eq!(without_only(plain, r#""x ON ONLY y""#), plain);
+        for unchanged in [
+            r#"CREATE INDEX "x ON ONLY y" ON public.t USING btree (" ON ONLY ")"#,
+            "CREATE INDEX i ON public.t USING btree (a)",
+            r#"CREATE INDEX "unterminated ON ONLY t"#,
+            "CREATE INDEX",
+        ] {
+            assert_eq!(without_only(unchanged), unchanged);
+        }
     }
 }

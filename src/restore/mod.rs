@@ -97,15 +97,17 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
         options.quiet,
     );
     // On a stop the work is dropped where it waits; closing the connection then cancels
-    // its statement and the server rolls the transaction back.
-    let result = runtime.block_on(crate::stop::until_stopped(None, async {
+    // its statement and the server rolls the transaction back. The COMMIT is outside the
+    // race: once sent, its outcome is the one to report.
+    let result = runtime.block_on(async {
         client
             .batch_execute("BEGIN")
             .await
             .context("starting the restore transaction")?;
-        let outcome = run(&client, &mirror, &selected, options, &progress).await;
+        let work = run(&client, &mirror, &selected, options, &progress);
+        let outcome = crate::stop::until_stopped(None, work).await;
         crate::pg::finish_transaction(&client, outcome, "the restore").await
-    }));
+    });
     progress.finish();
     let (tables, sequences) = result?;
     Ok(RestoreSummary {

@@ -130,21 +130,34 @@ fn the_public_profile_holds_exactly_the_published_prompts() {
         target.scalar("SELECT count(*) FROM \"Users\" WHERE \"Username\" = 'keep me'"),
         "1"
     );
-    let forced = pgmirror(&[
-        "restore",
-        "--quiet",
-        "--from",
-        mirror.to_str().unwrap(),
-        "--target",
-        &url,
-        "--table",
-        "Tags",
-        "--force",
-    ]);
+    // Tags alone: emptying it would cascade into PromptTags, which is not being restored.
+    let forced = |tables: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--quiet",
+            "--from",
+            mirror.to_str().unwrap(),
+            "--target",
+            &url,
+            "--force",
+        ];
+        for table in tables {
+            args.extend(["--table", table]);
+        }
+        pgmirror(&args)
+    };
+    let cascading = forced(&["Tags"]);
+    let stderr = String::from_utf8_lossy(&cascading.stderr);
+    assert_eq!(cascading.status.code(), Some(2), "{stderr}");
     assert!(
-        forced.status.success(),
+        stderr.contains("PromptTags") && stderr.contains("ON DELETE"),
+        "{stderr}"
+    );
+    let together = forced(&["Tags", "PromptTags"]);
+    assert!(
+        together.status.success(),
         "{}",
-        String::from_utf8_lossy(&forced.stderr)
+        String::from_utf8_lossy(&together.stderr)
     );
 }
 
@@ -450,7 +463,7 @@ fn a_bare_name_in_several_schemas_is_refused_and_qualified_names_work() {
 }
 
 #[test]
-fn a_where_condition_runs_as_exactly_one_statement() {
+fn where_and_query_text_that_adds_statements_or_escapes_its_parentheses_is_refused() {
     let db = small_db("curated_where_injection");
     let stderr = refused_export(
         &db,

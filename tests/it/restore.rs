@@ -409,3 +409,32 @@ fn a_role_allowed_delete_but_not_truncate_still_replaces_the_rows() {
     assert_ok(&restore(&mirror, &as_writer, &[]));
     assert_eq!(table_digests(&target), table_digests(&source));
 }
+
+#[test]
+fn emptying_a_table_never_cascades_into_tables_outside_the_restore() {
+    let source = fresh_db("restore_cascade_source");
+    source.execute("CREATE TABLE owners (id int PRIMARY KEY); INSERT INTO owners VALUES (1), (2)");
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_cascade_target");
+    target.execute(
+        "CREATE TABLE owners (id int PRIMARY KEY); INSERT INTO owners VALUES (1);
+         CREATE TABLE orders (id int PRIMARY KEY, owner int REFERENCES owners ON DELETE CASCADE);
+         INSERT INTO orders VALUES (100, 1);",
+    );
+    let before = table_digests(&target);
+    // TRUNCATE is refused (orders references owners); DELETE would take orders' row with it.
+    let output = restore(&mirror, &target, &["--table", "owners"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("orders") && stderr.contains("ON DELETE"),
+        "{stderr}"
+    );
+    assert_eq!(
+        table_digests(&target),
+        before,
+        "nothing changed, in orders least of all"
+    );
+}
