@@ -183,14 +183,6 @@ pub struct Curation {
 }
 
 impl Curation {
-    pub fn is_empty(&self) -> bool {
-        self.wheres.is_empty()
-            && self.excluded_columns.is_empty()
-            && self.redacted_columns.is_empty()
-            && self.queries.is_empty()
-            && self.include_views.is_empty()
-    }
-
     /// `TABLE:CONDITION`, as `--where` takes it.
     pub fn parse_where(text: &str) -> Result<(String, String)> {
         match text.split_once(':') {

@@ -29,6 +29,7 @@ pub mod convert;
 pub mod copy;
 pub mod csv;
 pub mod error;
+pub mod failpoint;
 pub mod load;
 pub mod mirror;
 pub mod pg;

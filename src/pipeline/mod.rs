@@ -197,9 +197,13 @@ fn write_all(
         if quit.load(Ordering::Relaxed) {
             break;
         }
+        let table = &plan.tables[batch.table];
         crate::error::catch_panic(
-            || format!("writing table {}", plan.tables[batch.table].display_name()),
-            || sink.write_batch(&batch),
+            || format!("writing table {}", table.display_name()),
+            || {
+                crate::failpoint::hit("write", &table.sqlite_name);
+                sink.write_batch(&batch)
+            },
         )?;
     }
     Ok(sink)

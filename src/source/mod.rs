@@ -141,6 +141,7 @@ fn decode_row(
     redact_key: Option<&[u8]>,
     batch: &mut RowBatch,
 ) -> Result<()> {
+    crate::failpoint::hit("decode", &table.sqlite_name);
     for (index, column) in table.columns.iter().enumerate() {
         match row.get(index) {
             None => batch.push_null(),

@@ -219,3 +219,30 @@ fn a_restore_whose_connection_is_killed_changes_nothing() {
     );
     assert_eq!(crate::support::table_digests(&target), before);
 }
+
+/// A bug (a panic) in one table's reading or writing ends the run like any error: exit 2,
+/// the table named, nothing left behind. PGMIRROR_FAILPOINT injects it (debug builds).
+#[test]
+fn a_panic_in_a_worker_or_the_writer_is_an_error_naming_the_table() {
+    let db = fresh_db("failpoint_panics");
+    db.execute(
+        "CREATE TABLE calm (id int); INSERT INTO calm SELECT generate_series(1, 1000);
+         CREATE TABLE troubled (id int); INSERT INTO troubled SELECT generate_series(1, 1000);",
+    );
+    for (failpoint, needle) in [
+        ("decode:troubled", "reading table public.troubled"),
+        ("write:troubled", "writing table public.troubled"),
+    ] {
+        let dir = temp_dir();
+        let output = dir.path().join("out.db");
+        let result = crate::support::pgmirror_command(&export_args(&db.url, output.to_str().unwrap()))
+            .env("PGMIRROR_FAILPOINT", failpoint)
+            .output()
+            .unwrap();
+        let stderr = assert_failed_cleanly(&result, dir.path(), &[needle, "internal error"]);
+        assert!(
+            stderr.contains(&format!("failpoint {}", failpoint.replace(':', " reached for "))),
+            "{stderr}"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Test-only failure injection, compiled into debug builds alone: `PGMIRROR_FAILPOINT=
+//! POINT:OBJECT` makes the code at POINT panic while it works on OBJECT, so the tests can
+//! show that a bug in one table's work ends the run cleanly. Release builds have none.
+
+/// Panics when `PGMIRROR_FAILPOINT` names this point and object (debug builds only).
+#[cfg(debug_assertions)]
+pub fn hit(point: &str, object: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("PGMIRROR_FAILPOINT").ok());
+    if armed.as_deref() == Some(format!("{point}:{object}").as_str()) {
+        panic!("failpoint {point} reached for {object}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn hit(_point: &str, _object: &str) {}
