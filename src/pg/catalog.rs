@@ -278,12 +278,11 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         .context("reading pg_type")?
     {
         let typtype: String = field(&row, q, "typtype")?;
-        let category: String = field(&row, q, "category")?;
         let type_row = TypeRow {
             typtype: first_byte(&typtype),
             base: field(&row, q, "base")?,
             element: field(&row, q, "element")?,
-            is_array: category == "A",
+            is_array: field(&row, q, "is_array")?,
         };
         type_rows.insert(field::<u32>(&row, q, "oid")?, type_row);
     }

@@ -438,3 +438,63 @@ fn emptying_a_table_never_cascades_into_tables_outside_the_restore() {
         "nothing changed, in orders least of all"
     );
 }
+
+#[test]
+fn int2vector_and_oidvector_round_trip_in_their_own_text_form() {
+    let source = fresh_db("restore_vectors_source");
+    source.execute(
+        "CREATE TABLE vectors (id int PRIMARY KEY, keys int2vector, types oidvector);
+         INSERT INTO vectors VALUES (1, '1 2 3', '23 25'), (2, '', ''), (3, NULL, NULL), (4, '-32768 32767', '4294967295');",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let stored: String = crate::support::open_mirror(&mirror)
+        .query_row("SELECT keys || '|' || types FROM vectors WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        stored, "1 2 3|23 25",
+        "PostgreSQL's text form, not an array literal"
+    );
+    let target = fresh_db("restore_vectors_target");
+    copy_schema(&source, &target);
+    assert_ok(&restore(&mirror, &target, &[]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+    // csv import reads the same text.
+    let csv = dir.path().join("vectors.csv");
+    let exported = pgmirror(&[
+        "csv",
+        "export",
+        "--from",
+        mirror.to_str().unwrap(),
+        "--table",
+        "vectors",
+        "--output",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let imported = fresh_db("restore_vectors_csv");
+    copy_schema(&source, &imported);
+    let loaded = pgmirror(&[
+        "csv",
+        "import",
+        "--target",
+        &imported.url,
+        "--table",
+        "vectors",
+        "--input",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert_eq!(table_digests(&imported), table_digests(&source));
+}
