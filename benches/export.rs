@@ -557,6 +557,7 @@ fn restore_pair(conninfo: &str, dataset: &Dataset, mirror: &Path, out: &Path) ->
         mode: pgmirror::restore::RestoreMode::Replace,
         create: false,
         force: false,
+        disable_triggers: false,
         quiet: true,
     };
     let started = Instant::now();

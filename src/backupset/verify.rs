@@ -144,6 +144,7 @@ pub fn drill(dir: &Path, scratch: &ConnectionSpec) -> Result<Vec<String>> {
         mode: crate::restore::RestoreMode::Replace,
         create: true,
         force: true,
+        disable_triggers: false,
         quiet: true,
     };
     let summary = match crate::restore::restore(&options) {

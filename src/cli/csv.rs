@@ -85,6 +85,11 @@ struct CsvImportArgs {
     /// NULL from '' (sqlite3's .mode csv).
     #[arg(long)]
     empty_as_null: bool,
+    /// Turn the table's user triggers off while the rows load, and the same ones on again
+    /// before the commit, so the table holds the file's rows, not what triggers make of
+    /// them. Needs the table's owner. Without it, triggers that fire are listed as a warning.
+    #[arg(long)]
+    disable_triggers: bool,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -113,6 +118,7 @@ pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
                 input: args.input,
                 mode: args.mode.into(),
                 empty_as_null: args.empty_as_null,
+                disable_triggers: args.disable_triggers,
             };
             let summary =
                 pgmirror::csv::import(&options).context("CSV import failed; the table is unchanged")?;
@@ -125,6 +131,9 @@ pub fn run(args: CsvArgs) -> anyhow::Result<ExitCode> {
 fn report_summary(summary: &CsvSummary, report: &ReportArgs, verb: &str) -> anyhow::Result<ExitCode> {
     if report.json {
         print_stdout(&serde_json::to_string_pretty(summary)?)?;
+    }
+    for warning in &summary.warnings {
+        eprintln!("pgmirror: warning: {warning}");
     }
     if !report.quiet {
         eprintln!("{verb} {} rows of table {}", summary.rows, summary.table);

@@ -57,6 +57,12 @@ pub struct RestoreArgs {
     /// redacted at export, deleting the target rows the mirror does not hold.
     #[arg(long)]
     force: bool,
+    /// Mirrors: turn the target tables' user triggers off while the rows load, and the same
+    /// ones on again before the commit, so the tables hold the mirror's rows, not what
+    /// triggers make of them (pg_restore's option; foreign-key checks stay on). Needs the
+    /// tables' owner. Without it, triggers that fire are listed as a warning.
+    #[arg(long)]
+    disable_triggers: bool,
     /// Archives only: restore only the definitions.
     #[arg(long)]
     schema_only: bool,
@@ -120,10 +126,15 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         mode: args.mode.into(),
         create: args.create,
         force: args.force,
+        disable_triggers: args.disable_triggers,
         quiet: args.report.quiet,
     };
     let summary = pgmirror::restore::restore(&options).context("restore failed; the target is unchanged")?;
     args.report.print_json(&summary)?;
+    // Warnings are shown even with --quiet: the target may not hold the mirror's rows.
+    for warning in &summary.warnings {
+        eprintln!("pgmirror: warning: {warning}");
+    }
     if !args.report.quiet {
         for sequence in &summary.sequences {
             eprintln!("sequence {sequence}");

@@ -48,6 +48,8 @@ pub struct CsvImportOptions {
     pub mode: RestoreMode,
     /// Treat quoted empty fields as NULL too, for CSV from tools that write both alike.
     pub empty_as_null: bool,
+    /// Turn the table's user triggers off while loading (see `load::triggers`).
+    pub disable_triggers: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +58,8 @@ pub struct CsvSummary {
     pub rows: u64,
     /// Sequences moved past the imported values (import only).
     pub sequences: Vec<String>,
+    /// Triggers that fired on the imported rows (import only).
+    pub warnings: Vec<String>,
 }
 
 const CHUNK_BYTES: usize = 1 << 20;
@@ -83,6 +87,7 @@ pub fn export(options: &CsvExportOptions) -> Result<CsvSummary> {
         table,
         rows,
         sequences: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
@@ -275,8 +280,14 @@ async fn import_in_transaction(
             "table {name} has no primary key; --mode upsert needs one"
         )));
     }
+    let triggers =
+        crate::load::triggers::Guard::take(client, std::slice::from_ref(&table), options.disable_triggers)
+            .await?;
+    let blame_triggers = |error| triggers.blame(error);
     if options.mode == RestoreMode::Replace {
-        empty_tables(client, std::slice::from_ref(&table)).await?;
+        empty_tables(client, std::slice::from_ref(&table))
+            .await
+            .map_err(blame_triggers)?;
     }
     let destination = qualified(&table.schema, &table.name);
     let copy_into = copy_destination(client, &destination, &name, options.mode).await?;
@@ -307,17 +318,26 @@ async fn import_in_transaction(
         crate::stop::check_stop()?;
         sink.send(Bytes::copy_from_slice(&buffer[..read]))
             .await
-            .with_context(context)?;
+            .with_context(context)
+            .map_err(blame_triggers)?;
     }
-    let rows = sink.as_mut().finish().await.with_context(context)?;
+    let rows = sink
+        .as_mut()
+        .finish()
+        .await
+        .with_context(context)
+        .map_err(blame_triggers)?;
     if options.mode == RestoreMode::Upsert {
         let names: Vec<&str> = header.iter().map(String::as_str).collect();
         upsert_from_staging(client, &destination, &names, &target, &name).await?;
     }
+    let warnings = triggers.warning().into_iter().collect();
+    triggers.finish(client).await?;
     let sequences = advance_sequences(client, &table, |_| None).await?;
     Ok(CsvSummary {
         table: name,
         rows,
         sequences,
+        warnings,
     })
 }

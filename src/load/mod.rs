@@ -1,8 +1,10 @@
 //! Loading rows into PostgreSQL, shared by `restore` and `csv import`: how existing rows
 //! are treated (the mode), emptying tables, COPY into a table or an upsert staging table,
-//! and moving sequences past the loaded values. target.rs inspects the target's tables.
+//! and moving sequences past the loaded values. target.rs inspects the target's tables,
+//! triggers.rs its user triggers.
 
 pub mod target;
+pub mod triggers;
 
 use serde::Serialize;
 use tokio_postgres::Client;

@@ -15,7 +15,7 @@ use crate::config::TableFilter;
 use crate::error::{Context, Error, Result};
 use crate::load::target::{self, ColumnSequence, TargetTable};
 pub use crate::load::RestoreMode;
-use crate::load::{advance_sequences, empty_tables, TableRef};
+use crate::load::{advance_sequences, empty_tables, triggers, TableRef};
 use crate::mirror::{CurationKind, Mirror, MirrorTable};
 use crate::pg::catalog::RelationKind;
 use crate::pg::{qualified, quote_ident, ConnectionSpec};
@@ -31,6 +31,8 @@ pub struct RestoreOptions {
     pub create: bool,
     /// Replace tables even when the mirror holds only some of their rows or values.
     pub force: bool,
+    /// Turn the target tables' user triggers off while loading (on again before commit).
+    pub disable_triggers: bool,
     pub quiet: bool,
 }
 
@@ -50,6 +52,8 @@ pub struct RestoreSummary {
     pub rows: u64,
     /// `sequence = value` for each sequence moved past the restored rows.
     pub sequences: Vec<String>,
+    /// What the user should know: triggers that fired on the restored rows.
+    pub warnings: Vec<String>,
     pub seconds: f64,
 }
 
@@ -109,7 +113,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
         crate::pg::finish_transaction(&client, outcome, "the restore").await
     });
     progress.finish();
-    let (tables, sequences) = result?;
+    let (tables, sequences, warnings) = result?;
     Ok(RestoreSummary {
         from: mirror.path.clone(),
         target: options.target.redacted(),
@@ -117,6 +121,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
         rows: tables.iter().map(|t| t.rows).sum(),
         tables,
         sequences,
+        warnings,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -145,7 +150,7 @@ async fn run(
     selected: &[&MirrorTable],
     options: &RestoreOptions,
     progress: &Progress,
-) -> Result<(Vec<RestoredTable>, Vec<String>)> {
+) -> Result<(Vec<RestoredTable>, Vec<String>, Vec<String>)> {
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     let mut types: Option<create::TypesOutcome> = None;
@@ -210,15 +215,20 @@ async fn run(
         ));
     }
     let jobs = foreign_key_order(client, jobs).await?;
+    // Tables just created have no triggers yet.
+    let existing: Vec<TableRef> = jobs.iter().filter(|j| !j.created).map(Job::table_ref).collect();
+    let triggers = triggers::Guard::take(client, &existing, options.disable_triggers).await?;
+    let warnings: Vec<String> = triggers.warning().into_iter().collect();
+    let blame_triggers = |error| triggers.blame(error);
     if options.mode == RestoreMode::Replace {
-        // Tables just created are empty already.
-        let existing: Vec<TableRef> = jobs.iter().filter(|j| !j.created).map(Job::table_ref).collect();
-        empty_tables(client, &existing).await?;
+        empty_tables(client, &existing).await.map_err(blame_triggers)?;
     }
     let mut restored = Vec::new();
     for job in &jobs {
         progress.table_started(&job.table.display_name());
-        let rows = load::load_table(client, mirror, job.table, &job.target, options.mode, progress).await?;
+        let rows = load::load_table(client, mirror, job.table, &job.target, options.mode, progress)
+            .await
+            .map_err(blame_triggers)?;
         progress.table_finished(&job.table.display_name());
         restored.push(RestoredTable {
             table: job.table.display_name(),
@@ -226,6 +236,7 @@ async fn run(
             created: job.created,
         });
     }
+    triggers.finish(client).await?;
     for job in jobs.iter().filter(|j| j.created) {
         create::add_constraints_and_indexes(client, job.table, false).await?;
     }
@@ -240,7 +251,7 @@ async fn run(
         let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);
         sequences.extend(advance_sequences(client, &job.table_ref(), recorded).await?);
     }
-    Ok((restored, sequences))
+    Ok((restored, sequences, warnings))
 }
 
 fn view_definition<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Option<&'m str> {

@@ -321,3 +321,46 @@ fn restore_reads_a_zstd_compressed_mirror() {
         .collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }
+
+#[test]
+fn csv_import_warns_of_firing_triggers_and_disable_triggers_loads_the_files_rows() {
+    let target = fresh_db("csv_triggers");
+    target.execute(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.body := upper(NEW.body); RETURN NEW; END$$;
+         CREATE TRIGGER shouting BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION shout();",
+    );
+    let dir = temp_dir();
+    let input = dir.path().join("notes.csv");
+    std::fs::write(&input, "id,body\n1,quiet\n2,calm\n").unwrap();
+    let fired = csv_import(&target, "notes", &input, &[]);
+    assert!(
+        fired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fired.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&fired.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("shouting on notes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        target.scalar("SELECT string_agg(body, ',' ORDER BY id) FROM notes"),
+        "QUIET,CALM"
+    );
+    let exact = csv_import(&target, "notes", &input, &["--disable-triggers"]);
+    assert!(
+        exact.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exact.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&exact.stderr).contains("warning"));
+    assert_eq!(
+        target.scalar("SELECT string_agg(body, ',' ORDER BY id) FROM notes"),
+        "quiet,calm"
+    );
+    assert_eq!(
+        target.scalar("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'shouting'"),
+        "O"
+    );
+}

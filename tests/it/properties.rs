@@ -331,6 +331,7 @@ proptest! {
             input: file.to_str().unwrap().into(),
             mode: RestoreMode::Append,
             empty_as_null: false,
+            disable_triggers: false,
         };
         let Err(error) = pgmirror::csv::import(&options) else {
             return Err(TestCaseError::fail("csv import succeeded without a server"));

@@ -498,3 +498,77 @@ fn int2vector_and_oidvector_round_trip_in_their_own_text_form() {
     );
     assert_eq!(table_digests(&imported), table_digests(&source));
 }
+
+#[test]
+fn disable_triggers_restores_the_mirrors_rows_and_leaves_the_triggers_as_they_were() {
+    let source = fresh_db("restore_triggers_source");
+    source.execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'quiet'), (2, 'calm')");
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let triggered = |name: &str| {
+        let target = fresh_db(name);
+        target.execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text);
+             CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.body := upper(NEW.body); RETURN NEW; END$$;
+             CREATE TRIGGER shouting BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION shout();
+             CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'no manual manipulation of notes'; END$$;
+             CREATE TRIGGER guard BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse();
+             ALTER TABLE notes DISABLE TRIGGER guard;",
+        );
+        target
+    };
+    // Without the flag the rewriting trigger fires, and the restore says so.
+    let target = triggered("restore_triggers_fired");
+    let output = restore(&mirror, &target, &[]);
+    assert_ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("shouting on notes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("guard"),
+        "a disabled trigger does not fire: {stderr}"
+    );
+    assert_eq!(
+        target.scalar("SELECT string_agg(body, ',' ORDER BY id) FROM notes"),
+        "QUIET,CALM"
+    );
+
+    // With it, the rows are the mirror's; shouting is on again, guard still off.
+    let target = triggered("restore_triggers_disabled");
+    assert_ok(&restore(&mirror, &target, &["--disable-triggers"]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+    assert_eq!(
+        target.scalar("SELECT string_agg(tgname || '=' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal"),
+        "guard=D,shouting=O"
+    );
+
+    // A trigger that aborts: the error says triggers fired and what turns them off.
+    let target = triggered("restore_triggers_abort");
+    target.execute("ALTER TABLE notes ENABLE TRIGGER guard");
+    let output = restore(&mirror, &target, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no manual manipulation of notes") && stderr.contains("--disable-triggers"),
+        "{stderr}"
+    );
+    assert_ok(&restore(&mirror, &target, &["--disable-triggers"]));
+    assert_eq!(table_digests(&target), table_digests(&source));
+
+    // A role that does not own the table is told what --disable-triggers needs.
+    target.execute(
+        "DROP ROLE IF EXISTS notes_writer; CREATE ROLE notes_writer LOGIN;
+         GRANT SELECT, INSERT, DELETE, TRUNCATE ON notes TO notes_writer;",
+    );
+    let as_writer = TestDb {
+        name: target.name.clone(),
+        url: format!("{} user=notes_writer", target.url),
+    };
+    let output = restore(&mirror, &as_writer, &["--disable-triggers"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs its owner"), "{stderr}");
+}
