@@ -127,6 +127,8 @@ fn narrow_table() -> PlannedTable {
         estimated_rows: 0.0,
         curation: Vec::new(),
         query: None,
+        count_query: None,
+        counted_rows: None,
     }
 }
 

@@ -59,6 +59,15 @@ impl Mirror {
         check_format_marks(&self.conn, &mut problems);
         for table in tables {
             let name = &table.sqlite_name;
+            // A table without columns is its recorded row count alone; no data table holds it.
+            if table.columns.is_empty() {
+                if table_columns(&self.conn, name).is_ok_and(|actual| !actual.is_empty()) {
+                    problems.push(format!(
+                        "table {name:?} has columns in the file, but _pgmirror_columns records none"
+                    ));
+                }
+                continue;
+            }
             match table_columns(&self.conn, name) {
                 Ok(actual) if actual.is_empty() => problems.push(format!(
                     "table {name:?} is in _pgmirror_tables but not in the file"

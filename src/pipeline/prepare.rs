@@ -55,7 +55,8 @@ pub(super) async fn prepare(
     };
     check_conditions(client, &selected, &curation).await?;
     let queries = describe_queries(client, &options.curation.queries).await?;
-    let plan = plan::build(&catalog, &selected, &sizes, read, &curation, &queries)?;
+    let mut plan = plan::build(&catalog, &selected, &sizes, read, &curation, &queries)?;
+    count_columnless_tables(client, &mut plan).await?;
     Ok((catalog, plan))
 }
 
@@ -143,4 +144,27 @@ async fn describe_queries(
         });
     }
     Ok(specs)
+}
+
+/// Tables without columns are counted, not copied: SQLite cannot hold a table without
+/// columns, so the mirror records their row count (restore puts that many rows back).
+async fn count_columnless_tables(client: &tokio_postgres::Client, plan: &mut ExportPlan) -> Result<()> {
+    for table in &mut plan.tables {
+        let Some(sql) = &table.count_query else {
+            continue;
+        };
+        let rows: i64 = client
+            .query_one(sql.as_str(), &[])
+            .await
+            .with_context(|| {
+                format!(
+                    "counting the rows of table {} (it has no columns)",
+                    table.display_name()
+                )
+            })?
+            .try_get(0)
+            .with_context(|| format!("counting the rows of table {}", table.display_name()))?;
+        table.counted_rows = Some(rows.max(0) as u64);
+    }
+    Ok(())
 }

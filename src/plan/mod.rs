@@ -41,6 +41,11 @@ pub struct PlannedTable {
     pub curation: Vec<(crate::mirror::CurationKind, String)>,
     /// For a `--query` table: its SELECT.
     pub query: Option<String>,
+    /// For a table without columns (SQLite cannot hold one): the query that counts its
+    /// rows inside the snapshot, instead of COPY tasks; the mirror records the count.
+    pub count_query: Option<String>,
+    /// That count, once `count_query` ran.
+    pub counted_rows: Option<u64>,
 }
 
 impl PlannedTable {
@@ -311,14 +316,20 @@ pub fn build(
             .filter(|c| !curation.is_excluded(relation.oid, &c.name))
             .map(|c| plan_column(c, curation.redaction_of(relation.oid, &c.name)))
             .collect();
-        if columns.is_empty() {
-            skipped.push(format!(
-                "table {} has no columns to export; SQLite cannot hold it",
-                relation.display_name()
-            ));
-            continue;
-        }
         let index = tables.len();
+        let count_query = columns.is_empty().then(|| {
+            // Partitioned: count through the whole tree; else ONLY, like the COPY.
+            let only = if relation.kind == RelationKind::PartitionedTable {
+                ""
+            } else {
+                "ONLY "
+            };
+            format!(
+                "SELECT count(*) FROM {only}{}{}",
+                relation.qualified_name(),
+                where_clause(None, curation.wheres.get(&relation.oid))
+            )
+        });
         let select_list = select_list(&columns);
         let condition = curation.wheres.get(&relation.oid);
         let sources: Vec<&Relation> = if relation.kind == RelationKind::PartitionedTable {
@@ -326,7 +337,7 @@ pub fn build(
         } else {
             vec![relation]
         };
-        for source in sources {
+        for source in sources.into_iter().filter(|_| count_query.is_none()) {
             let size = sizes.get(&source.oid).copied().unwrap_or(0);
             let is_view = source.kind == RelationKind::View;
             // A view has no pages to split; ONLY means nothing for it.
@@ -369,6 +380,8 @@ pub fn build(
                     .sum::<f64>(),
             curation: curation.describe(relation.oid),
             query: None,
+            count_query,
+            counted_rows: None,
         });
     }
     for query in queries {
@@ -429,6 +442,8 @@ pub fn build(
             estimated_rows: 0.0,
             curation: vec![(crate::mirror::CurationKind::Query, query.sql.clone())],
             query: Some(query.sql.clone()),
+            count_query: None,
+            counted_rows: None,
         });
     }
     let targets: HashMap<u32, schema::ForeignKeyTarget> = tables

@@ -17,6 +17,24 @@ use crate::progress::Progress;
 /// Bytes of COPY data sent per message.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// A table without columns is recorded by its row count alone: that many rows go back.
+async fn put_back_columnless_rows(client: &Client, table: &MirrorTable, destination: &str) -> Result<u64> {
+    let rows = client
+        .execute(
+            &format!("INSERT INTO {destination} SELECT FROM generate_series(1, $1::int8)"),
+            &[&table.row_count],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "restoring the {} rows of table {} (it has no columns)",
+                table.row_count,
+                table.display_name()
+            )
+        })?;
+    Ok(rows)
+}
+
 /// Loads the table's rows; returns how many.
 pub async fn load_table(
     client: &Client,
@@ -28,6 +46,9 @@ pub async fn load_table(
 ) -> Result<u64> {
     let name = table.display_name();
     let destination = qualified(&table.schema, &table.name);
+    if table.columns.is_empty() {
+        return put_back_columnless_rows(client, table, &destination).await;
+    }
     let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
     let column_list = quote_list(&names);

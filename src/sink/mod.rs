@@ -72,8 +72,11 @@ impl SqliteSink {
         conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
         let mut writers = Vec::with_capacity(tables.len());
         for table in tables {
-            conn.execute_batch(&create_table_sql(table))
-                .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
+            // A table without columns has no SQLite table: its row count is the mirror's record.
+            if !table.columns.is_empty() {
+                conn.execute_batch(&create_table_sql(table))
+                    .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
+            }
             writers.push(TableWriter::new(table));
         }
         conn.execute_batch("BEGIN").with_context(context)?;
@@ -160,13 +163,13 @@ impl SqliteSink {
 impl TableWriter {
     fn new(table: &PlannedTable) -> Self {
         let columns = table.columns.len();
-        let rows_per_statement = (MAX_PARAMETERS / columns).clamp(1, MAX_ROWS_PER_STATEMENT);
+        let rows_per_statement = (MAX_PARAMETERS / columns.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
         TableWriter {
             sqlite_name: table.sqlite_name.clone(),
             rows_per_statement,
             multi_row_sql: insert_sql(&table.sqlite_name, columns, rows_per_statement),
             single_row_sql: insert_sql(&table.sqlite_name, columns, 1),
-            rows: 0,
+            rows: table.counted_rows.unwrap_or(0),
         }
     }
 }

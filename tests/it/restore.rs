@@ -572,3 +572,44 @@ fn disable_triggers_restores_the_mirrors_rows_and_leaves_the_triggers_as_they_we
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs its owner"), "{stderr}");
 }
+
+#[test]
+fn a_table_without_columns_keeps_its_rows_through_the_mirror() {
+    let source = fresh_db("restore_columnless_source");
+    source.execute(
+        "CREATE TABLE nothing (); INSERT INTO nothing SELECT FROM generate_series(1, 3);
+         CREATE TABLE something (id int PRIMARY KEY); INSERT INTO something VALUES (1);",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    let stderr = export(&source, &mirror, &[]);
+    assert!(!stderr.contains("no columns"), "not skipped: {stderr}");
+    let recorded: i64 = crate::support::open_mirror(&mirror)
+        .query_row(
+            "SELECT row_count FROM _pgmirror_tables WHERE sqlite_name = 'nothing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 3);
+    let verified = pgmirror(&["verify", mirror.to_str().unwrap()]);
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    for (name, extra) in [
+        ("restore_columnless_copy", &[][..]),
+        ("restore_columnless_create", &["--create"][..]),
+    ] {
+        let target = fresh_db(name);
+        if extra.is_empty() {
+            copy_schema(&source, &target);
+            target.execute("INSERT INTO nothing SELECT FROM generate_series(1, 5)");
+        }
+        assert_ok(&restore(&mirror, &target, extra));
+        assert_eq!(target.scalar("SELECT count(*) FROM nothing"), "3", "{name}");
+        assert_eq!(table_digests(&target), table_digests(&source), "{name}");
+    }
+}
