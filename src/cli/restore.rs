@@ -145,9 +145,9 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_archive(args: RestoreArgs, format: ArchiveFormat) -> anyhow::Result<ExitCode> {
-    if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) {
+    if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) || args.disable_triggers {
         anyhow::bail!(
-            "--schema and --mode apply to mirrors; {} is a pg_dump archive",
+            "--schema, --mode and --disable-triggers apply to mirrors; {} is a pg_dump archive",
             args.from.display()
         );
     }

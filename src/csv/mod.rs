@@ -128,6 +128,13 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
         .iter()
         .find(|t| t.sqlite_name == wanted || t.display_name() == wanted)
         .ok_or_else(|| Error::usage(format!("mirror {} has no table {wanted:?}", mirror.path)))?;
+    if table.columns.is_empty() {
+        return Err(Error::usage(format!(
+            "table {} has no columns: the mirror records only its row count ({}), there is no CSV to write",
+            table.display_name(),
+            table.row_count
+        )));
+    }
     let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);

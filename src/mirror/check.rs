@@ -61,9 +61,17 @@ impl Mirror {
             let name = &table.sqlite_name;
             // A table without columns is its recorded row count alone; no data table holds it.
             if table.columns.is_empty() {
-                if table_columns(&self.conn, name).is_ok_and(|actual| !actual.is_empty()) {
-                    problems.push(format!(
+                match table_columns(&self.conn, name) {
+                    Ok(actual) if actual.is_empty() => {}
+                    Ok(_) => problems.push(format!(
                         "table {name:?} has columns in the file, but _pgmirror_columns records none"
+                    )),
+                    Err(e) => problems.push(format!("table {name:?}: cannot read its columns: {e}")),
+                }
+                if table.row_count < 0 {
+                    problems.push(format!(
+                        "table {name:?}: _pgmirror_tables records {} rows",
+                        table.row_count
                     ));
                 }
                 continue;

@@ -115,6 +115,12 @@ async fn describe_queries(
                 ))
             }
         };
+        if statement.columns().is_empty() {
+            return Err(Error::new(
+                context(),
+                ErrorKind::Usage("the query returns no columns; a mirror table needs at least one".into()),
+            ));
+        }
         let mut columns = Vec::new();
         for column in statement.columns() {
             if columns

@@ -316,6 +316,13 @@ pub fn build(
             .filter(|c| !curation.is_excluded(relation.oid, &c.name))
             .map(|c| plan_column(c, curation.redaction_of(relation.oid, &c.name)))
             .collect();
+        if columns.is_empty() && !relation.columns.is_empty() {
+            skipped.push(format!(
+                "table {} has every column excluded; it is left out of the mirror",
+                relation.display_name()
+            ));
+            continue;
+        }
         let index = tables.len();
         let count_query = columns.is_empty().then(|| {
             // Partitioned: count through the whole tree; else ONLY, like the COPY.

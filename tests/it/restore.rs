@@ -599,6 +599,11 @@ fn a_table_without_columns_keeps_its_rows_through_the_mirror() {
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
+    // Every column excluded is a curation, not a table without columns: left out, as before.
+    let curated = dir.path().join("curated.db");
+    let stderr = export(&source, &curated, &["--exclude-column", "something.id"]);
+    assert!(stderr.contains("something has every column excluded"), "{stderr}");
+    assert_eq!(crate::support::mirror_table_names(&curated), Vec::<String>::new());
     for (name, extra) in [
         ("restore_columnless_copy", &[][..]),
         ("restore_columnless_create", &["--create"][..]),
@@ -612,4 +617,49 @@ fn a_table_without_columns_keeps_its_rows_through_the_mirror() {
         assert_eq!(target.scalar("SELECT count(*) FROM nothing"), "3", "{name}");
         assert_eq!(table_digests(&target), table_digests(&source), "{name}");
     }
+}
+
+#[test]
+fn disable_triggers_puts_back_always_and_per_partition_states_and_survives_deferred_keys() {
+    let source = fresh_db("restore_trigger_states_source");
+    let schema = "CREATE TABLE owners (id int PRIMARY KEY);
+         CREATE TABLE events (id int, at date NOT NULL,
+             owner int REFERENCES owners DEFERRABLE INITIALLY DEFERRED) PARTITION BY RANGE (at);
+         CREATE TABLE events_2023 PARTITION OF events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');";
+    source.execute(schema);
+    source.execute(
+        "INSERT INTO owners VALUES (1), (2);
+         INSERT INTO events VALUES (1, '2023-05-01', 1), (2, '2024-05-01', 2);",
+    );
+    let dir = temp_dir();
+    let mirror = dir.path().join("mirror.db");
+    export(&source, &mirror, &[]);
+    let target = fresh_db("restore_trigger_states_target");
+    target.execute(schema);
+    target.execute(
+        "CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.id := -NEW.id; RETURN NEW; END$$;
+         CREATE TRIGGER marking BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION mark();
+         ALTER TABLE events_2024 DISABLE TRIGGER marking;
+         CREATE TRIGGER always_mark BEFORE INSERT ON owners FOR EACH ROW EXECUTE FUNCTION mark();
+         ALTER TABLE owners ENABLE ALWAYS TRIGGER always_mark;",
+    );
+    let states = || {
+        target.scalar(
+            "SELECT string_agg(tgrelid::regclass || '.' || tgname || '=' || tgenabled::text, ',' \
+             ORDER BY tgrelid::regclass::text, tgname) FROM pg_trigger WHERE NOT tgisinternal",
+        )
+    };
+    let before = states();
+    assert_ok(&restore(&mirror, &target, &["--disable-triggers"]));
+    assert_eq!(
+        table_digests(&target),
+        table_digests(&source),
+        "the mirror's rows, unmarked"
+    );
+    assert_eq!(
+        states(),
+        before,
+        "every trigger as it was: ALWAYS stays ALWAYS, the partition's stays off"
+    );
 }
