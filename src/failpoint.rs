@@ -6,8 +6,11 @@
 #[cfg(debug_assertions)]
 pub fn hit(point: &str, object: &str) {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("PGMIRROR_FAILPOINT").ok());
-    if armed.as_deref() == Some(format!("{point}:{object}").as_str()) {
+    // Called once per row: no allocation unless armed.
+    let Some(armed) = ARMED.get_or_init(|| std::env::var("PGMIRROR_FAILPOINT").ok()) else {
+        return;
+    };
+    if armed.split_once(':') == Some((point, object)) {
         panic!("failpoint {point} reached for {object}");
     }
 }
