@@ -228,10 +228,10 @@ fn stream_plain(
     what: &str,
 ) -> Result<()> {
     let context = || format!("writing {}", partial.display());
+    // Pending::reserve removed any stale partial: create it exclusively, never through a link.
     let file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(partial)
         .with_context(context)?;

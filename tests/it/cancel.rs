@@ -68,35 +68,33 @@ fn stops_while(busy: Busy<'_>, dir: &Path, kept: &[&str], args: &[&str], stop: l
     assert_eq!(left, kept, "files left behind");
 }
 
+/// `pgmirror export` of `db` with `extra` flags, stopped with `stop` while it copies.
+fn export_stops_while_copying(db: &TestDb, extra: &[&str], stop: libc::c_int) {
+    let dir = temp_dir();
+    let output = dir.path().join("out.db");
+    let mut args = vec![
+        "export",
+        "--quiet",
+        "--source",
+        &db.url,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let busy = Busy {
+        db,
+        application: "pgmirror",
+        statement: "COPY",
+    };
+    stops_while(busy, dir.path(), &[], &args, stop);
+}
+
 #[test]
 fn ctrl_c_cancels_a_slow_where_scan_on_the_server() {
     let db = fresh_db("cancel_slow_where");
     db.execute("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)");
-    let dir = temp_dir();
-    let output = dir.path().join("out.db");
-    let output = output.to_str().unwrap();
     // Each row sleeps a minute: without a cancel request the backend would run for ten.
-    let busy = Busy {
-        db: &db,
-        application: "pgmirror",
-        statement: "COPY",
-    };
-    stops_while(
-        busy,
-        dir.path(),
-        &[],
-        &[
-            "export",
-            "--quiet",
-            "--source",
-            &db.url,
-            "--output",
-            output,
-            "--where",
-            "t:pg_sleep(60) IS NOT NULL",
-        ],
-        libc::SIGINT,
-    );
+    export_stops_while_copying(&db, &["--where", "t:pg_sleep(60) IS NOT NULL"], libc::SIGINT);
 }
 
 #[test]
@@ -106,32 +104,7 @@ fn sigterm_stops_a_large_export_mid_copy() {
         "CREATE TABLE big (id bigint PRIMARY KEY, label text, at timestamptz);
          INSERT INTO big SELECT g, 'row number ' || g, now() FROM generate_series(1, 1000000) g;",
     );
-    let dir = temp_dir();
-    let output = dir.path().join("out.db");
-    let output = output.to_str().unwrap();
-    let busy = Busy {
-        db: &db,
-        application: "pgmirror",
-        statement: "COPY",
-    };
-    stops_while(
-        busy,
-        dir.path(),
-        &[],
-        &[
-            "export",
-            "--quiet",
-            "--jobs",
-            "2",
-            "--chunk-size",
-            "8MB",
-            "--source",
-            &db.url,
-            "--output",
-            output,
-        ],
-        libc::SIGTERM,
-    );
+    export_stops_while_copying(&db, &["--jobs", "2", "--chunk-size", "8MB"], libc::SIGTERM);
 }
 
 #[test]
