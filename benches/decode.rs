@@ -107,6 +107,8 @@ fn narrow_table() -> PlannedTable {
                 default: None,
                 identity: String::new(),
                 generated: String::new(),
+                is_local: true,
+                collation: None,
                 type_info: TypeInfo {
                     base_oid: 0,
                     typtype: b'b',

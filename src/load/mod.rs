@@ -1,8 +1,9 @@
 //! Loading rows into PostgreSQL, shared by `restore` and `csv import`: how existing rows
 //! are treated (the mode), emptying tables, COPY into a table or an upsert staging table,
 //! and moving sequences past the loaded values. target.rs inspects the target's tables,
-//! triggers.rs its user triggers.
+//! triggers.rs its user triggers, not_valid.rs sets NOT VALID constraints aside.
 
+pub mod not_valid;
 pub mod target;
 pub mod triggers;
 

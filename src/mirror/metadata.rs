@@ -27,7 +27,7 @@ CREATE TABLE _pgmirror_indexes (
 CREATE TABLE _pgmirror_constraints (
     sqlite_table TEXT NOT NULL, constraint_name TEXT NOT NULL, kind TEXT NOT NULL,
     definition TEXT NOT NULL, translated INTEGER NOT NULL, reason TEXT,
-    PRIMARY KEY (sqlite_table, constraint_name));
+    is_local INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (sqlite_table, constraint_name));
 CREATE TABLE _pgmirror_sequences (
     schema_name TEXT NOT NULL, sequence_name TEXT NOT NULL, data_type TEXT NOT NULL,
     start_value INTEGER NOT NULL, increment INTEGER NOT NULL, min_value INTEGER NOT NULL,
@@ -45,6 +45,9 @@ CREATE TABLE _pgmirror_curation (
 CREATE TABLE _pgmirror_views (
     schema_name TEXT NOT NULL, view_name TEXT NOT NULL, kind TEXT NOT NULL, definition TEXT NOT NULL,
     PRIMARY KEY (schema_name, view_name));
+CREATE TABLE _pgmirror_objects (
+    position INTEGER PRIMARY KEY, kind TEXT NOT NULL, schema_name TEXT NOT NULL,
+    object_name TEXT NOT NULL, sqlite_table TEXT, create_sql TEXT NOT NULL);
 ";
 
 /// What became of one translatable PostgreSQL index in SQLite.
@@ -82,7 +85,38 @@ impl<'a> Metadata<'a> {
             meta.execute(params![key, value])?;
         }
         self.write_tables(conn)?;
-        self.write_sequences_and_views(conn)
+        self.write_sequences_and_views(conn)?;
+        self.write_schema_objects(conn)
+    }
+
+    fn write_schema_objects(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let inputs = &self.0;
+        let tables: Vec<(&str, &Relation)> = inputs
+            .plan
+            .tables
+            .iter()
+            .filter_map(|t| {
+                inputs
+                    .catalog
+                    .relation(t.relation_oid)
+                    .filter(|_| t.query.is_none())
+                    .map(|relation| (t.sqlite_name.as_str(), relation))
+            })
+            .collect();
+        let mut insert = conn.prepare(
+            "INSERT INTO _pgmirror_objects (kind, schema_name, object_name, sqlite_table, create_sql) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for object in super::ddl::schema_objects(inputs.catalog, &tables) {
+            insert.execute(params![
+                object.kind.name(),
+                object.schema,
+                object.name,
+                object.sqlite_table,
+                object.create_sql
+            ])?;
+        }
+        Ok(())
     }
 
     fn write_tables(&self, conn: &Connection) -> rusqlite::Result<()> {
@@ -99,7 +133,7 @@ impl<'a> Metadata<'a> {
         let mut index_insert =
             conn.prepare("INSERT INTO _pgmirror_indexes VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
         let mut constraint_insert =
-            conn.prepare("INSERT INTO _pgmirror_constraints VALUES (?1,?2,?3,?4,?5,?6)")?;
+            conn.prepare("INSERT INTO _pgmirror_constraints VALUES (?1,?2,?3,?4,?5,?6,?7)")?;
         let mut curation_insert = conn.prepare("INSERT INTO _pgmirror_curation VALUES (?1,?2,?3)")?;
         let mut partition_insert =
             conn.prepare("INSERT INTO _pgmirror_partitions VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
@@ -226,6 +260,7 @@ impl<'a> Metadata<'a> {
                     constraint.definition,
                     untranslated.is_none(),
                     untranslated.map(|u| u.reason.clone()),
+                    constraint.is_local,
                 ])?;
             }
         }

@@ -3,17 +3,22 @@
 //! metadata goes through here.
 
 mod check;
+mod ddl;
 mod metadata;
 mod read;
 
 pub use check::verify_file;
+pub use ddl::ObjectKind;
 pub use metadata::{run_facts, IndexOutcome, Metadata, MetadataInputs, SCHEMA as METADATA_SCHEMA};
 pub use read::{
-    Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorSequence, MirrorTable, MirrorType,
+    Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorObject, MirrorSequence, MirrorTable,
+    MirrorType,
 };
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
-pub const FORMAT_VERSION: i32 = 1;
+/// 2: `_pgmirror_objects` (functions, access methods, table DDL, triggers) and
+/// `_pgmirror_constraints.is_local`; range and base types in `_pgmirror_types`.
+pub const FORMAT_VERSION: i32 = 2;
 /// `PRAGMA application_id` of a pgmirror mirror: "PGMR".
 pub const APPLICATION_ID: i32 = 0x5047_4d52;
 /// Prefix of the metadata tables; no data table may start with it.

@@ -35,9 +35,11 @@ pub struct MirrorIndex {
 #[derive(Debug, Clone)]
 pub struct MirrorConstraint {
     pub name: String,
-    /// pg_constraint.contype: p, u, f, c, x.
+    /// pg_constraint.contype: p, u, f, c, x, t.
     pub kind: String,
     pub definition: String,
+    /// False for a constraint the table only inherits (its parent brings it back).
+    pub is_local: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,8 +129,19 @@ pub struct MirrorView {
 pub struct MirrorType {
     pub schema: String,
     pub name: String,
-    /// "enum", "domain", "composite" or "extension".
+    /// "enum", "domain", "composite", "range", "base" or "extension".
     pub kind: String,
+    pub create_sql: String,
+}
+
+/// A statement of `_pgmirror_objects` (format 2): see `mirror::ddl`.
+#[derive(Debug, Clone)]
+pub struct MirrorObject {
+    pub kind: super::ObjectKind,
+    pub schema: String,
+    /// The name to look for in the target (a function's signature).
+    pub name: String,
+    pub sqlite_table: Option<String>,
     pub create_sql: String,
 }
 
@@ -142,6 +155,8 @@ pub struct Mirror {
     pub sequences: Vec<MirrorSequence>,
     pub types: Vec<MirrorType>,
     pub views: Vec<MirrorView>,
+    /// Empty for a mirror of format 1.
+    pub objects: Vec<MirrorObject>,
 }
 
 impl Mirror {
@@ -183,6 +198,7 @@ impl Mirror {
         let sequences = read_sequences(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         let types = read_types(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         let views = read_views(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
+        let objects = read_objects(&conn).with_context(|| format!("reading the metadata of {shown}"))?;
         Ok(Mirror {
             conn,
             _decompressed: decompressed,
@@ -191,6 +207,18 @@ impl Mirror {
             sequences,
             types,
             views,
+            objects,
+        })
+    }
+
+    /// The recorded objects of one kind, in creation order; with `table`, only its own.
+    pub fn objects_of<'m>(
+        &'m self,
+        kind: super::ObjectKind,
+        table: Option<&'m MirrorTable>,
+    ) -> impl Iterator<Item = &'m MirrorObject> + 'm {
+        self.objects.iter().filter(move |o| {
+            o.kind == kind && table.is_none_or(|t| o.sqlite_table.as_deref() == Some(t.sqlite_name.as_str()))
         })
     }
 
@@ -245,9 +273,15 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
     let mut indexes = conn.prepare(
         "SELECT index_name, definition, is_primary FROM _pgmirror_indexes WHERE sqlite_table = ?1",
     )?;
-    let mut constraints = conn.prepare(
-        "SELECT constraint_name, kind, definition FROM _pgmirror_constraints WHERE sqlite_table = ?1",
-    )?;
+    // Format 1 did not record whether a constraint is the table's own.
+    let local = if has_column(conn, "_pgmirror_constraints", "is_local")? {
+        "is_local"
+    } else {
+        "1"
+    };
+    let mut constraints = conn.prepare(&format!(
+        "SELECT constraint_name, kind, definition, {local} FROM _pgmirror_constraints WHERE sqlite_table = ?1"
+    ))?;
     // Mirrors written before curated exports have no _pgmirror_curation table.
     let has_curation: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_pgmirror_curation'",
@@ -318,6 +352,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
                     name: r.get(0)?,
                     kind: r.get(1)?,
                     definition: r.get(2)?,
+                    is_local: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -383,4 +418,39 @@ fn read_views(conn: &Connection) -> rusqlite::Result<Vec<MirrorView>> {
             })
         })?
         .collect()
+}
+
+fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )
+}
+
+fn read_objects(conn: &Connection) -> rusqlite::Result<Vec<MirrorObject>> {
+    if !has_table(conn, "_pgmirror_objects")? {
+        return Ok(Vec::new());
+    }
+    conn.prepare(
+        "SELECT kind, schema_name, object_name, sqlite_table, create_sql FROM _pgmirror_objects ORDER BY position",
+    )?
+    .query_map([], |r| {
+        Ok(MirrorObject {
+            kind: recorded_kind(r, 0, "object kind", super::ObjectKind::from_name)?,
+            schema: r.get(1)?,
+            name: r.get(2)?,
+            sqlite_table: r.get(3)?,
+            create_sql: r.get(4)?,
+        })
+    })?
+    .collect()
 }

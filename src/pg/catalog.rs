@@ -72,6 +72,11 @@ pub struct Relation {
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
     pub constraints: Vec<Constraint>,
+    /// Inheritance parents (not a partition's parent), in `INHERITS` order.
+    pub inherits: Vec<u32>,
+    /// The table access method (`heap` for most; None for views and partitioned tables).
+    pub access_method: Option<String>,
+    pub triggers: Vec<Trigger>,
 }
 
 impl Relation {
@@ -99,6 +104,10 @@ pub struct Column {
     pub identity: String,
     /// pg_attribute.attgenerated: "" or "s" (stored).
     pub generated: String,
+    /// Defined by the relation itself, not (only) inherited from a parent.
+    pub is_local: bool,
+    /// `schema.collation` when the column's collation is not its type's default.
+    pub collation: Option<String>,
     pub type_info: TypeInfo,
 }
 
@@ -122,6 +131,37 @@ pub struct Constraint {
     pub columns: Vec<String>,
     pub referenced_relation: Option<u32>,
     pub referenced_columns: Vec<String>,
+    /// Defined by the relation itself, not (only) inherited from a parent.
+    pub is_local: bool,
+}
+
+/// A user trigger of a relation.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub name: String,
+    /// `pg_get_triggerdef`.
+    pub definition: String,
+    /// pg_trigger.tgenabled: O (origin), D (disabled), R (replica), A (always).
+    pub enabled: String,
+}
+
+/// A user function that a default, check, generated column, index, trigger, view or type
+/// of the database calls.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub schema: String,
+    /// `regprocedure` text: `app.norm(text)`.
+    pub signature: String,
+    /// `pg_get_functiondef`: a `CREATE OR REPLACE FUNCTION` statement.
+    pub definition: String,
+}
+
+/// An access method made with `CREATE ACCESS METHOD`.
+#[derive(Debug, Clone)]
+pub struct AccessMethod {
+    pub name: String,
+    /// The statement that creates it.
+    pub create_sql: String,
 }
 
 #[derive(Debug, Clone)]
@@ -148,13 +188,13 @@ pub struct ViewDefinition {
     pub definition: String,
 }
 
-/// A type a restore with `--create` may have to make: an enum, a domain or a standalone
-/// composite, or an extension.
+/// A type a restore with `--create` may have to make: an enum, a domain, a standalone
+/// composite, a range or a base type, or an extension.
 #[derive(Debug, Clone)]
 pub struct UserType {
     pub schema: String,
     pub name: String,
-    /// "enum", "domain", "composite" or "extension".
+    /// "enum", "domain", "composite", "range", "base" or "extension".
     pub kind: String,
     /// The statement that creates it.
     pub create_sql: String,
@@ -179,6 +219,8 @@ pub struct Catalog {
     pub views: Vec<ViewDefinition>,
     pub types: TypeResolver,
     pub user_types: Vec<UserType>,
+    pub functions: Vec<Function>,
+    pub access_methods: Vec<AccessMethod>,
 }
 
 impl Catalog {
@@ -313,6 +355,9 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             columns: Vec::new(),
             indexes: Vec::new(),
             constraints: Vec::new(),
+            inherits: field(&row, q, "inherits")?,
+            access_method: field(&row, q, "access_method")?,
+            triggers: Vec::new(),
         });
     }
     let position: HashMap<u32, usize> = relations.iter().enumerate().map(|(i, r)| (r.oid, i)).collect();
@@ -337,6 +382,8 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             default: field(&row, q, "default_expr")?,
             identity: field(&row, q, "identity")?,
             generated: field(&row, q, "generated")?,
+            is_local: field(&row, q, "is_local")?,
+            collation: field(&row, q, "collation")?,
             type_info: types.info(type_oid),
         });
     }
@@ -378,6 +425,23 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             referenced_relation: (referenced != 0).then_some(referenced),
             columns: field(&row, q, "columns")?,
             referenced_columns: field(&row, q, "referenced_columns")?,
+            is_local: field(&row, q, "is_local")?,
+        });
+    }
+
+    let q = "the triggers";
+    for row in client
+        .query(include_str!("sql/triggers.sql"), &[])
+        .await
+        .context("reading triggers")?
+    {
+        let Some(&at) = position.get(&field::<u32>(&row, q, "relation")?) else {
+            continue;
+        };
+        relations[at].triggers.push(Trigger {
+            name: field(&row, q, "name")?,
+            definition: field(&row, q, "definition")?,
+            enabled: field(&row, q, "enabled")?,
         });
     }
 
@@ -439,11 +503,11 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             kind: "extension".to_owned(),
         });
     }
-    let q = "the enum, domain and composite types";
+    let q = "the user-defined types";
     for row in client
         .query(include_str!("sql/user_types.sql"), &[])
         .await
-        .context("reading enum, domain and composite types")?
+        .context("reading user-defined types")?
     {
         let schema: String = field(&row, q, "schema_name")?;
         let name: String = field(&row, q, "name")?;
@@ -453,6 +517,15 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         let (kind, create_sql) = match typtype.as_str() {
             "e" => ("enum", format!("CREATE TYPE {qualified} AS ENUM ({body})")),
             "d" => ("domain", format!("CREATE DOMAIN {qualified} AS {body}")),
+            "r" => ("range", format!("CREATE TYPE {qualified} AS RANGE ({body})")),
+            // As pg_dump does: a shell type, its I/O functions, then the type.
+            "b" => {
+                let functions: String = field::<Option<String>>(&row, q, "io_functions")?.unwrap_or_default();
+                (
+                    "base",
+                    format!("CREATE TYPE {qualified};\n{functions};\nCREATE TYPE {qualified} ({body})"),
+                )
+            }
             _ => ("composite", format!("CREATE TYPE {qualified} AS ({body})")),
         };
         user_types.push(UserType {
@@ -462,6 +535,40 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             create_sql,
         });
     }
+    let q = "the functions the schema calls";
+    let mut functions = Vec::new();
+    for row in client
+        .query(include_str!("sql/functions.sql"), &[])
+        .await
+        .context("reading the functions the schema calls")?
+    {
+        functions.push(Function {
+            schema: field(&row, q, "schema_name")?,
+            signature: field(&row, q, "signature")?,
+            definition: field(&row, q, "definition")?,
+        });
+    }
+    let q = "the access methods";
+    let mut access_methods = Vec::new();
+    for row in client
+        .query(include_str!("sql/access_methods.sql"), &[])
+        .await
+        .context("reading access methods")?
+    {
+        let name: String = field(&row, q, "name")?;
+        let kind = match field::<String>(&row, q, "amtype")?.as_str() {
+            "i" => "INDEX",
+            _ => "TABLE",
+        };
+        let handler: String = field(&row, q, "handler")?;
+        access_methods.push(AccessMethod {
+            create_sql: format!(
+                "CREATE ACCESS METHOD {} TYPE {kind} HANDLER {handler}",
+                super::quote_ident(&name)
+            ),
+            name,
+        });
+    }
     Ok(Catalog {
         server,
         relations,
@@ -469,6 +576,8 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         views,
         types,
         user_types,
+        functions,
+        access_methods,
     })
 }
 

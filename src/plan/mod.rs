@@ -420,6 +420,8 @@ pub fn build(
                     default: None,
                     identity: String::new(),
                     generated: String::new(),
+                    is_local: true,
+                    collation: None,
                     type_info: catalog.types.info(*type_oid),
                 };
                 plan_column(&column, None)

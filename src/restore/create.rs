@@ -1,15 +1,19 @@
-//! `--create`: tables missing in the target are made from the mirror's recorded
-//! definitions: sequences and the table first, keys and indexes after the data, foreign
-//! keys last.
+//! `--create`: what the target lacks is made from the mirror's records, in pg_dump's order.
+//! Before any row: extensions, access methods, types, functions and standalone sequences
+//! (the [`Prelude`]), then the tables with their partitions and inheritance. After the
+//! rows: the partitions' own constraints, keys, checks and indexes (children before the
+//! parents whose constraints they inherit), foreign keys, views and materialized views in
+//! dependency order, and last the triggers, so none fires on a restored row.
 
 use tokio_postgres::Client;
 
 use crate::error::{Context, Error, Result};
 use crate::load::target::{self, TargetTable};
-use crate::mirror::{Mirror, MirrorColumn, MirrorTable};
+use crate::mirror::{Mirror, MirrorColumn, MirrorSequence, MirrorTable, ObjectKind};
 use crate::pg::catalog::RelationKind;
 use crate::pg::{qualified, quote_ident};
 
+/// Format 1 mirrors record no table DDL: the table is made from its recorded columns.
 fn column_definition(column: &MirrorColumn) -> String {
     let mut line = format!("{} {}", quote_ident(&column.name), column.pg_type);
     match (
@@ -31,104 +35,205 @@ fn column_definition(column: &MirrorColumn) -> String {
     line
 }
 
-/// Runs one statement in a savepoint: on failure the transaction goes on without it, and
-/// the error is returned for the report.
+/// Runs statements in a savepoint: on failure the transaction goes on without them, and
+/// PostgreSQL's reason is returned.
 async fn try_statement(client: &Client, sql: &str) -> std::result::Result<(), String> {
-    let wrapped = format!("SAVEPOINT pgmirror_type; {sql}; RELEASE SAVEPOINT pgmirror_type");
+    let wrapped = format!("SAVEPOINT pgmirror_object; {sql}; RELEASE SAVEPOINT pgmirror_object");
     let Err(error) = client.batch_execute(&wrapped).await else {
         return Ok(());
     };
     let _ = client
-        .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_type; RELEASE SAVEPOINT pgmirror_type")
+        .batch_execute("ROLLBACK TO SAVEPOINT pgmirror_object; RELEASE SAVEPOINT pgmirror_object")
         .await;
     Err(crate::error::describe_postgres(&error))
 }
 
-/// What [`ensure_types`] made, and what it could not make with PostgreSQL's reason.
-#[derive(Debug, Default)]
-pub struct TypesOutcome {
-    pub created: Vec<String>,
-    pub failed: Vec<String>,
+/// One object to make, with what it is called in messages.
+#[derive(Debug)]
+struct Wanted {
+    what: String,
+    sql: String,
 }
 
-/// Makes the extensions, enums, domains and composite types the mirror recorded that the
-/// target lacks. Types can depend on each other, so the missing ones are retried until a
-/// round creates nothing; what still fails is kept with its reason, for the CREATE TABLE
-/// that needs it to report.
-pub async fn ensure_types(client: &Client, mirror: &Mirror) -> Result<TypesOutcome> {
-    let mut outcome = TypesOutcome::default();
-    for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
-        let what = format!("extension {}", extension.name);
-        match try_statement(client, &extension.create_sql).await {
-            Ok(()) => outcome.created.push(what),
-            Err(reason) => outcome.failed.push(format!("{what}: {reason}")),
-        }
-    }
-    let mut pending = Vec::new();
-    for user_type in mirror.types.iter().filter(|t| t.kind != "extension") {
-        let exists: bool = client
-            .query_one(
-                "SELECT to_regtype($1) IS NOT NULL",
-                &[&qualified(&user_type.schema, &user_type.name)],
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "looking for type {}.{} in the target",
-                    user_type.schema, user_type.name
-                )
-            })?
-            .get(0);
-        if !exists {
-            pending.push(user_type);
-        }
-    }
+/// Makes each object, retrying the failed ones while a round makes at least one (objects
+/// may need each other in any order). Returns what was made and what still failed, with
+/// PostgreSQL's reason.
+async fn make_until_stuck(client: &Client, mut pending: Vec<Wanted>) -> (Vec<String>, Vec<(Wanted, String)>) {
+    let mut created = Vec::new();
     loop {
         let before = pending.len();
-        let mut still = Vec::new();
-        for user_type in pending {
-            let sql = format!(
-                "CREATE SCHEMA IF NOT EXISTS {}; {}",
-                quote_ident(&user_type.schema),
-                user_type.create_sql
-            );
-            let what = format!("{} {}.{}", user_type.kind, user_type.schema, user_type.name);
-            match try_statement(client, &sql).await {
-                Ok(()) => outcome.created.push(what),
-                Err(reason) => still.push((user_type, format!("{what}: {reason}"))),
+        let mut failed = Vec::new();
+        for wanted in pending {
+            match try_statement(client, &wanted.sql).await {
+                Ok(()) => created.push(wanted.what),
+                Err(reason) => failed.push((wanted, reason)),
             }
         }
-        if still.is_empty() || still.len() == before {
-            outcome.failed.extend(still.into_iter().map(|(_, reason)| reason));
-            return Ok(outcome);
+        if failed.is_empty() || failed.len() == before {
+            return (created, failed);
         }
-        pending = still.into_iter().map(|(user_type, _)| user_type).collect();
+        pending = failed.into_iter().map(|(wanted, _)| wanted).collect();
     }
 }
 
-/// Creates the table (and the serial sequences its defaults use) without keys or indexes.
-/// `type_failures` are the types [`ensure_types`] could not make: the likeliest cause of a
-/// failure here, so they are named with it.
-pub async fn create_table(
-    client: &Client,
-    mirror: &Mirror,
-    table: &MirrorTable,
-    type_failures: &[String],
-) -> Result<TargetTable> {
-    let name = table.display_name();
-    let context = || format!("creating table {name} in the target");
-    let partition_key = table
-        .partitions
-        .first()
-        .and_then(|root| root.partition_key.clone());
-    if table.kind == RelationKind::PartitionedTable && partition_key.is_none() {
-        return Err(Error::unsupported(
-            context(),
-            "this mirror does not record partition bounds (it predates them); create the partitioned table \
-             and its partitions first",
-        ));
+async fn exists(client: &Client, sql: &str, name: &str, what: &str) -> Result<bool> {
+    Ok(client
+        .query_one(sql, &[&name])
+        .await
+        .with_context(|| format!("looking for {what} in the target"))?
+        .get(0))
+}
+
+fn sequence_sql(sequence: &MirrorSequence) -> String {
+    format!(
+        "CREATE SEQUENCE IF NOT EXISTS {} AS {} INCREMENT {} MINVALUE {} MAXVALUE {} START {} {}",
+        qualified(&sequence.schema, &sequence.name),
+        sequence.data_type,
+        sequence.increment,
+        sequence.min,
+        sequence.max,
+        sequence.start,
+        if sequence.cycle { "CYCLE" } else { "NO CYCLE" }
+    )
+}
+
+fn standalone_sequences(mirror: &Mirror) -> impl Iterator<Item = &MirrorSequence> {
+    mirror
+        .sequences
+        .iter()
+        .filter(|s| s.owner_table.is_none() && !s.is_identity)
+}
+
+/// What the mirror's tables need before they can be made: extensions, access methods,
+/// types, functions and standalone sequences that the target lacks.
+#[derive(Debug, Default)]
+pub struct Prelude {
+    pub created: Vec<String>,
+    failed: Vec<(Wanted, String)>,
+}
+
+impl Prelude {
+    pub async fn make(client: &Client, mirror: &Mirror) -> Result<Prelude> {
+        // As pg_dump: a function body may name a table made later.
+        client
+            .batch_execute("SET LOCAL check_function_bodies = off")
+            .await
+            .context("preparing to create the mirror's functions")?;
+        // First the schemas, as pg_dump does: looking an object up in a schema that does
+        // not exist is an error, not a miss.
+        let mut schemas: Vec<&str> = mirror
+            .types
+            .iter()
+            .filter(|t| t.kind != "extension")
+            .map(|t| t.schema.as_str())
+            .chain(
+                mirror
+                    .objects_of(ObjectKind::Function, None)
+                    .map(|f| f.schema.as_str()),
+            )
+            .chain(standalone_sequences(mirror).map(|s| s.schema.as_str()))
+            .collect();
+        schemas.sort_unstable();
+        schemas.dedup();
+        for schema in schemas {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
+                .await
+                .with_context(|| format!("creating schema {schema} in the target"))?;
+        }
+        let mut wanted = Vec::new();
+        for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
+            wanted.push(Wanted {
+                what: format!("extension {}", extension.name),
+                sql: extension.create_sql.clone(),
+            });
+        }
+        for method in mirror.objects_of(ObjectKind::AccessMethod, None) {
+            let what = format!("access method {}", method.name);
+            if !exists(
+                client,
+                "SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = $1)",
+                &method.name,
+                &what,
+            )
+            .await?
+            {
+                wanted.push(Wanted {
+                    what,
+                    sql: method.create_sql.clone(),
+                });
+            }
+        }
+        for user_type in mirror.types.iter().filter(|t| t.kind != "extension") {
+            let name = qualified(&user_type.schema, &user_type.name);
+            let what = format!("{} type {}.{}", user_type.kind, user_type.schema, user_type.name);
+            if !exists(client, "SELECT to_regtype($1) IS NOT NULL", &name, &what).await? {
+                wanted.push(Wanted {
+                    what,
+                    sql: user_type.create_sql.clone(),
+                });
+            }
+        }
+        for function in mirror.objects_of(ObjectKind::Function, None) {
+            let what = format!("function {}", function.name);
+            // Not to_regprocedure: an argument type that does not exist yet is an error there.
+            let query = "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE oid::regprocedure::text = $1)";
+            if !exists(client, query, &function.name, &what).await? {
+                wanted.push(Wanted {
+                    what,
+                    sql: function.create_sql.clone(),
+                });
+            }
+        }
+        for sequence in standalone_sequences(mirror) {
+            let name = qualified(&sequence.schema, &sequence.name);
+            let what = format!("sequence {}.{}", sequence.schema, sequence.name);
+            if !exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
+                let mut sql = sequence_sql(sequence);
+                if let Some(value) = sequence.last_value {
+                    sql.push_str(&format!(
+                        "; SELECT setval({}, {value})",
+                        crate::pg::quote_literal(&name)
+                    ));
+                }
+                wanted.push(Wanted { what, sql });
+            }
+        }
+        let (created, failed) = make_until_stuck(client, wanted).await;
+        Ok(Prelude { created, failed })
     }
-    let owned: Vec<_> = mirror
+
+    /// What could not be made yet, with the reasons (for the CREATE TABLE that fails).
+    fn failures(&self) -> Vec<String> {
+        self.failed
+            .iter()
+            .map(|(wanted, reason)| format!("{}: {reason}", wanted.what))
+            .collect()
+    }
+
+    /// Once the tables exist: makes what needed them (a function over a table's row type);
+    /// anything still missing stops the restore before a row is written.
+    pub async fn finish(&mut self, client: &Client) -> Result<()> {
+        let pending = std::mem::take(&mut self.failed)
+            .into_iter()
+            .map(|(wanted, _)| wanted)
+            .collect();
+        let (created, failed) = make_until_stuck(client, pending).await;
+        self.created.extend(created);
+        self.failed = failed;
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::unsupported(
+            "creating what the mirror's tables need in the target; nothing was written",
+            format!("\n  - {}", self.failures().join("\n  - ")),
+        ))
+    }
+}
+
+/// The serial sequences a table's defaults use (made before it, owned by it after).
+fn owned_sequences<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Vec<&'m MirrorSequence> {
+    mirror
         .sequences
         .iter()
         .filter(|s| {
@@ -136,33 +241,34 @@ pub async fn create_table(
                 && s.owner_schema.as_deref() == Some(&table.schema)
                 && s.owner_table.as_deref() == Some(&table.name)
         })
-        .collect();
-    let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(&table.schema));
-    for sequence in &owned {
-        sql.push_str(&format!(
-            "CREATE SEQUENCE IF NOT EXISTS {} AS {} INCREMENT {} MINVALUE {} MAXVALUE {} START {} {};\n",
-            qualified(&sequence.schema, &sequence.name),
-            sequence.data_type,
-            sequence.increment,
-            sequence.min,
-            sequence.max,
-            sequence.start,
-            if sequence.cycle { "CYCLE" } else { "NO CYCLE" }
+        .collect()
+}
+
+/// The table as format 1 recorded it: its columns, and partitions made with PARTITION OF.
+fn table_from_columns(table: &MirrorTable) -> Result<String> {
+    let partition_key = table
+        .partitions
+        .first()
+        .and_then(|root| root.partition_key.clone());
+    if table.kind == RelationKind::PartitionedTable && partition_key.is_none() {
+        return Err(Error::unsupported(
+            format!("creating table {} in the target", table.display_name()),
+            "this mirror does not record partition bounds (it predates them); create the partitioned table \
+             and its partitions first",
         ));
     }
     let columns: Vec<String> = table.columns.iter().map(column_definition).collect();
     let partitioning = partition_key
         .map(|key| format!(" PARTITION BY {key}"))
         .unwrap_or_default();
-    sql.push_str(&format!(
-        "CREATE TABLE {} (\n  {}\n){partitioning};\n",
+    let mut sql = format!(
+        "CREATE TABLE {} (\n  {}\n){partitioning}",
         qualified(&table.schema, &table.name),
         columns.join(",\n  ")
-    ));
-    // Partitions after their parents; their columns come from the parent.
+    );
     for partition in table.partitions.iter().skip(1) {
         sql.push_str(&format!(
-            "CREATE TABLE {} PARTITION OF {} {}{};\n",
+            ";\nCREATE TABLE {} PARTITION OF {} {}{}",
             qualified(&partition.schema, &partition.name),
             qualified(&partition.parent_schema, &partition.parent_name),
             partition.bound,
@@ -173,6 +279,36 @@ pub async fn create_table(
                 .unwrap_or_default()
         ));
     }
+    Ok(sql)
+}
+
+/// Creates the table (with its partitions, inheritance and serial sequences) without keys
+/// or indexes. `prelude` names what could not be made before: the likeliest cause of a
+/// failure here.
+pub async fn create_table(
+    client: &Client,
+    mirror: &Mirror,
+    table: &MirrorTable,
+    prelude: &Prelude,
+) -> Result<TargetTable> {
+    let name = table.display_name();
+    let context = || format!("creating table {name} in the target");
+    let owned = owned_sequences(mirror, table);
+    let mut schemas: Vec<&str> = vec![&table.schema];
+    schemas.extend(table.partitions.iter().map(|p| p.schema.as_str()));
+    schemas.dedup();
+    let mut sql = String::new();
+    for schema in schemas {
+        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(schema)));
+    }
+    for sequence in &owned {
+        sql.push_str(&format!("{};\n", sequence_sql(sequence)));
+    }
+    match mirror.objects_of(ObjectKind::Table, Some(table)).next() {
+        Some(recorded) => sql.push_str(&recorded.create_sql),
+        None => sql.push_str(&table_from_columns(table)?),
+    }
+    sql.push_str(";\n");
     for sequence in &owned {
         if let Some(column) = &sequence.owner_column {
             sql.push_str(&format!(
@@ -184,10 +320,11 @@ pub async fn create_table(
         }
     }
     if let Err(error) = client.batch_execute(&sql).await {
-        let hint = if !type_failures.is_empty() {
+        let failures = prelude.failures();
+        let hint = if !failures.is_empty() {
             format!(
                 " (what the mirror records but could not be created: {})",
-                type_failures.join("; ")
+                failures.join("; ")
             )
         } else if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
             " (a type it needs is not in the mirror's records; create it first)".to_owned()
@@ -199,6 +336,21 @@ pub async fn create_table(
     target::find_table(client, &table.schema, &table.name)
         .await?
         .ok_or_else(|| Error::unsupported(context(), "the table is not visible after CREATE TABLE"))
+}
+
+/// The mirror tables to create, in the order their recorded statements must run
+/// (inheritance parents first); format 1 mirrors keep the given order.
+pub fn creation_order(mirror: &Mirror, tables: &mut [&MirrorTable]) {
+    let position = |table: &MirrorTable| {
+        mirror
+            .objects
+            .iter()
+            .position(|o| {
+                o.kind == ObjectKind::Table && o.sqlite_table.as_deref() == Some(table.sqlite_name.as_str())
+            })
+            .unwrap_or(usize::MAX)
+    };
+    tables.sort_by_key(|t| position(t));
 }
 
 /// A partitioned table's index reads `CREATE INDEX i ON ONLY t ...`, which would leave it
@@ -238,43 +390,206 @@ fn identifier_length(text: &str) -> Option<usize> {
     None
 }
 
-/// After the data: primary keys, unique, check and exclusion constraints and the other
-/// indexes (`foreign_keys` false), or the foreign keys (`foreign_keys` true).
-pub async fn add_constraints_and_indexes(
-    client: &Client,
-    table: &MirrorTable,
-    foreign_keys: bool,
-) -> Result<()> {
-    let relation = qualified(&table.schema, &table.name);
-    let mut statements: Vec<String> = table
-        .constraints
-        .iter()
-        .filter(|c| (c.kind == "f") == foreign_keys)
-        .map(|c| {
-            format!(
-                "ALTER TABLE {relation} ADD CONSTRAINT {} {}",
-                quote_ident(&c.name),
-                c.definition
-            )
-        })
-        .collect();
-    if !foreign_keys {
-        // Indexes that back a constraint come with it.
-        for index in table
-            .indexes
-            .iter()
-            .filter(|i| !i.is_primary && !table.constraints.iter().any(|c| c.name == i.name))
-        {
-            statements.push(without_only(&index.definition));
-        }
-    }
+async fn run_all(client: &Client, table: &MirrorTable, statements: Vec<String>) -> Result<()> {
     for statement in statements {
         client
             .batch_execute(&statement)
             .await
-            .with_context(|| format!("creating table {}: {statement}", table.display_name()))?;
+            .with_context(|| format!("completing table {}: {statement}", table.display_name()))?;
     }
     Ok(())
+}
+
+/// The indexes to create by themselves: not the primary key's and not those that come with
+/// a unique, primary or exclusion constraint of the same name (a CHECK constraint may share
+/// an index's name: it is no relation).
+fn standalone_indexes(table: &MirrorTable) -> Vec<String> {
+    table
+        .indexes
+        .iter()
+        .filter(|i| {
+            !i.is_primary
+                && !table
+                    .constraints
+                    .iter()
+                    .any(|c| c.name == i.name && matches!(c.kind.as_str(), "p" | "u" | "x"))
+        })
+        .map(|i| without_only(&i.definition))
+        .collect()
+}
+
+/// After the data, for the tables just created (in creation order): each partition's own
+/// constraints, then keys, checks and indexes from the children up (a child's own copy of
+/// a parent's CHECK must exist before the parent's, which then merges with it, as in the
+/// source), then the foreign keys. Constraints a table only inherits come from its parent;
+/// constraint triggers come with the triggers.
+pub async fn add_constraints_and_indexes(
+    client: &Client,
+    mirror: &Mirror,
+    created: &[&MirrorTable],
+) -> Result<()> {
+    let alter = |table: &MirrorTable, name: &str, definition: &str| {
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+            qualified(&table.schema, &table.name),
+            quote_ident(name)
+        )
+    };
+    for &table in created {
+        let statements = mirror
+            .objects_of(ObjectKind::PartitionConstraint, Some(table))
+            .map(|o| o.create_sql.clone())
+            .collect();
+        run_all(client, table, statements).await?;
+    }
+    for &table in created.iter().rev() {
+        let mut statements: Vec<String> = table
+            .constraints
+            .iter()
+            .filter(|c| c.is_local && !matches!(c.kind.as_str(), "f" | "t"))
+            .map(|c| alter(table, &c.name, &c.definition))
+            .collect();
+        statements.extend(standalone_indexes(table));
+        run_all(client, table, statements).await?;
+    }
+    for &table in created {
+        let statements = table
+            .constraints
+            .iter()
+            .filter(|c| c.is_local && c.kind == "f")
+            .map(|c| alter(table, &c.name, &c.definition))
+            .collect();
+        run_all(client, table, statements).await?;
+    }
+    Ok(())
+}
+
+/// Last of all, the triggers of the tables just created, each in its recorded state.
+pub async fn create_triggers(client: &Client, mirror: &Mirror, created: &[&MirrorTable]) -> Result<()> {
+    for &table in created {
+        let statements = mirror
+            .objects_of(ObjectKind::Trigger, Some(table))
+            .map(|o| o.create_sql.clone())
+            .collect();
+        run_all(client, table, statements).await?;
+    }
+    Ok(())
+}
+
+/// What [`create_views`] made, refreshed and had to leave out.
+#[derive(Debug, Default)]
+pub struct ViewsOutcome {
+    /// (materialized view, rows) of each one created or refreshed.
+    pub materialized: Vec<(String, u64)>,
+    /// Plain views that could not be made (a table they read was not restored), with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Plain views the target lacks and the materialized views to create, made in dependency
+/// order (a round makes what it can, until none is left or none could be made), each
+/// materialized view with its indexes; then the existing materialized views among the
+/// restored tables are refreshed, those they read first.
+pub async fn create_views(
+    client: &Client,
+    mirror: &Mirror,
+    make_plain_views: bool,
+    to_create: &[&MirrorTable],
+    to_refresh: &[&MirrorTable],
+) -> Result<ViewsOutcome> {
+    let mut wanted = Vec::new();
+    for view in mirror.views.iter() {
+        let name = qualified(&view.schema, &view.name);
+        let materialized = view.kind == RelationKind::MaterializedView;
+        let table = to_create
+            .iter()
+            .find(|t| t.schema == view.schema && t.name == view.name);
+        if (materialized && table.is_none()) || (!materialized && !make_plain_views) {
+            continue;
+        }
+        let what = format!(
+            "{} {}.{}",
+            if materialized { "materialized view" } else { "view" },
+            view.schema,
+            view.name
+        );
+        if !materialized && exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
+            continue;
+        }
+        let definition = view.definition.trim().trim_end_matches(';');
+        let mut sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE {}VIEW {name} AS {definition}",
+            quote_ident(&view.schema),
+            if materialized { "MATERIALIZED " } else { "" }
+        );
+        if let Some(table) = table {
+            for index in standalone_indexes(table) {
+                sql.push_str(&format!("; {index}"));
+            }
+        }
+        wanted.push(Wanted { what, sql });
+    }
+    let (_, failed) = make_until_stuck(client, wanted).await;
+    let mut outcome = ViewsOutcome::default();
+    for (wanted, reason) in failed {
+        if wanted.what.starts_with("materialized") {
+            return Err(Error::unsupported(format!("creating {}", wanted.what), reason));
+        }
+        outcome.skipped.push(format!("{}: {reason}", wanted.what));
+    }
+    for table in refresh_order(client, to_refresh).await? {
+        client
+            .batch_execute(&format!(
+                "REFRESH MATERIALIZED VIEW {}",
+                qualified(&table.schema, &table.name)
+            ))
+            .await
+            .with_context(|| format!("refreshing materialized view {}", table.display_name()))?;
+    }
+    for table in to_create.iter().chain(to_refresh) {
+        let rows: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}", qualified(&table.schema, &table.name)),
+                &[],
+            )
+            .await
+            .with_context(|| format!("counting the rows of materialized view {}", table.display_name()))?
+            .get(0);
+        outcome
+            .materialized
+            .push((table.display_name(), rows.max(0) as u64));
+    }
+    Ok(outcome)
+}
+
+/// Materialized views ordered so that each comes after those it reads, directly or through
+/// views (from the target's own dependency records).
+async fn refresh_order<'m>(client: &Client, views: &[&'m MirrorTable]) -> Result<Vec<&'m MirrorTable>> {
+    let names: Vec<String> = views.iter().map(|t| qualified(&t.schema, &t.name)).collect();
+    let rows = client
+        .query(include_str!("materialized_view_reads.sql"), &[&names])
+        .await
+        .context("ordering the materialized views to refresh")?;
+    let mut edges: Vec<(String, String)> = Vec::new();
+    for row in rows {
+        let reader: String = crate::pg::field(&row, "the materialized view dependencies", "reader")?;
+        let read: String = crate::pg::field(&row, "the materialized view dependencies", "read")?;
+        edges.push((reader, read));
+    }
+    let mut remaining: Vec<(String, &MirrorTable)> = names.into_iter().zip(views.iter().copied()).collect();
+    let mut ordered = Vec::new();
+    while !remaining.is_empty() {
+        let ready = remaining
+            .iter()
+            .position(|(name, _)| {
+                !edges.iter().any(|(reader, read)| {
+                    reader == name && remaining.iter().any(|(other, _)| other == read && other != name)
+                })
+            })
+            // A cycle cannot be made in PostgreSQL; refresh the rest as they come.
+            .unwrap_or(0);
+        ordered.push(remaining.remove(ready).1);
+    }
+    Ok(ordered)
 }
 
 #[cfg(test)]

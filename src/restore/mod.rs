@@ -15,10 +15,10 @@ use crate::config::TableFilter;
 use crate::error::{Context, Error, Result};
 use crate::load::target::{self, ColumnSequence, TargetTable};
 pub use crate::load::RestoreMode;
-use crate::load::{advance_sequences, empty_tables, triggers, TableRef};
+use crate::load::{advance_sequences, empty_tables, not_valid, triggers, TableRef};
 use crate::mirror::{CurationKind, Mirror, MirrorTable};
 use crate::pg::catalog::RelationKind;
-use crate::pg::{qualified, quote_ident, ConnectionSpec};
+use crate::pg::ConnectionSpec;
 use crate::progress::Progress;
 
 #[derive(Debug, Clone)]
@@ -153,60 +153,64 @@ async fn run(
 ) -> Result<(Vec<RestoredTable>, Vec<String>, Vec<String>)> {
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
-    let mut types: Option<create::TypesOutcome> = None;
+    let mut to_create: Vec<&MirrorTable> = Vec::new();
     // Materialized views are computed, not loaded: refreshed (or, with --create, created
     // from their recorded query) once their tables hold the restored rows.
-    let mut materialized: Vec<(&MirrorTable, bool)> = Vec::new();
+    let mut views_to_create: Vec<&MirrorTable> = Vec::new();
+    let mut views_to_refresh: Vec<&MirrorTable> = Vec::new();
     for &table in selected {
         let existing = target::find_table(client, &table.schema, &table.name).await?;
         if table.kind == RelationKind::MaterializedView {
             match existing {
                 Some(target) if target.materialized => {
-                    materialized.push((table, false));
+                    views_to_refresh.push(table);
                     continue;
                 }
                 None if options.create && view_definition(mirror, table).is_some() => {
-                    materialized.push((table, true));
+                    views_to_create.push(table);
                     continue;
                 }
                 _ => {}
             }
         }
-        let (target, created) = match existing {
-            Some(target) => (target, false),
-            None if options.create => {
-                if types.is_none() {
-                    types = Some(create::ensure_types(client, mirror).await?);
-                }
-                let type_failures = types.as_ref().map_or(&[][..], |t| t.failed.as_slice());
-                (
-                    create::create_table(client, mirror, table, type_failures).await?,
-                    true,
-                )
-            }
-            None => {
-                problems.push(format!(
-                    "table {} does not exist in the target (use --create to create it from the mirror)",
-                    table.display_name()
-                ));
-                continue;
-            }
-        };
-        problems.extend(compare_columns(table, &target));
+        match existing {
+            Some(target) => jobs.push(Job {
+                table,
+                target,
+                created: false,
+            }),
+            None if options.create => to_create.push(table),
+            None => problems.push(format!(
+                "table {} does not exist in the target (use --create to create it from the mirror)",
+                table.display_name()
+            )),
+        }
+    }
+    if !to_create.is_empty() || !views_to_create.is_empty() {
+        let mut prelude = create::Prelude::make(client, mirror).await?;
+        create::creation_order(mirror, &mut to_create);
+        for &table in &to_create {
+            let target = create::create_table(client, mirror, table, &prelude).await?;
+            jobs.push(Job {
+                table,
+                target,
+                created: true,
+            });
+        }
+        prelude.finish(client).await?;
+    }
+    for job in &jobs {
+        let table = job.table;
+        problems.extend(compare_columns(table, &job.target));
         if options.mode == RestoreMode::Replace && !options.force {
             problems.extend(partial_table_problem(table));
         }
-        if options.mode == RestoreMode::Upsert && target.primary_key.is_empty() {
+        if options.mode == RestoreMode::Upsert && job.target.primary_key.is_empty() {
             problems.push(format!(
                 "table {} has no primary key in the target; --mode upsert needs one",
                 table.display_name()
             ));
         }
-        jobs.push(Job {
-            table,
-            target,
-            created,
-        });
     }
     if !problems.is_empty() {
         return Err(Error::unsupported(
@@ -218,8 +222,9 @@ async fn run(
     // Tables just created have no triggers yet.
     let existing: Vec<TableRef> = jobs.iter().filter(|j| !j.created).map(Job::table_ref).collect();
     let triggers = triggers::Guard::take(client, &existing, options.disable_triggers).await?;
-    let warnings: Vec<String> = triggers.warning().into_iter().collect();
+    let mut warnings: Vec<String> = triggers.warning().into_iter().collect();
     let blame_triggers = |error| triggers.blame(error);
+    let not_valid = not_valid::Suspended::take(client, &existing).await?;
     if options.mode == RestoreMode::Replace {
         empty_tables(client, &existing).await.map_err(blame_triggers)?;
     }
@@ -236,16 +241,32 @@ async fn run(
             created: job.created,
         });
     }
+    not_valid.restore(client).await?;
     triggers.finish(client).await?;
-    for job in jobs.iter().filter(|j| j.created) {
-        create::add_constraints_and_indexes(client, job.table, false).await?;
+    create::add_constraints_and_indexes(client, mirror, &to_create).await?;
+    let views = create::create_views(
+        client,
+        mirror,
+        options.create,
+        &views_to_create,
+        &views_to_refresh,
+    )
+    .await?;
+    for (name, rows) in views.materialized {
+        let created = views_to_create.iter().any(|t| t.display_name() == name);
+        restored.push(RestoredTable {
+            table: name,
+            rows,
+            created,
+        });
     }
-    for job in jobs.iter().filter(|j| j.created) {
-        create::add_constraints_and_indexes(client, job.table, true).await?;
-    }
-    for (table, create) in materialized {
-        restored.push(refresh_materialized(client, mirror, table, create).await?);
-    }
+    warnings.extend(
+        views
+            .skipped
+            .into_iter()
+            .map(|reason| format!("not created (a table it reads was not restored?): {reason}")),
+    );
+    create::create_triggers(client, mirror, &to_create).await?;
     let mut sequences = Vec::new();
     for job in &jobs {
         let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);
@@ -262,41 +283,6 @@ fn view_definition<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Option<&'m st
             v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
         })
         .map(|v| v.definition.trim().trim_end_matches(';'))
-}
-
-/// Creates (from its recorded query) or refreshes a materialized view over the restored rows.
-async fn refresh_materialized(
-    client: &Client,
-    mirror: &Mirror,
-    table: &MirrorTable,
-    create: bool,
-) -> Result<RestoredTable> {
-    let relation = qualified(&table.schema, &table.name);
-    let sql = match (create, view_definition(mirror, table)) {
-        (true, Some(definition)) => format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; CREATE MATERIALIZED VIEW {relation} AS {definition}",
-            quote_ident(&table.schema)
-        ),
-        _ => format!("REFRESH MATERIALIZED VIEW {relation}"),
-    };
-    let context = || {
-        format!(
-            "{} materialized view {}",
-            if create { "creating" } else { "refreshing" },
-            table.display_name()
-        )
-    };
-    client.batch_execute(&sql).await.with_context(context)?;
-    let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {relation}"), &[])
-        .await
-        .with_context(context)?
-        .get(0);
-    Ok(RestoredTable {
-        table: table.display_name(),
-        rows: rows as u64,
-        created: create,
-    })
 }
 
 /// A mirror table that holds only some rows (`--where`) or not the real values

@@ -11,6 +11,7 @@ mod csv;
 mod curation;
 mod datasets;
 mod failures;
+mod oracle;
 mod output;
 mod properties;
 mod reader;

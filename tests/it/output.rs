@@ -44,7 +44,10 @@ fn mirror_is_private_and_the_json_summary_describes_it() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((application_id, user_version), (0x5047_4d52, 1));
+    assert_eq!(
+        (application_id, user_version),
+        (0x5047_4d52, i64::from(pgmirror::mirror::FORMAT_VERSION))
+    );
 }
 
 #[test]

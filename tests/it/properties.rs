@@ -15,7 +15,7 @@ use rusqlite::{params, Connection};
 
 use pgmirror::copy::{CopyError, CopyReader, Row};
 use pgmirror::csv::{write_csv_field, CsvImportOptions};
-use pgmirror::mirror::{Mirror, APPLICATION_ID, FORMAT_VERSION};
+use pgmirror::mirror::{Mirror, ObjectKind, APPLICATION_ID, FORMAT_VERSION};
 use pgmirror::pg::ConnectionSpec;
 use pgmirror::restore::RestoreMode;
 
@@ -355,6 +355,7 @@ const METADATA_TABLES: &[&str] = &[
     "_pgmirror_types",
     "_pgmirror_curation",
     "_pgmirror_views",
+    "_pgmirror_objects",
 ];
 
 /// Two data tables (one plain, one partitioned) and at least one row in every metadata
@@ -401,8 +402,8 @@ INSERT INTO _pgmirror_indexes VALUES
   ('items', 'items_name_idx', 'CREATE INDEX items_name_idx ON public.items USING btree (name)',
    0, 0, 'items_name_idx', 'created', NULL);
 INSERT INTO _pgmirror_constraints VALUES
-  ('items', 'items_pkey', 'p', 'PRIMARY KEY (id)', 1, NULL),
-  ('items', 'items_name_check', 'c', 'CHECK ((name <> ''x''::text))', 0, 'not translated');
+  ('items', 'items_pkey', 'p', 'PRIMARY KEY (id)', 1, NULL, 1),
+  ('items', 'items_name_check', 'c', 'CHECK ((name <> ''x''::text))', 0, 'not translated', 1);
 INSERT INTO _pgmirror_sequences VALUES
   ('public', 'items_id_seq', 'integer', 1, 1, 1, 2147483647, 0, 2, 'public', 'items', 'id', 1);
 INSERT INTO _pgmirror_partitions VALUES
@@ -413,6 +414,9 @@ INSERT INTO _pgmirror_types VALUES
   ('public', 'mood', 'enum', 'CREATE TYPE public.mood AS ENUM (''sad'', ''ok'')');
 INSERT INTO _pgmirror_curation VALUES ('items', 'where', 'id > 0');
 INSERT INTO _pgmirror_views VALUES ('public', 'item_names', 'view', ' SELECT items.name FROM public.items;');
+INSERT INTO _pgmirror_objects VALUES
+  (1, 'table', 'public', 'items', 'items', 'CREATE TABLE public.items (id integer NOT NULL, name text NOT NULL)'),
+  (2, 'trigger', 'public', 'items_touch', 'items', 'CREATE TRIGGER items_touch BEFORE INSERT ON public.items FOR EACH ROW EXECUTE FUNCTION public.touch()');
 "#;
 
 /// The intact mirror's bytes, built once and copied for each case.
@@ -452,6 +456,9 @@ fn hand_built_mirror_opens() {
         (mirror.sequences.len(), mirror.types.len(), mirror.views.len()),
         (1, 1, 1)
     );
+    let kinds: Vec<_> = mirror.objects.iter().map(|o| o.kind).collect();
+    assert_eq!(kinds, [ObjectKind::Table, ObjectKind::Trigger]);
+    assert_eq!(mirror.objects_of(ObjectKind::Trigger, Some(items)).count(), 1);
     for table in &mirror.tables {
         table.loadable_columns().expect("known codecs");
     }

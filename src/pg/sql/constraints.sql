@@ -4,6 +4,7 @@ SELECT c.conrelid AS relation,
        c.contype::text AS kind,
        pg_get_constraintdef(c.oid) AS definition,
        c.confrelid AS referenced_relation,
+       c.conislocal AS is_local,
        ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns,
        ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)

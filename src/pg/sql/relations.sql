@@ -9,8 +9,13 @@ SELECT c.oid AS oid,
        c.reltuples::float8 AS estimated_rows,
        CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
        CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS partition_bound,
-       CASE WHEN c.relispartition THEN (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) END AS partition_parent
+       CASE WHEN c.relispartition THEN (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid) END AS partition_parent,
+       CASE WHEN NOT c.relispartition THEN ARRAY(SELECT i.inhparent FROM pg_inherits i
+                                                 WHERE i.inhrelid = c.oid ORDER BY i.inhseqno)
+            ELSE '{}'::oid[] END AS inherits,
+       am.amname::text AS access_method
 FROM pg_class c
+LEFT JOIN pg_am am ON am.oid = c.relam AND c.relkind IN ('r', 'p', 'm')
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm', 'v')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
