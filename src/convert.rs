@@ -50,6 +50,8 @@ pub enum SelectAs {
     Column,
     CastToNumeric,
     TextOutput,
+    /// inet through its output function: `inet::text` adds `/32` to a host address.
+    InetOutput,
 }
 
 /// Well-known type OIDs from pg_type.dat; stable across PostgreSQL versions.
@@ -66,6 +68,7 @@ pub mod oids {
     pub const FLOAT4: u32 = 700;
     pub const FLOAT8: u32 = 701;
     pub const MONEY: u32 = 790;
+    pub const INET: u32 = 869;
     pub const BPCHAR: u32 = 1042;
     pub const VARCHAR: u32 = 1043;
     pub const DATE: u32 = 1082;
@@ -98,6 +101,9 @@ pub fn choose_codec(info: TypeInfo) -> (Codec, SelectAs) {
     }
     if info.base_oid == oids::MONEY {
         return (Codec::Scalar(Scalar::Numeric), SelectAs::CastToNumeric);
+    }
+    if info.base_oid == oids::INET {
+        return (Codec::Scalar(Scalar::Text), SelectAs::InetOutput);
     }
     match scalar_codec(info.base_oid, info.typtype) {
         Some(scalar) => (Codec::Scalar(scalar), SelectAs::Column),
@@ -222,9 +228,13 @@ fn element_value(element: Scalar, bytes: Option<&[u8]>) -> Result<ElementValue<'
         return Ok(ElementValue::Null);
     };
     let number = |value: i64| ElementValue::Number(value.to_string());
-    let float = |value: f64| match types::non_finite_float_text(value) {
+    let float = |value: f64, single: bool| match types::non_finite_float_text(value) {
         Some(text) => ElementValue::Str(text.into()),
-        None => ElementValue::Number(format!("{value:?}")),
+        None => {
+            let mut text = String::new();
+            types::write_pg_float(&mut text, value, single);
+            ElementValue::Number(text)
+        }
     };
     let formatted =
         |write: &dyn Fn(&mut String) -> Result<(), CopyError>| -> Result<ElementValue<'static>, CopyError> {
@@ -238,8 +248,8 @@ fn element_value(element: Scalar, bytes: Option<&[u8]>) -> Result<ElementValue<'
         Scalar::Int8 => number(types::int8(bytes)?),
         Scalar::Oid => number(types::oid(bytes)?),
         Scalar::Bool => ElementValue::Bool(types::bool(bytes)?),
-        Scalar::Float4 => float(types::float4(bytes)?),
-        Scalar::Float8 => float(types::float8(bytes)?),
+        Scalar::Float4 => float(types::float4(bytes)?, true),
+        Scalar::Float8 => float(types::float8(bytes)?, false),
         Scalar::Numeric => formatted(&|out| types::write_numeric(out, bytes))?,
         Scalar::Text => ElementValue::Str(types::utf8(bytes, "text")?.into()),
         Scalar::Json => ElementValue::Str(types::utf8(bytes, "json")?.into()),
@@ -344,6 +354,7 @@ fn write_literal_level<'s, 'a: 's>(
                 Some(ElementValue::Null) | None => out.push_str("NULL"),
                 Some(ElementValue::Number(text)) => out.push_str(text),
                 Some(ElementValue::Bool(value)) => out.push(if *value { 't' } else { 'f' }),
+                Some(ElementValue::Str(text)) if !needs_quotes(text) => out.push_str(text),
                 Some(ElementValue::Str(text)) => {
                     out.push('"');
                     for c in text.chars() {
@@ -360,6 +371,68 @@ fn write_literal_level<'s, 'a: 's>(
         }
     }
     out.push('}');
+}
+
+/// Whether PostgreSQL's array output quotes this element: when it is empty, reads as NULL,
+/// or holds a quote, backslash, brace, the delimiter or white space.
+fn needs_quotes(text: &str) -> bool {
+    text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text.bytes().any(|b| {
+            matches!(
+                b,
+                b'"' | b'\\' | b'{' | b'}' | b',' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+            )
+        })
+}
+
+/// A time zone suffix as PostgreSQL prints it: the mirror keeps `+HH:MM` (SQLite's date
+/// functions need the minutes), PostgreSQL leaves out `:00` (`+00`, `+05:30`).
+fn pg_zone_text(text: &[u8]) -> &[u8] {
+    match text {
+        // An offset with seconds (`-00:30:15`) has no sign six bytes from the end.
+        [.., b'+' | b'-', h1, h2, b':', b'0', b'0'] if h1.is_ascii_digit() && h2.is_ascii_digit() => {
+            &text[..text.len() - 3]
+        }
+        _ => text,
+    }
+}
+
+/// money as PostgreSQL prints it in the C and en_US locales (`-$1,234.56`), from the
+/// numeric text the mirror holds; `None` for a locale that prints it otherwise, or text
+/// that is not a number with at most two decimals.
+pub fn pg_money_text(numeric: &str, lc_monetary: &str) -> Option<String> {
+    let c_like = lc_monetary == "C"
+        || lc_monetary.starts_with("C.")
+        || lc_monetary == "POSIX"
+        || lc_monetary.starts_with("en_US");
+    if !c_like {
+        return None;
+    }
+    let (negative, unsigned) = match numeric.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, numeric),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits_only = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_only(whole) || !digits_only(fraction) || fraction.len() > 2 {
+        return None;
+    }
+    let mut text = String::with_capacity(numeric.len() + 8);
+    if negative {
+        text.push('-');
+    }
+    text.push('$');
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text.push('.');
+    text.push_str(fraction);
+    text.extend(std::iter::repeat_n('0', 2 - fraction.len()));
+    Some(text)
 }
 
 impl Codec {
@@ -405,13 +478,11 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
         ValueRef::Integer(i) => {
             let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
         }
-        // Written straight into `out`: this runs for every value a restore sends.
-        ValueRef::Real(f) => match types::non_finite_float_text(f) {
-            Some(text) => out.extend_from_slice(text.as_bytes()),
-            None => {
-                let _ = std::io::Write::write_fmt(out, format_args!("{f:?}"));
-            }
-        },
+        ValueRef::Real(f) => {
+            let mut text = String::with_capacity(24);
+            types::write_pg_float(&mut text, f, codec == Codec::Scalar(Scalar::Float4));
+            out.extend_from_slice(text.as_bytes());
+        }
         ValueRef::Blob(bytes) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\x");
@@ -421,10 +492,11 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
             }
         }
         ValueRef::Text(text) => match codec {
-            Codec::Array(_) => match json_array_to_literal(text) {
+            Codec::Array(element) => match json_array_to_literal(text, element) {
                 Some(literal) => out.extend_from_slice(literal.as_bytes()),
                 None => out.extend_from_slice(text),
             },
+            Codec::Scalar(Scalar::Timetz | Scalar::Timestamptz) => out.extend_from_slice(pg_zone_text(text)),
             _ => out.extend_from_slice(text),
         },
     }
@@ -444,7 +516,7 @@ fn escape_copy_text(text: &[u8], out: &mut Vec<u8>) {
 
 /// A mirror's JSON array as PostgreSQL's array literal; `None` when the text is already a
 /// literal (multi-dimensional, or lower bounds other than 1).
-fn json_array_to_literal(text: &[u8]) -> Option<String> {
+fn json_array_to_literal(text: &[u8], scalar: Scalar) -> Option<String> {
     if text.first() != Some(&b'[') {
         return None;
     }
@@ -456,8 +528,23 @@ fn json_array_to_literal(text: &[u8]) -> Option<String> {
         .map(|element| match element {
             serde_json::Value::Null => ElementValue::Null,
             serde_json::Value::Bool(b) => ElementValue::Bool(*b),
-            serde_json::Value::Number(n) => ElementValue::Number(n.to_string()),
-            serde_json::Value::String(s) => ElementValue::Str(s.as_str().into()),
+            // serde_json prints floats its own way (`1e100`): as PostgreSQL does instead.
+            serde_json::Value::Number(n) => match (scalar, n.as_f64()) {
+                (Scalar::Float4 | Scalar::Float8, Some(value)) => {
+                    let mut text = String::new();
+                    types::write_pg_float(&mut text, value, scalar == Scalar::Float4);
+                    ElementValue::Number(text)
+                }
+                _ => ElementValue::Number(n.to_string()),
+            },
+            serde_json::Value::String(s) => match scalar {
+                Scalar::Timetz | Scalar::Timestamptz => ElementValue::Str(
+                    String::from_utf8_lossy(pg_zone_text(s.as_bytes()))
+                        .into_owned()
+                        .into(),
+                ),
+                _ => ElementValue::Str(s.as_str().into()),
+            },
             other => ElementValue::Str(other.to_string().into()),
         })
         .collect();
@@ -512,5 +599,47 @@ mod tests {
             "[0:1]={7,8}"
         );
         assert_eq!(field(Codec::Array(Scalar::Int4), ValueRef::Text(b"[]")), "{}");
+    }
+
+    #[test]
+    fn money_is_written_as_the_c_locale_prints_it_and_only_there() {
+        assert_eq!(
+            pg_money_text("-1234567.89", "C.UTF-8").as_deref(),
+            Some("-$1,234,567.89")
+        );
+        assert_eq!(pg_money_text("0", "C").as_deref(), Some("$0.00"));
+        assert_eq!(pg_money_text("123.4", "en_US.UTF-8").as_deref(), Some("$123.40"));
+        assert_eq!(
+            pg_money_text("12.34", "de_DE.UTF-8"),
+            None,
+            "other locales print it otherwise"
+        );
+        for not_money in ["", "-", "1.234", "1e5", "12,34", "NaN", "--1"] {
+            assert_eq!(pg_money_text(not_money, "C"), None, "{not_money:?}");
+        }
+    }
+
+    #[test]
+    fn zones_lose_zero_minutes_as_postgresql_prints_them() {
+        for (stored, printed) in [
+            ("2000-01-01 00:00:00+00:00", "2000-01-01 00:00:00+00"),
+            ("12:00:00.5-05:00", "12:00:00.5-05"),
+            ("12:00:00+05:30", "12:00:00+05:30"),
+            ("12:00:00-00:30:15", "12:00:00-00:30:15"),
+            ("infinity", "infinity"),
+            ("", ""),
+        ] {
+            assert_eq!(pg_zone_text(stored.as_bytes()), printed.as_bytes(), "{stored}");
+        }
+    }
+
+    #[test]
+    fn array_elements_are_quoted_only_where_postgresql_quotes_them() {
+        for bare in ["a", "☃", "[]", "1.5", "x-y"] {
+            assert!(!needs_quotes(bare), "{bare}");
+        }
+        for quoted in ["", "NULL", "null", "a b", "a,b", "{}", "\\", "\"", "tab\there"] {
+            assert!(needs_quotes(quoted), "{quoted:?}");
+        }
     }
 }

@@ -51,6 +51,166 @@ pub fn non_finite_float_text(value: f64) -> Option<&'static str> {
     }
 }
 
+/// A float as PostgreSQL prints it (extra_float_digits = 1, the default since 12): the
+/// shortest digits that read back to the same value (float4's own for `single`), in fixed
+/// notation for decimal exponents from -4 up to the type's precision (15 digits, float4 6)
+/// and otherwise as `d.ddde+XX`.
+pub fn write_pg_float(out: &mut String, value: f64, single: bool) {
+    if let Some(text) = non_finite_float_text(value) {
+        out.push_str(text);
+        return;
+    }
+    let (negative, digits, exponent) = pg_shortest_digits(value, single);
+    if negative {
+        out.push('-');
+    }
+    let precision = if single { 6 } else { 15 };
+    if !(-4..precision).contains(&exponent) {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exponent < 0 { '-' } else { '+' },
+            exponent.abs()
+        );
+    } else if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(&digits);
+    } else {
+        let whole = exponent as usize + 1;
+        if digits.len() <= whole {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', whole - digits.len()));
+        } else {
+            out.push_str(&digits[..whole]);
+            out.push('.');
+            out.push_str(&digits[whole..]);
+        }
+    }
+}
+
+/// The digits PostgreSQL prints for a finite float: Ryu's shortest that reads back to the
+/// same value, except that PostgreSQL (built without STRICTLY_SHORTEST) never takes a
+/// decimal lying exactly halfway to a neighbouring float, where it prints more digits
+/// (`1e23` is `9.999999999999999e+22`). Returns sign, digits and the first digit's exponent.
+fn pg_shortest_digits(value: f64, single: bool) -> (bool, String, i32) {
+    let mut buffer = ryu::Buffer::new();
+    let shortest = if single {
+        buffer.format_finite(value as f32)
+    } else {
+        buffer.format_finite(value)
+    };
+    let parts = decimal_parts(shortest);
+    if !is_halfway(value, single, &parts.1, parts.2) {
+        return parts;
+    }
+    // The closest decimal of each longer length, until one lies strictly inside.
+    for length in parts.1.len() + 1..=17 {
+        let candidate = if single {
+            format!("{:.*e}", length - 1, value as f32)
+        } else {
+            format!("{:.*e}", length - 1, value)
+        };
+        let reads_back = if single {
+            candidate.parse::<f32>().ok() == Some(value as f32)
+        } else {
+            candidate.parse::<f64>().ok() == Some(value)
+        };
+        let longer = decimal_parts(&candidate);
+        if reads_back && !is_halfway(value, single, &longer.1, longer.2) {
+            return longer;
+        }
+    }
+    parts
+}
+
+/// Whether `0.digits × 10^(exponent + 1)` (the first digit at `exponent`) is exactly the
+/// midpoint between `value` and one of its neighbouring floats (float4 for `single`).
+/// A midpoint is an odd number of at most 54 bits (float4: 25) times a power of two; the
+/// decimal is brought to that form exactly in 128-bit integers, or shown not to have it.
+fn is_halfway(value: f64, single: bool, digits: &str, exponent: i32) -> bool {
+    let Ok(mantissa) = digits.parse::<u128>() else {
+        return false;
+    };
+    if mantissa == 0 {
+        return false;
+    }
+    // value = mantissa × 10^scale
+    let scale = exponent - (digits.len() as i32 - 1);
+    let (odd_bits, mantissa_bits, bias) = if single { (25, 23, 150) } else { (54, 52, 1075) };
+    let five_power = |n: i32| 5u128.checked_pow(n as u32);
+    let (mut odd, mut two_exponent) = if scale >= 0 {
+        match five_power(scale).and_then(|p| mantissa.checked_mul(p)) {
+            Some(product) => (product, scale),
+            None => return false,
+        }
+    } else {
+        match five_power(-scale) {
+            Some(p) if mantissa % p == 0 => (mantissa / p, scale),
+            _ => return false,
+        }
+    };
+    let zeros = odd.trailing_zeros() as i32;
+    odd >>= zeros;
+    two_exponent += zeros;
+    if odd >> odd_bits != 0 {
+        return false;
+    }
+    let (field_mantissa, field_exponent) = if single {
+        let bits = (value as f32).abs().to_bits();
+        (
+            u128::from(bits & 0x7f_ffff),
+            i32::try_from((bits >> 23) & 0xff).unwrap_or(0),
+        )
+    } else {
+        let bits = value.abs().to_bits();
+        (
+            u128::from(bits & ((1u64 << 52) - 1)),
+            i32::try_from((bits >> 52) & 0x7ff).unwrap_or(0),
+        )
+    };
+    // value = significand × 2^power, the implicit bit included for normal numbers.
+    let (significand, power) = if field_exponent == 0 {
+        (field_mantissa, 1 - bias)
+    } else {
+        (field_mantissa | (1u128 << mantissa_bits), field_exponent - bias)
+    };
+    let above = (2 * significand + 1, power - 1);
+    // Below a power of two the neighbour is half as far away.
+    let below = if field_mantissa == 0 && field_exponent > 1 {
+        (4 * significand - 1, power - 2)
+    } else {
+        (2 * significand - 1, power - 1)
+    };
+    (odd, two_exponent) == above || (odd, two_exponent) == below
+}
+
+/// A decimal number's text (`-12.5`, `1e-7`, `4.0`) as its sign, significant digits and
+/// the decimal exponent of the first digit (`-12.5` → `125`, 1). Zero is `0`, 0.
+fn decimal_parts(text: &str) -> (bool, String, i32) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = whole.chars().chain(fraction.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    if digits.is_empty() {
+        return (negative, "0".to_owned(), 0);
+    }
+    let first_digit_exponent = whole.len() as i32 - 1 - leading as i32 + exponent;
+    (negative, digits.to_owned(), first_digit_exponent)
+}
+
 pub fn write_uuid(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
     let b: [u8; 16] = fixed(bytes, "uuid")?;
     for (i, byte) in b.iter().enumerate() {
@@ -301,6 +461,8 @@ pub fn write_timetz(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {
     let east = -(seconds_west as i64);
     let sign = if east < 0 { '-' } else { '+' };
     let abs = east.abs();
+    // Always with minutes, which SQLite's time functions need (PostgreSQL leaves out
+    // `:00`; see `convert::pg_zone_text`).
     let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
     if abs % 60 != 0 {
         let _ = write!(out, ":{:02}", abs % 60);

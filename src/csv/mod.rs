@@ -138,6 +138,17 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
     let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
+    // money is kept as its number; written as the source's locale printed it, where known.
+    let lc_monetary: String = mirror.meta("lc_monetary").unwrap_or_default();
+    let is_money: Vec<bool> = columns
+        .iter()
+        .map(|(name, _)| {
+            table
+                .columns
+                .iter()
+                .any(|c| c.name == *name && c.type_oid == crate::convert::oids::MONEY)
+        })
+        .collect();
     let destination = output.name().to_owned();
     let writing = || format!("writing {destination}");
     let mut statement = mirror
@@ -164,7 +175,14 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
             }
             value.clear();
             write_pg_text(*codec, cell, &mut value);
-            write_csv_field(&mut buffer, Some(&value));
+            let money = is_money[index]
+                .then(|| std::str::from_utf8(&value).ok())
+                .flatten()
+                .and_then(|number| crate::convert::pg_money_text(number, &lc_monetary));
+            match money {
+                Some(money) => write_csv_field(&mut buffer, Some(money.as_bytes())),
+                None => write_csv_field(&mut buffer, Some(&value)),
+            }
         }
         buffer.push(b'\n');
         count += 1;

@@ -409,6 +409,7 @@ pub fn run_facts(
             humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
         ),
         ("interval_style", "postgres".to_owned()),
+        ("lc_monetary", catalog.server.lc_monetary.clone()),
         ("timestamptz_zone", "UTC".to_owned()),
         ("options", options_json.to_string()),
     ]

@@ -222,6 +222,15 @@ impl Mirror {
         })
     }
 
+    /// A `_pgmirror_meta` value; `None` when the mirror does not record it.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        self.conn
+            .query_row("SELECT value FROM _pgmirror_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .ok()
+    }
+
     pub fn table(&self, sqlite_name: &str) -> Option<&MirrorTable> {
         self.tables.iter().find(|t| t.sqlite_name == sqlite_name)
     }

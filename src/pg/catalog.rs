@@ -207,6 +207,8 @@ pub struct ServerInfo {
     pub database: String,
     /// Bytes per heap page (8192 unless compiled otherwise).
     pub block_size: i64,
+    /// The locale money was printed in; `csv export` from a mirror prints it the same way.
+    pub lc_monetary: String,
     /// When the snapshot's transaction started, UTC, RFC 3339.
     pub snapshot_time: String,
 }
@@ -309,6 +311,7 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         version_num: field(&row, q, "version_num")?,
         database: field(&row, q, "database")?,
         block_size: field(&row, q, "block_size")?,
+        lc_monetary: field(&row, q, "lc_monetary")?,
         snapshot_time: field(&row, q, "snapshot_time")?,
     };
 

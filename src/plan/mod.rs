@@ -494,6 +494,7 @@ fn select_list(columns: &[PlannedColumn]) -> String {
                 // Not format('%s'): `IS NULL` is true for a composite of NULL fields, and
                 // xml's output function drops the stored declaration; ::text keeps both.
                 SelectAs::TextOutput => format!("{name}::text"),
+                SelectAs::InetOutput => format!("textin(inet_out({name}))"),
             }
         })
         .collect::<Vec<_>>()

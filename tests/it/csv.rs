@@ -137,7 +137,7 @@ fn every_type_round_trips_through_csv() {
         "row 1: every NULL is an unquoted empty field"
     );
     assert!(
-        lines[2].starts_with("2,0,0,0,0,f,0.0,0.0,0,0.000,0.00,\"\",\"\","),
+        lines[2].starts_with("2,0,0,0,0,f,0,0,0,0.000,$0.00,\"\",\"\","),
         "row 2: empty strings are \"\": {}",
         lines[2]
     );

@@ -84,7 +84,7 @@ fn every_type_maps_to_its_documented_sqlite_value() {
             ("c_interval", "text", text("00:00:00")),
             ("c_int_array", "text", text("[]")),
             ("c_text_array", "text", text("[]")),
-            ("c_inet", "text", text("0.0.0.0/32")),
+            ("c_inet", "text", text("0.0.0.0")),
             ("c_bit", "text", text("0000")),
             ("c_composite", "text", text("(0,\"\")")),
         ],
@@ -239,4 +239,88 @@ fn every_type_round_trips_exactly_through_postgresql() {
     let mirror = dir.path().join("types.db");
     export(&db, &mirror, &[]);
     assert_eq!(assert_mirror_matches(&db, &mirror), 2);
+}
+
+/// Bit patterns spread over every exponent, plus the values where notation switches.
+fn float_samples() -> Vec<f64> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut values: Vec<f64> = (0..3000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            f64::from_bits(state)
+        })
+        .filter(|v| v.is_finite())
+        .collect();
+    for exponent in -8..=20 {
+        for mantissa in [1.0, 1.5, 9.999_999, 1.234_567_890_123_456_7] {
+            values.push(mantissa * 10f64.powi(exponent));
+            values.push(-mantissa * 10f64.powi(exponent));
+        }
+    }
+    // Decimals that lie exactly halfway between two doubles, where PostgreSQL prints more.
+    values.extend([
+        0.0,
+        -0.0,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        f64::MIN,
+        5e-324,
+        4.0,
+        0.1,
+        100.0,
+        1e23,
+        5e22,
+        9.999_999e19,
+    ]);
+    values
+}
+
+#[test]
+fn floats_are_written_exactly_as_postgresql_prints_them() {
+    let db = fresh_db("float_text");
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        let client = crate::support::connect(&db.url).await;
+        let doubles = float_samples();
+        let singles: Vec<f32> = doubles
+            .iter()
+            .map(|v| *v as f32)
+            .filter(|v| v.is_finite())
+            .collect();
+        let printed: Vec<String> = client
+            .query_one(
+                "SELECT array_agg(v::text ORDER BY n) FROM unnest($1::float8[]) WITH ORDINALITY AS t(v, n)",
+                &[&doubles],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let printed_singles: Vec<String> = client
+            .query_one(
+                "SELECT array_agg(v::text ORDER BY n) FROM unnest($1::float4[]) WITH ORDINALITY AS t(v, n)",
+                &[&singles],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let ours = |value: f64, single: bool| {
+            let mut text = String::new();
+            pgmirror::copy::types::write_pg_float(&mut text, value, single);
+            text
+        };
+        for (value, expected) in doubles.iter().zip(&printed) {
+            assert_eq!(
+                &ours(*value, false),
+                expected,
+                "float8 {value:e} (bits {:#x})",
+                value.to_bits()
+            );
+        }
+        for (value, expected) in singles.iter().zip(&printed_singles) {
+            assert_eq!(&ours(f64::from(*value), true), expected, "float4 {value:e}");
+        }
+        assert!(printed.len() > 2500 && printed_singles.len() > 500);
+    });
 }
