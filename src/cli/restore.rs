@@ -48,9 +48,13 @@ pub struct RestoreArgs {
     /// replace: empty each table first; append: add the rows; upsert: insert or update by primary key.
     #[arg(long, value_enum, default_value_t = ModeArg::Replace)]
     mode: ModeArg,
-    /// Mirrors: create tables missing in the target from the mirror's definitions, with the
-    /// extensions, enums, domains and composite types they use. Archives: create the database named in the archive
-    /// (--target then names the database to connect to first, e.g. postgres).
+    /// Mirrors: create what the target lacks from the mirror's definitions, in pg_dump's
+    /// order: extensions, types, functions, sequences and tables (partitions, inheritance,
+    /// collations) before the rows; keys, indexes, foreign keys, views, materialized views
+    /// and triggers after them, so no trigger fires on a restored row. An object the target
+    /// cannot have (a missing C library) stops the restore before any row, named.
+    /// Archives: create the database named in the archive (--target then names the
+    /// database to connect to first, e.g. postgres).
     #[arg(long)]
     create: bool,
     /// Mirrors: replace tables even when the mirror's table was filtered (--where) or
