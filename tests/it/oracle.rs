@@ -4,10 +4,9 @@
 //! relation's rows must be identical (order-free digests of `to_jsonb(row)`, so column order
 //! does not matter), and after `--create` pg_dump must describe the same schema.
 
-use std::process::Command;
-
-use crate::cluster::postgres_bin_dir;
-use crate::support::{copy_schema, export, fixtures_dir, fresh_db, pgmirror, temp_dir, TestDb};
+use crate::support::{
+    assert_ok, copy_schema, export, fixtures_dir, fresh_db, pgmirror, restore, schema_dump, temp_dir, TestDb,
+};
 
 fn oracle_source(name: &str) -> TestDb {
     let source = fresh_db(name);
@@ -41,16 +40,7 @@ fn row_digests(db: &TestDb) -> Vec<(String, String)> {
 
 /// pg_dump --schema-only as a sorted list of statements, without comments and settings.
 fn schema_statements(db: &TestDb) -> Vec<String> {
-    let dump = Command::new(postgres_bin_dir().join("pg_dump"))
-        .args(["--schema-only", "--no-owner", "--no-privileges", "-d", &db.url])
-        .output()
-        .expect("running pg_dump");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let text = String::from_utf8(dump.stdout).expect("utf-8 dump");
+    let text = String::from_utf8(schema_dump(db)).expect("utf-8 dump");
     let body: String = text
         .lines()
         .filter(|line| !line.starts_with("--") && !line.trim().is_empty())
@@ -89,24 +79,6 @@ fn assert_same_schema(source: &TestDb, target: &TestDb, after: &str) {
     );
 }
 
-fn restore(mirror: &std::path::Path, target: &TestDb, extra: &[&str]) {
-    let mut args = vec![
-        "restore",
-        "--quiet",
-        "--from",
-        mirror.to_str().unwrap(),
-        "--target",
-        &target.url,
-    ];
-    args.extend_from_slice(extra);
-    let output = pgmirror(&args);
-    assert!(
-        output.status.success(),
-        "restore {extra:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn create_rebuilds_the_oracle_database_exactly() {
     let source = oracle_source("oracle_create_source");
@@ -114,7 +86,7 @@ fn create_rebuilds_the_oracle_database_exactly() {
     let mirror = dir.path().join("oracle.db");
     export(&source, &mirror, &[]);
     let target = fresh_db("oracle_create_target");
-    restore(&mirror, &target, &["--create"]);
+    assert_ok(&restore(&mirror, &target, &["--create"]));
 
     let expected = row_digests(&source);
     assert!(expected.len() >= 16, "the oracle has its relations: {expected:?}");
@@ -155,7 +127,7 @@ fn disable_triggers_restores_the_oracle_into_a_pg_dump_schema_copy() {
     let target = fresh_db("oracle_schema_copy_target");
     copy_schema(&source, &target);
     let schema_before = schema_statements(&target);
-    restore(&mirror, &target, &["--disable-triggers"]);
+    assert_ok(&restore(&mirror, &target, &["--disable-triggers"]));
     assert_eq!(
         row_digests(&target),
         row_digests(&source),
@@ -190,15 +162,7 @@ fn an_object_the_target_cannot_have_stops_create_before_any_row_naming_it() {
     assert_eq!(edited, 1, "the mirror records app.norm");
     drop(conn);
     let target = fresh_db("oracle_missing_library_target");
-    let output = pgmirror(&[
-        "restore",
-        "--quiet",
-        "--create",
-        "--from",
-        mirror.to_str().unwrap(),
-        "--target",
-        &target.url,
-    ]);
+    let output = restore(&mirror, &target, &["--create"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -242,7 +206,7 @@ fn a_format_1_mirror_still_restores_with_create() {
     export(&source, &mirror, &[]);
     downgrade_to_format_1(&mirror);
     let target = fresh_db("oracle_format_1_target");
-    restore(&mirror, &target, &["--create"]);
+    assert_ok(&restore(&mirror, &target, &["--create"]));
     assert_eq!(row_digests(&target), row_digests(&source));
     assert_same_schema(&source, &target, "restore --create of a format 1 mirror");
 }

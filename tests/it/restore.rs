@@ -4,29 +4,9 @@
 use std::path::Path;
 
 use crate::support::{
-    copy_schema, export, fixtures_dir, fresh_db, pgmirror, table_digests, temp_dir, TestDb,
+    assert_ok, copy_schema, export, fixtures_dir, fresh_db, pgmirror, restore, table_digests, temp_dir,
+    TestDb,
 };
-
-fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "restore",
-        "--quiet",
-        "--from",
-        mirror.to_str().unwrap(),
-        "--target",
-        &target.url,
-    ];
-    args.extend_from_slice(extra);
-    pgmirror(&args)
-}
-
-fn assert_ok(output: &std::process::Output) {
-    assert!(
-        output.status.success(),
-        "restore failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Exports `source`, restores every table into an empty copy of its schema, and asserts
 /// that every table's rows are identical. Returns the target.

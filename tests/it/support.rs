@@ -300,16 +300,10 @@ pub fn mirror_table_names(mirror: &Path) -> Vec<String> {
         .expect("listing tables")
 }
 
-/// Copies `source`'s schema (no rows) into `target` with pg_dump | psql.
-pub fn copy_schema(source: &TestDb, target: &TestDb) {
+/// `pg_dump --schema-only --no-owner --no-privileges` of `db`.
+pub fn schema_dump(db: &TestDb) -> Vec<u8> {
     let dump = Command::new(postgres_bin_dir().join("pg_dump"))
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "-d",
-            &source.url,
-        ])
+        .args(["--schema-only", "--no-owner", "--no-privileges", "-d", &db.url])
         .output()
         .expect("running pg_dump");
     assert!(
@@ -317,6 +311,34 @@ pub fn copy_schema(source: &TestDb, target: &TestDb) {
         "pg_dump failed: {}",
         String::from_utf8_lossy(&dump.stderr)
     );
+    dump.stdout
+}
+
+/// `pgmirror restore --quiet --from MIRROR --target TARGET EXTRA...`.
+pub fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "restore",
+        "--quiet",
+        "--from",
+        mirror.to_str().expect("utf-8 path"),
+        "--target",
+        &target.url,
+    ];
+    args.extend_from_slice(extra);
+    pgmirror(&args)
+}
+
+pub fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "pgmirror failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Copies `source`'s schema (no rows) into `target` with pg_dump | psql.
+pub fn copy_schema(source: &TestDb, target: &TestDb) {
+    let dump = schema_dump(source);
     let mut psql = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &target.url])
         .stdin(Stdio::piped())
@@ -328,7 +350,7 @@ pub fn copy_schema(source: &TestDb, target: &TestDb) {
     psql.stdin
         .take()
         .expect("psql stdin")
-        .write_all(&dump.stdout)
+        .write_all(&dump)
         .expect("feeding psql");
     let output = psql.wait_with_output().expect("waiting for psql");
     assert!(
