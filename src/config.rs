@@ -39,6 +39,11 @@ impl TableFilter {
         pattern.matches(name) || pattern.matches(&format!("{schema}.{name}"))
     }
 
+    /// Whether every table is selected (no --schema, --table or --exclude-table).
+    pub fn is_everything(&self) -> bool {
+        self.schemas.is_empty() && self.tables.is_empty() && self.excluded.is_empty()
+    }
+
     pub fn includes(&self, schema: &str, name: &str) -> bool {
         let schema_ok = self.schemas.is_empty() || self.schemas.iter().any(|p| p.matches(schema));
         let table_ok = self.tables.is_empty() || self.tables.iter().any(|p| Self::matches(p, schema, name));

@@ -388,14 +388,20 @@ fn needs_quotes(text: &str) -> bool {
 
 /// A time zone suffix as PostgreSQL prints it: the mirror keeps `+HH:MM` (SQLite's date
 /// functions need the minutes), PostgreSQL leaves out `:00` (`+00`, `+05:30`).
-fn pg_zone_text(text: &[u8]) -> &[u8] {
-    match text {
+fn pg_zone_text(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    // A BC timestamptz ends in its era: `0001-01-01 00:00:00+00:00 BC`.
+    if let Some(before_era) = text.strip_suffix(b" BC") {
+        let mut printed = pg_zone_text(before_era).into_owned();
+        printed.extend_from_slice(b" BC");
+        return printed.into();
+    }
+    std::borrow::Cow::Borrowed(match text {
         // An offset with seconds (`-00:30:15`) has no sign six bytes from the end.
         [.., b'+' | b'-', h1, h2, b':', b'0', b'0'] if h1.is_ascii_digit() && h2.is_ascii_digit() => {
             &text[..text.len() - 3]
         }
         _ => text,
-    }
+    })
 }
 
 /// money as PostgreSQL prints it in the C and en_US locales (`-$1,234.56`), from the
@@ -496,7 +502,7 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
                 Some(literal) => out.extend_from_slice(literal.as_bytes()),
                 None => out.extend_from_slice(text),
             },
-            Codec::Scalar(Scalar::Timetz | Scalar::Timestamptz) => out.extend_from_slice(pg_zone_text(text)),
+            Codec::Scalar(Scalar::Timetz | Scalar::Timestamptz) => out.extend_from_slice(&pg_zone_text(text)),
             _ => out.extend_from_slice(text),
         },
     }
@@ -539,7 +545,7 @@ fn json_array_to_literal(text: &[u8], scalar: Scalar) -> Option<String> {
             },
             serde_json::Value::String(s) => match scalar {
                 Scalar::Timetz | Scalar::Timestamptz => ElementValue::Str(
-                    String::from_utf8_lossy(pg_zone_text(s.as_bytes()))
+                    String::from_utf8_lossy(&pg_zone_text(s.as_bytes()))
                         .into_owned()
                         .into(),
                 ),
@@ -627,9 +633,10 @@ mod tests {
             ("12:00:00+05:30", "12:00:00+05:30"),
             ("12:00:00-00:30:15", "12:00:00-00:30:15"),
             ("infinity", "infinity"),
+            ("4713-01-01 00:00:00+00:00 BC", "4713-01-01 00:00:00+00 BC"),
             ("", ""),
         ] {
-            assert_eq!(pg_zone_text(stored.as_bytes()), printed.as_bytes(), "{stored}");
+            assert_eq!(&*pg_zone_text(stored.as_bytes()), printed.as_bytes(), "{stored}");
         }
     }
 

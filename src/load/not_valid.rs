@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::TableRef;
 use crate::error::{Context, Result};
-use crate::pg::{field, quote_ident};
+use crate::pg::{field, quote_ident, quote_literal};
 
 /// A constraint set aside, with what puts it back.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ struct SetAside {
     name: String,
     /// `pg_get_constraintdef`, ending in NOT VALID.
     definition: String,
+    /// Its COMMENT, which dropping it loses.
+    comment: Option<String>,
 }
 
 /// The NOT VALID constraints taken off for a load; [`Suspended::restore`] puts them back.
@@ -34,7 +36,8 @@ impl Suspended {
         let rows = client
             .query(
                 "SELECT DISTINCT c.conrelid::regclass::text AS relation, c.conname::text AS name, \
-                        pg_get_constraintdef(c.oid) AS definition \
+                        pg_get_constraintdef(c.oid) AS definition, \
+                        obj_description(c.oid, 'pg_constraint') AS comment \
                  FROM unnest($1::text[]) AS loaded(name) \
                  CROSS JOIN LATERAL ( \
                      SELECT to_regclass(loaded.name) AS relid \
@@ -52,6 +55,7 @@ impl Suspended {
                 relation: field(row, q, "relation")?,
                 name: field(row, q, "name")?,
                 definition: field(row, q, "definition")?,
+                comment: field(row, q, "comment")?,
             };
             client
                 .batch_execute(&format!(
@@ -62,7 +66,8 @@ impl Suspended {
                 .await
                 .with_context(|| {
                     format!(
-                        "setting NOT VALID constraint {} of {} aside for the load (this needs the table's owner)",
+                        "setting NOT VALID constraint {} of {} aside for the load (this needs the table's owner, \
+                         and REFERENCES on the table a foreign key points to)",
                         constraint.name, constraint.relation
                     )
                 })?;
@@ -74,20 +79,26 @@ impl Suspended {
     /// Adds every constraint back as it was, NOT VALID: the loaded rows are not checked.
     pub async fn restore(self, client: &Client) -> Result<()> {
         for constraint in self.0 {
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                    constraint.relation,
+            let mut sql = format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                constraint.relation,
+                quote_ident(&constraint.name),
+                constraint.definition
+            );
+            if let Some(comment) = &constraint.comment {
+                sql.push_str(&format!(
+                    "; COMMENT ON CONSTRAINT {} ON {} IS {}",
                     quote_ident(&constraint.name),
-                    constraint.definition
-                ))
-                .await
-                .with_context(|| {
-                    format!(
-                        "adding NOT VALID constraint {} of {} back after the load",
-                        constraint.name, constraint.relation
-                    )
-                })?;
+                    constraint.relation,
+                    quote_literal(comment)
+                ));
+            }
+            client.batch_execute(&sql).await.with_context(|| {
+                format!(
+                    "adding NOT VALID constraint {} of {} back after the load",
+                    constraint.name, constraint.relation
+                )
+            })?;
         }
         Ok(())
     }

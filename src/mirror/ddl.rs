@@ -15,19 +15,25 @@ pub enum ObjectKind {
     Function,
     /// A table with its partitions or its inheritance links.
     Table,
-    /// A constraint a partition has of its own (added after the data).
+    /// A key or check a partition has of its own (added after the data).
     PartitionConstraint,
+    /// A foreign key a partition has of its own (added with the other foreign keys).
+    PartitionForeignKey,
     /// A trigger and whether it fires (created after the data, so it never fires on it).
     Trigger,
+    /// A COMMENT on the table or one of its columns, constraints, indexes or triggers.
+    Comment,
 }
 
 impl ObjectKind {
-    const ALL: [ObjectKind; 5] = [
+    const ALL: [ObjectKind; 7] = [
         ObjectKind::AccessMethod,
         ObjectKind::Function,
         ObjectKind::Table,
         ObjectKind::PartitionConstraint,
+        ObjectKind::PartitionForeignKey,
         ObjectKind::Trigger,
+        ObjectKind::Comment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,7 +42,9 @@ impl ObjectKind {
             ObjectKind::Function => "function",
             ObjectKind::Table => "table",
             ObjectKind::PartitionConstraint => "partition_constraint",
+            ObjectKind::PartitionForeignKey => "partition_foreign_key",
             ObjectKind::Trigger => "trigger",
+            ObjectKind::Comment => "comment",
         }
     }
 
@@ -140,7 +148,7 @@ fn inheriting_table(catalog: &Catalog, relation: &Relation) -> String {
     let parent_names: Vec<String> = parents.iter().map(|p| p.qualified_name()).collect();
     if merged == own_order {
         let columns: Vec<String> = local.iter().map(|c| column_definition(c, true)).collect();
-        return format!(
+        let mut sql = format!(
             "CREATE TABLE {} (\n    {}\n) INHERITS ({}){}{}",
             relation.qualified_name(),
             columns.join(",\n    "),
@@ -148,6 +156,29 @@ fn inheriting_table(catalog: &Catalog, relation: &Relation) -> String {
             partition_clause(relation),
             using_clause(relation)
         );
+        // An inherited column the child gave a default of its own.
+        for column in relation
+            .columns
+            .iter()
+            .filter(|c| !c.is_local && c.generated.is_empty())
+        {
+            let inherited = parents
+                .iter()
+                .find_map(|p| p.columns.iter().find(|pc| pc.name == column.name))
+                .and_then(|pc| pc.default.as_ref());
+            if column.default.as_ref() != inherited {
+                let change = match &column.default {
+                    Some(expression) => format!("SET DEFAULT {expression}"),
+                    None => "DROP DEFAULT".to_owned(),
+                };
+                sql.push_str(&format!(
+                    ";\nALTER TABLE ONLY {} ALTER COLUMN {} {change}",
+                    relation.qualified_name(),
+                    quote_ident(&column.name)
+                ));
+            }
+        }
+        return sql;
     }
     let mut sql = standalone_table(relation);
     for parent in parent_names {
@@ -194,6 +225,9 @@ fn inheritance_depth(catalog: &Catalog, relation: &Relation) -> usize {
             .filter_map(|&oid| catalog.relation(oid))
             .flat_map(|r| r.inherits.iter().copied())
             .collect();
+        // Diamonds reach one ancestor along several paths.
+        level.sort_unstable();
+        level.dedup();
     }
     depth
 }
@@ -235,6 +269,20 @@ pub fn schema_objects(catalog: &Catalog, tables: &[(&str, &Relation)]) -> Vec<Sc
         sqlite_table: None,
         create_sql: function.definition.clone(),
     }));
+    for &(sqlite_name, relation) in tables {
+        let tree = std::iter::once(relation).chain(catalog.partition_tree(relation.oid));
+        for owner in tree {
+            for comment in &owner.comments {
+                objects.push(SchemaObject {
+                    kind: ObjectKind::Comment,
+                    schema: owner.schema.clone(),
+                    name: owner.name.clone(),
+                    sqlite_table: Some(sqlite_name.to_owned()),
+                    create_sql: comment.clone(),
+                });
+            }
+        }
+    }
     let mut ordered: Vec<&(&str, &Relation)> = tables
         .iter()
         .filter(|(_, r)| matches!(r.kind, RelationKind::Table | RelationKind::PartitionedTable))
@@ -251,9 +299,18 @@ pub fn schema_objects(catalog: &Catalog, tables: &[(&str, &Relation)]) -> Vec<Sc
     }
     for &&(sqlite_name, relation) in &ordered {
         for partition in catalog.partition_tree(relation.oid) {
-            for constraint in partition.constraints.iter().filter(|c| c.is_local) {
+            // A constraint trigger comes with the triggers.
+            for constraint in partition
+                .constraints
+                .iter()
+                .filter(|c| c.is_local && c.kind != "t")
+            {
                 objects.push(SchemaObject {
-                    kind: ObjectKind::PartitionConstraint,
+                    kind: if constraint.kind == "f" {
+                        ObjectKind::PartitionForeignKey
+                    } else {
+                        ObjectKind::PartitionConstraint
+                    },
                     schema: partition.schema.clone(),
                     name: constraint.name.clone(),
                     sqlite_table: Some(sqlite_name.to_owned()),

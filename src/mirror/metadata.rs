@@ -44,7 +44,7 @@ CREATE TABLE _pgmirror_curation (
     sqlite_table TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE _pgmirror_views (
     schema_name TEXT NOT NULL, view_name TEXT NOT NULL, kind TEXT NOT NULL, definition TEXT NOT NULL,
-    PRIMARY KEY (schema_name, view_name));
+    options TEXT, populated INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (schema_name, view_name));
 CREATE TABLE _pgmirror_objects (
     position INTEGER PRIMARY KEY, kind TEXT NOT NULL, schema_name TEXT NOT NULL,
     object_name TEXT NOT NULL, sqlite_table TEXT, create_sql TEXT NOT NULL);
@@ -316,9 +316,16 @@ impl<'a> Metadata<'a> {
                 user_type.create_sql
             ])?;
         }
-        let mut insert = conn.prepare("INSERT INTO _pgmirror_views VALUES (?1,?2,?3,?4)")?;
+        let mut insert = conn.prepare("INSERT INTO _pgmirror_views VALUES (?1,?2,?3,?4,?5,?6)")?;
         for view in &inputs.catalog.views {
-            insert.execute(params![view.schema, view.name, view.kind.name(), view.definition])?;
+            insert.execute(params![
+                view.schema,
+                view.name,
+                view.kind.name(),
+                view.definition,
+                view.options,
+                view.populated
+            ])?;
         }
         Ok(())
     }

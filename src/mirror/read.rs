@@ -122,6 +122,10 @@ pub struct MirrorView {
     /// A view or a materialized view.
     pub kind: RelationKind,
     pub definition: String,
+    /// `WITH (...)` options (format 2).
+    pub options: Option<String>,
+    /// False for a materialized view that was WITH NO DATA (format 2).
+    pub populated: bool,
 }
 
 /// A type (or extension) recorded so `restore --create` can make it.
@@ -417,16 +421,26 @@ fn read_types(conn: &Connection) -> rusqlite::Result<Vec<MirrorType>> {
 }
 
 fn read_views(conn: &Connection) -> rusqlite::Result<Vec<MirrorView>> {
-    conn.prepare("SELECT schema_name, view_name, kind, definition FROM _pgmirror_views")?
-        .query_map([], |r| {
-            Ok(MirrorView {
-                schema: r.get(0)?,
-                name: r.get(1)?,
-                kind: relation_kind(r, 2)?,
-                definition: r.get(3)?,
-            })
-        })?
-        .collect()
+    // Format 1 recorded neither options nor whether a materialized view held data.
+    let extra = if has_column(conn, "_pgmirror_views", "populated")? {
+        "options, populated"
+    } else {
+        "NULL, 1"
+    };
+    conn.prepare(&format!(
+        "SELECT schema_name, view_name, kind, definition, {extra} FROM _pgmirror_views"
+    ))?
+    .query_map([], |r| {
+        Ok(MirrorView {
+            schema: r.get(0)?,
+            name: r.get(1)?,
+            kind: relation_kind(r, 2)?,
+            definition: r.get(3)?,
+            options: r.get(4)?,
+            populated: r.get(5)?,
+        })
+    })?
+    .collect()
 }
 
 fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {

@@ -77,6 +77,8 @@ pub struct Relation {
     /// The table access method (`heap` for most; None for views and partitioned tables).
     pub access_method: Option<String>,
     pub triggers: Vec<Trigger>,
+    /// `COMMENT ON` statements for it and its columns, constraints, indexes and triggers.
+    pub comments: Vec<String>,
 }
 
 impl Relation {
@@ -150,9 +152,9 @@ pub struct Trigger {
 #[derive(Debug, Clone)]
 pub struct Function {
     pub schema: String,
-    /// `regprocedure` text: `app.norm(text)`.
+    /// Name and identity arguments: `norm(text)`.
     pub signature: String,
-    /// `pg_get_functiondef`: a `CREATE OR REPLACE FUNCTION` statement.
+    /// `pg_get_functiondef` without its `OR REPLACE`.
     pub definition: String,
 }
 
@@ -186,6 +188,10 @@ pub struct ViewDefinition {
     pub name: String,
     pub kind: RelationKind,
     pub definition: String,
+    /// `reloptions` as `WITH (...)` takes them (`check_option=local, security_barrier=true`).
+    pub options: Option<String>,
+    /// False for a materialized view made or refreshed WITH NO DATA.
+    pub populated: bool,
 }
 
 /// A type a restore with `--create` may have to make: an enum, a domain, a standalone
@@ -361,6 +367,7 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             inherits: field(&row, q, "inherits")?,
             access_method: field(&row, q, "access_method")?,
             triggers: Vec::new(),
+            comments: Vec::new(),
         });
     }
     let position: HashMap<u32, usize> = relations.iter().enumerate().map(|(i, r)| (r.oid, i)).collect();
@@ -448,6 +455,18 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         });
     }
 
+    let q = "the comments";
+    for row in client
+        .query(include_str!("sql/comments.sql"), &[])
+        .await
+        .context("reading comments")?
+    {
+        let Some(&at) = position.get(&field::<u32>(&row, q, "relation")?) else {
+            continue;
+        };
+        relations[at].comments.push(field(&row, q, "statement")?);
+    }
+
     let q = "the sequences";
     let mut sequences = Vec::new();
     for row in client
@@ -486,6 +505,8 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             name: field(&row, q, "name")?,
             kind,
             definition: field(&row, q, "definition")?,
+            options: field(&row, q, "options")?,
+            populated: field(&row, q, "populated")?,
         });
     }
 

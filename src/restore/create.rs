@@ -38,7 +38,8 @@ fn column_definition(column: &MirrorColumn) -> String {
 /// Runs statements in a savepoint: on failure the transaction goes on without them, and
 /// PostgreSQL's reason is returned.
 async fn try_statement(client: &Client, sql: &str) -> std::result::Result<(), String> {
-    let wrapped = format!("SAVEPOINT pgmirror_object; {sql}; RELEASE SAVEPOINT pgmirror_object");
+    // The line break ends a `--` comment the statement may close with.
+    let wrapped = format!("SAVEPOINT pgmirror_object; {sql}\n; RELEASE SAVEPOINT pgmirror_object");
     let Err(error) = client.batch_execute(&wrapped).await else {
         return Ok(());
     };
@@ -48,17 +49,38 @@ async fn try_statement(client: &Client, sql: &str) -> std::result::Result<(), St
     Err(crate::error::describe_postgres(&error))
 }
 
+/// An object that could not be made, with PostgreSQL's reason.
+type Failed = (Wanted, String);
+
 /// One object to make, with what it is called in messages.
 #[derive(Debug)]
 struct Wanted {
     what: String,
     sql: String,
+    /// The name a statement that uses the object contains (a function's name before its
+    /// arguments, a type's or sequence's name); `None` for what nothing requires by name
+    /// (an extension: its types are objects of their own).
+    needle: Option<String>,
+}
+
+/// Creates a schema the target lacks. Not `CREATE SCHEMA IF NOT EXISTS`: that needs the
+/// CREATE privilege on the database even when the schema is there.
+async fn ensure_schema(client: &Client, schema: &str) -> Result<()> {
+    let what = format!("schema {schema}");
+    let query = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)";
+    if !exists(client, query, schema, &what).await? {
+        client
+            .batch_execute(&format!("CREATE SCHEMA {}", quote_ident(schema)))
+            .await
+            .with_context(|| format!("creating {what} in the target"))?;
+    }
+    Ok(())
 }
 
 /// Makes each object, retrying the failed ones while a round makes at least one (objects
 /// may need each other in any order). Returns what was made and what still failed, with
 /// PostgreSQL's reason.
-async fn make_until_stuck(client: &Client, mut pending: Vec<Wanted>) -> (Vec<String>, Vec<(Wanted, String)>) {
+async fn make_until_stuck(client: &Client, mut pending: Vec<Wanted>) -> (Vec<String>, Vec<Failed>) {
     let mut created = Vec::new();
     loop {
         let before = pending.len();
@@ -109,7 +131,7 @@ fn standalone_sequences(mirror: &Mirror) -> impl Iterator<Item = &MirrorSequence
 #[derive(Debug, Default)]
 pub struct Prelude {
     pub created: Vec<String>,
-    failed: Vec<(Wanted, String)>,
+    failed: Vec<Failed>,
 }
 
 impl Prelude {
@@ -136,16 +158,14 @@ impl Prelude {
         schemas.sort_unstable();
         schemas.dedup();
         for schema in schemas {
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))
-                .await
-                .with_context(|| format!("creating schema {schema} in the target"))?;
+            ensure_schema(client, schema).await?;
         }
         let mut wanted = Vec::new();
         for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
             wanted.push(Wanted {
                 what: format!("extension {}", extension.name),
                 sql: extension.create_sql.clone(),
+                needle: None,
             });
         }
         for method in mirror.objects_of(ObjectKind::AccessMethod, None) {
@@ -161,6 +181,7 @@ impl Prelude {
                 wanted.push(Wanted {
                     what,
                     sql: method.create_sql.clone(),
+                    needle: Some(method.name.clone()),
                 });
             }
         }
@@ -171,17 +192,30 @@ impl Prelude {
                 wanted.push(Wanted {
                     what,
                     sql: user_type.create_sql.clone(),
+                    needle: Some(user_type.name.clone()),
                 });
             }
         }
         for function in mirror.objects_of(ObjectKind::Function, None) {
-            let what = format!("function {}", function.name);
-            // Not to_regprocedure: an argument type that does not exist yet is an error there.
-            let query = "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE oid::regprocedure::text = $1)";
-            if !exists(client, query, &function.name, &what).await? {
+            let what = format!("function {}.{}", function.schema, function.name);
+            // By schema, name and arguments: not to_regprocedure, for which an argument type
+            // that does not exist yet is an error, and not regprocedure text, which depends
+            // on the search_path.
+            let query =
+                "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                         WHERE n.nspname = $1 \
+                           AND format('%s(%s)', p.proname, pg_get_function_identity_arguments(p.oid)) = $2)";
+            let found: bool = client
+                .query_one(query, &[&function.schema, &function.name])
+                .await
+                .with_context(|| format!("looking for {what} in the target"))?
+                .get(0);
+            if !found {
+                let name = function.name.split('(').next().unwrap_or_default();
                 wanted.push(Wanted {
                     what,
                     sql: function.create_sql.clone(),
+                    needle: Some(format!("{name}(")),
                 });
             }
         }
@@ -196,7 +230,11 @@ impl Prelude {
                         crate::pg::quote_literal(&name)
                     ));
                 }
-                wanted.push(Wanted { what, sql });
+                wanted.push(Wanted {
+                    what,
+                    sql,
+                    needle: Some(sequence.name.clone()),
+                });
             }
         }
         let (created, failed) = make_until_stuck(client, wanted).await;
@@ -211,24 +249,99 @@ impl Prelude {
             .collect()
     }
 
-    /// Once the tables exist: makes what needed them (a function over a table's row type);
-    /// anything still missing stops the restore before a row is written.
-    pub async fn finish(&mut self, client: &Client) -> Result<()> {
+    /// Once the tables exist: makes what needed them (a function over a table's row type).
+    /// What still fails and `uses` (the statements the restore will run) names stops the
+    /// restore before a row is written; the rest (recorded, but needed by no restored
+    /// table) comes back as warnings.
+    pub async fn finish(&mut self, client: &Client, uses: &str) -> Result<Vec<String>> {
         let pending = std::mem::take(&mut self.failed)
             .into_iter()
             .map(|(wanted, _)| wanted)
             .collect();
         let (created, failed) = make_until_stuck(client, pending).await;
         self.created.extend(created);
-        self.failed = failed;
+        // What a needed object's own statement names is needed too (a domain over a type).
+        let mut uses = uses.to_owned();
+        let mut needed: Vec<Failed> = Vec::new();
+        let mut unneeded = failed;
+        loop {
+            let names = |wanted: &Wanted| wanted.needle.as_ref().is_some_and(|n| uses.contains(n.as_str()));
+            let (now, rest): (Vec<_>, Vec<_>) = unneeded.into_iter().partition(|(wanted, _)| names(wanted));
+            unneeded = rest;
+            if now.is_empty() {
+                break;
+            }
+            for (wanted, _) in &now {
+                uses.push_str(&wanted.sql);
+            }
+            needed.extend(now);
+        }
+        self.failed = needed;
+        let warnings = unneeded
+            .iter()
+            .map(|(wanted, reason)| {
+                format!(
+                    "not created (no restored table needs it): {}: {reason}",
+                    wanted.what
+                )
+            })
+            .collect();
         if self.failed.is_empty() {
-            return Ok(());
+            return Ok(warnings);
         }
         Err(Error::unsupported(
             "creating what the mirror's tables need in the target; nothing was written",
             format!("\n  - {}", self.failures().join("\n  - ")),
         ))
     }
+}
+
+/// Everything the restore will run for the tables and views it creates, in which the name
+/// of each object they need appears ([`Prelude::finish`] looks for it there).
+pub fn uses_text(
+    mirror: &Mirror,
+    tables: &[&MirrorTable],
+    views: &[&MirrorTable],
+    plain_views: bool,
+) -> String {
+    let mut text = String::new();
+    for &table in tables.iter().chain(views) {
+        for column in &table.columns {
+            text.push_str(&column.pg_type);
+            text.push('\n');
+            text.push_str(column.default.as_deref().unwrap_or_default());
+            text.push('\n');
+        }
+        for constraint in &table.constraints {
+            text.push_str(&constraint.definition);
+            text.push('\n');
+        }
+        for index in &table.indexes {
+            text.push_str(&index.definition);
+            text.push('\n');
+        }
+        for object in mirror
+            .objects
+            .iter()
+            .filter(|o| o.sqlite_table.as_deref() == Some(table.sqlite_name.as_str()))
+        {
+            text.push_str(&object.create_sql);
+            text.push('\n');
+        }
+    }
+    for view in &mirror.views {
+        let wanted = match view.kind {
+            RelationKind::MaterializedView => views
+                .iter()
+                .any(|t| t.schema == view.schema && t.name == view.name),
+            _ => plain_views,
+        };
+        if wanted {
+            text.push_str(&view.definition);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 /// The serial sequences a table's defaults use (made before it, owned by it after).
@@ -296,11 +409,12 @@ pub async fn create_table(
     let owned = owned_sequences(mirror, table);
     let mut schemas: Vec<&str> = vec![&table.schema];
     schemas.extend(table.partitions.iter().map(|p| p.schema.as_str()));
+    schemas.sort_unstable();
     schemas.dedup();
-    let mut sql = String::new();
     for schema in schemas {
-        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(schema)));
+        ensure_schema(client, schema).await?;
     }
+    let mut sql = String::new();
     for sequence in &owned {
         sql.push_str(&format!("{};\n", sequence_sql(sequence)));
     }
@@ -453,22 +567,40 @@ pub async fn add_constraints_and_indexes(
         run_all(client, table, statements).await?;
     }
     for &table in created {
-        let statements = table
+        let mut statements: Vec<String> = table
             .constraints
             .iter()
             .filter(|c| c.is_local && c.kind == "f")
             .map(|c| alter(table, &c.name, &c.definition))
             .collect();
+        statements.extend(
+            mirror
+                .objects_of(ObjectKind::PartitionForeignKey, Some(table))
+                .map(|o| o.create_sql.clone()),
+        );
         run_all(client, table, statements).await?;
     }
     Ok(())
 }
 
-/// Last of all, the triggers of the tables just created, each in its recorded state.
-pub async fn create_triggers(client: &Client, mirror: &Mirror, created: &[&MirrorTable]) -> Result<()> {
-    for &table in created {
+/// Last of all, the triggers of the tables just created, each in its recorded state, and
+/// the comments of those tables and materialized views.
+pub async fn create_triggers_and_comments(
+    client: &Client,
+    mirror: &Mirror,
+    tables: &[&MirrorTable],
+    materialized_views: &[&MirrorTable],
+) -> Result<()> {
+    for &table in tables {
         let statements = mirror
             .objects_of(ObjectKind::Trigger, Some(table))
+            .map(|o| o.create_sql.clone())
+            .collect();
+        run_all(client, table, statements).await?;
+    }
+    for &table in tables.iter().chain(materialized_views) {
+        let statements = mirror
+            .objects_of(ObjectKind::Comment, Some(table))
             .map(|o| o.create_sql.clone())
             .collect();
         run_all(client, table, statements).await?;
@@ -485,10 +617,12 @@ pub struct ViewsOutcome {
     pub skipped: Vec<String>,
 }
 
-/// Plain views the target lacks and the materialized views to create, made in dependency
-/// order (a round makes what it can, until none is left or none could be made), each
-/// materialized view with its indexes; then the existing materialized views among the
-/// restored tables are refreshed, those they read first.
+/// First the existing materialized views among the restored tables are refreshed, those
+/// they read first (they cannot read anything made here: it did not exist). Then the plain
+/// views the target lacks (with `make_plain_views`) and the materialized views to create
+/// are made in dependency order (a round makes what it can, until none is left or none
+/// could be made), each materialized view with its indexes, WITH NO DATA where the
+/// source's held none.
 pub async fn create_views(
     client: &Client,
     mirror: &Mirror,
@@ -496,6 +630,25 @@ pub async fn create_views(
     to_create: &[&MirrorTable],
     to_refresh: &[&MirrorTable],
 ) -> Result<ViewsOutcome> {
+    let recorded = |table: &MirrorTable| {
+        mirror.views.iter().find(|v| {
+            v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
+        })
+    };
+    for table in refresh_order(client, to_refresh).await? {
+        let no_data = if recorded(table).is_some_and(|v| !v.populated) {
+            " WITH NO DATA"
+        } else {
+            ""
+        };
+        client
+            .batch_execute(&format!(
+                "REFRESH MATERIALIZED VIEW {}{no_data}",
+                qualified(&table.schema, &table.name)
+            ))
+            .await
+            .with_context(|| format!("refreshing materialized view {}", table.display_name()))?;
+    }
     let mut wanted = Vec::new();
     for view in mirror.views.iter() {
         let name = qualified(&view.schema, &view.name);
@@ -503,7 +656,14 @@ pub async fn create_views(
         let table = to_create
             .iter()
             .find(|t| t.schema == view.schema && t.name == view.name);
-        if (materialized && table.is_none()) || (!materialized && !make_plain_views) {
+        // A materialized view WITH NO DATA is no mirror table (it has no rows to read): it
+        // comes back empty with the plain views.
+        let wanted_here = match (materialized, table) {
+            (true, Some(_)) => true,
+            (true, None) => !view.populated && make_plain_views,
+            (false, _) => make_plain_views,
+        };
+        if !wanted_here {
             continue;
         }
         let what = format!(
@@ -512,21 +672,36 @@ pub async fn create_views(
             view.schema,
             view.name
         );
-        if !materialized && exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
+        if table.is_none() && exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
             continue;
         }
+        ensure_schema(client, &view.schema).await?;
         let definition = view.definition.trim().trim_end_matches(';');
+        let options = view
+            .options
+            .as_deref()
+            .filter(|o| !o.is_empty())
+            .map(|o| format!(" WITH ({o})"))
+            .unwrap_or_default();
+        let no_data = if materialized && !view.populated {
+            " WITH NO DATA"
+        } else {
+            ""
+        };
         let mut sql = format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; CREATE {}VIEW {name} AS {definition}",
-            quote_ident(&view.schema),
+            "CREATE {}VIEW {name}{options} AS {definition}{no_data}",
             if materialized { "MATERIALIZED " } else { "" }
         );
         if let Some(table) = table {
             for index in standalone_indexes(table) {
-                sql.push_str(&format!("; {index}"));
+                sql.push_str(&format!(";\n{index}"));
             }
         }
-        wanted.push(Wanted { what, sql });
+        wanted.push(Wanted {
+            what,
+            sql,
+            needle: None,
+        });
     }
     let (_, failed) = make_until_stuck(client, wanted).await;
     let mut outcome = ViewsOutcome::default();
@@ -536,24 +711,20 @@ pub async fn create_views(
         }
         outcome.skipped.push(format!("{}: {reason}", wanted.what));
     }
-    for table in refresh_order(client, to_refresh).await? {
-        client
-            .batch_execute(&format!(
-                "REFRESH MATERIALIZED VIEW {}",
-                qualified(&table.schema, &table.name)
-            ))
-            .await
-            .with_context(|| format!("refreshing materialized view {}", table.display_name()))?;
-    }
     for table in to_create.iter().chain(to_refresh) {
-        let rows: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM {}", qualified(&table.schema, &table.name)),
-                &[],
-            )
-            .await
-            .with_context(|| format!("counting the rows of materialized view {}", table.display_name()))?
-            .get(0);
+        // A materialized view WITH NO DATA cannot be read.
+        let rows: i64 = if recorded(table).is_some_and(|v| !v.populated) {
+            0
+        } else {
+            client
+                .query_one(
+                    &format!("SELECT count(*) FROM {}", qualified(&table.schema, &table.name)),
+                    &[],
+                )
+                .await
+                .with_context(|| format!("counting the rows of materialized view {}", table.display_name()))?
+                .get(0)
+        };
         outcome
             .materialized
             .push((table.display_name(), rows.max(0) as u64));

@@ -186,6 +186,10 @@ async fn run(
             )),
         }
     }
+    // A filtered restore makes the plain views only when a materialized view it creates
+    // may read them; an unfiltered one makes them all, as pg_restore does.
+    let make_plain_views = options.create && (options.filter.is_everything() || !views_to_create.is_empty());
+    let mut warnings = Vec::new();
     if !to_create.is_empty() || !views_to_create.is_empty() {
         let mut prelude = create::Prelude::make(client, mirror).await?;
         create::creation_order(mirror, &mut to_create);
@@ -197,7 +201,8 @@ async fn run(
                 created: true,
             });
         }
-        prelude.finish(client).await?;
+        let uses = create::uses_text(mirror, &to_create, &views_to_create, make_plain_views);
+        warnings.extend(prelude.finish(client, &uses).await?);
     }
     for job in &jobs {
         let table = job.table;
@@ -222,7 +227,7 @@ async fn run(
     // Tables just created have no triggers yet.
     let existing: Vec<TableRef> = jobs.iter().filter(|j| !j.created).map(Job::table_ref).collect();
     let triggers = triggers::Guard::take(client, &existing, options.disable_triggers).await?;
-    let mut warnings: Vec<String> = triggers.warning().into_iter().collect();
+    warnings.extend(triggers.warning());
     let blame_triggers = |error| triggers.blame(error);
     let not_valid = not_valid::Suspended::take(client, &existing).await?;
     if options.mode == RestoreMode::Replace {
@@ -247,7 +252,7 @@ async fn run(
     let views = create::create_views(
         client,
         mirror,
-        options.create,
+        make_plain_views,
         &views_to_create,
         &views_to_refresh,
     )
@@ -266,7 +271,7 @@ async fn run(
             .into_iter()
             .map(|reason| format!("not created (a table it reads was not restored?): {reason}")),
     );
-    create::create_triggers(client, mirror, &to_create).await?;
+    create::create_triggers_and_comments(client, mirror, &to_create, &views_to_create).await?;
     let mut sequences = Vec::new();
     for job in &jobs {
         let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);

@@ -413,7 +413,7 @@ INSERT INTO _pgmirror_partitions VALUES
 INSERT INTO _pgmirror_types VALUES
   ('public', 'mood', 'enum', 'CREATE TYPE public.mood AS ENUM (''sad'', ''ok'')');
 INSERT INTO _pgmirror_curation VALUES ('items', 'where', 'id > 0');
-INSERT INTO _pgmirror_views VALUES ('public', 'item_names', 'view', ' SELECT items.name FROM public.items;');
+INSERT INTO _pgmirror_views VALUES ('public', 'item_names', 'view', ' SELECT items.name FROM public.items;', NULL, 1);
 INSERT INTO _pgmirror_objects VALUES
   (1, 'table', 'public', 'items', 'items', 'CREATE TABLE public.items (id integer NOT NULL, name text NOT NULL)'),
   (2, 'trigger', 'public', 'items_touch', 'items', 'CREATE TRIGGER items_touch BEFORE INSERT ON public.items FOR EACH ROW EXECUTE FUNCTION public.touch()');

@@ -1,5 +1,5 @@
 -- The user functions that defaults, generated columns, CHECK constraints (of tables and
--- domains), index expressions, triggers, views and range types call, and the functions
+-- domains), index expressions, triggers, views, range types and access methods call, and the functions
 -- those call in turn (SQL-standard bodies record their calls), with their definitions.
 -- Aggregates and the I/O functions of base types are left out: the latter come with
 -- their type.
@@ -8,7 +8,8 @@ WITH RECURSIVE needed(oid) AS (
     FROM pg_depend d
     WHERE d.refclassid = 'pg_proc'::regclass
       AND d.classid IN ('pg_attrdef'::regclass, 'pg_constraint'::regclass, 'pg_class'::regclass,
-                        'pg_trigger'::regclass, 'pg_rewrite'::regclass, 'pg_type'::regclass)
+                        'pg_trigger'::regclass, 'pg_rewrite'::regclass, 'pg_type'::regclass,
+                        'pg_am'::regclass)
   UNION
     SELECT d.refobjid
     FROM pg_depend d
@@ -16,8 +17,11 @@ WITH RECURSIVE needed(oid) AS (
     WHERE d.refclassid = 'pg_proc'::regclass
 )
 SELECT n.nspname::text AS schema_name,
-       p.oid::regprocedure::text AS signature,
-       pg_get_functiondef(p.oid) AS definition
+       -- Name and arguments as a restore looks them up (not regprocedure text, which
+       -- depends on the session's search_path).
+       format('%s(%s)', p.proname, pg_get_function_identity_arguments(p.oid)) AS signature,
+       -- Never OR REPLACE: a function the lookup missed must not overwrite the target's.
+       regexp_replace(pg_get_functiondef(p.oid), '^CREATE OR REPLACE ', 'CREATE ') AS definition
 FROM needed
 JOIN pg_proc p ON p.oid = needed.oid
 JOIN pg_namespace n ON n.oid = p.pronamespace

@@ -62,7 +62,7 @@ SELECT n.nspname::text AS schema_name,
                FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
        END AS body,
        CASE WHEN t.typtype = 'b' THEN
-         (SELECT string_agg(pg_get_functiondef(f.oid), E';\n' ORDER BY f.position)
+         (SELECT string_agg(regexp_replace(pg_get_functiondef(f.oid), '^CREATE OR REPLACE ', 'CREATE '), E';\n' ORDER BY f.position)
           FROM unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend,
                             t.typmodin, t.typmodout, t.typanalyze]::oid[]) WITH ORDINALITY AS f(oid, position)
           JOIN pg_proc p ON p.oid = f.oid
