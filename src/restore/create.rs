@@ -57,10 +57,44 @@ type Failed = (Wanted, String);
 struct Wanted {
     what: String,
     sql: String,
-    /// The name a statement that uses the object contains (a function's name before its
-    /// arguments, a type's or sequence's name); `None` for what nothing requires by name
-    /// (an extension: its types are objects of their own).
-    needle: Option<String>,
+    /// The names a statement that uses the object contains, bare and quoted (a function's
+    /// name before its arguments, a type's or sequence's name); empty for an extension,
+    /// whose failure stays a warning (a CREATE TABLE it breaks names it).
+    needles: Vec<String>,
+}
+
+/// How statements name the object `name`: bare, and quoted as PostgreSQL quotes it.
+fn needles(name: &str, suffix: &str) -> Vec<String> {
+    vec![
+        format!("{name}{suffix}"),
+        format!("{}{suffix}", quote_ident(name)),
+    ]
+}
+
+/// The schemas among `schemas` the target lacks. An object in one of them cannot exist
+/// (and looking it up would be an error); its statement makes the schema first, inside
+/// the object's savepoint, so a failure leaves no empty schema behind.
+async fn missing_schemas(client: &Client, schemas: &[&str]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT name FROM unnest($1::text[]) AS name \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = name)",
+            &[&schemas],
+        )
+        .await
+        .context("looking for the mirror's schemas in the target")?;
+    rows.iter()
+        .map(|row| crate::pg::field(row, "the missing schemas", "name"))
+        .collect()
+}
+
+/// `sql`, preceded by the creation of its schema when the target lacks it.
+fn in_schema(missing: &[String], schema: &str, sql: &str) -> String {
+    if missing.iter().any(|m| m == schema) {
+        format!("CREATE SCHEMA IF NOT EXISTS {};\n{sql}", quote_ident(schema))
+    } else {
+        sql.to_owned()
+    }
 }
 
 /// Creates a schema the target lacks. Not `CREATE SCHEMA IF NOT EXISTS`: that needs the
@@ -141,8 +175,6 @@ impl Prelude {
             .batch_execute("SET LOCAL check_function_bodies = off")
             .await
             .context("preparing to create the mirror's functions")?;
-        // First the schemas, as pg_dump does: looking an object up in a schema that does
-        // not exist is an error, not a miss.
         let mut schemas: Vec<&str> = mirror
             .types
             .iter()
@@ -157,15 +189,14 @@ impl Prelude {
             .collect();
         schemas.sort_unstable();
         schemas.dedup();
-        for schema in schemas {
-            ensure_schema(client, schema).await?;
-        }
+        let missing = missing_schemas(client, &schemas).await?;
+        let absent = |schema: &str| missing.iter().any(|m| m == schema);
         let mut wanted = Vec::new();
         for extension in mirror.types.iter().filter(|t| t.kind == "extension") {
             wanted.push(Wanted {
                 what: format!("extension {}", extension.name),
                 sql: extension.create_sql.clone(),
-                needle: None,
+                needles: Vec::new(),
             });
         }
         for method in mirror.objects_of(ObjectKind::AccessMethod, None) {
@@ -181,18 +212,20 @@ impl Prelude {
                 wanted.push(Wanted {
                     what,
                     sql: method.create_sql.clone(),
-                    needle: Some(method.name.clone()),
+                    needles: needles(&method.name, ""),
                 });
             }
         }
         for user_type in mirror.types.iter().filter(|t| t.kind != "extension") {
             let name = qualified(&user_type.schema, &user_type.name);
             let what = format!("{} type {}.{}", user_type.kind, user_type.schema, user_type.name);
-            if !exists(client, "SELECT to_regtype($1) IS NOT NULL", &name, &what).await? {
+            if absent(&user_type.schema)
+                || !exists(client, "SELECT to_regtype($1) IS NOT NULL", &name, &what).await?
+            {
                 wanted.push(Wanted {
                     what,
-                    sql: user_type.create_sql.clone(),
-                    needle: Some(user_type.name.clone()),
+                    sql: in_schema(&missing, &user_type.schema, &user_type.create_sql),
+                    needles: needles(&user_type.name, ""),
                 });
             }
         }
@@ -205,25 +238,28 @@ impl Prelude {
                 "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                          WHERE n.nspname = $1 \
                            AND format('%s(%s)', p.proname, pg_get_function_identity_arguments(p.oid)) = $2)";
-            let found: bool = client
-                .query_one(query, &[&function.schema, &function.name])
-                .await
-                .with_context(|| format!("looking for {what} in the target"))?
-                .get(0);
+            let found: bool = !absent(&function.schema)
+                && client
+                    .query_one(query, &[&function.schema, &function.name])
+                    .await
+                    .with_context(|| format!("looking for {what} in the target"))?
+                    .get(0);
             if !found {
                 let name = function.name.split('(').next().unwrap_or_default();
                 wanted.push(Wanted {
                     what,
-                    sql: function.create_sql.clone(),
-                    needle: Some(format!("{name}(")),
+                    sql: in_schema(&missing, &function.schema, &function.create_sql),
+                    needles: needles(name, "("),
                 });
             }
         }
         for sequence in standalone_sequences(mirror) {
             let name = qualified(&sequence.schema, &sequence.name);
             let what = format!("sequence {}.{}", sequence.schema, sequence.name);
-            if !exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
-                let mut sql = sequence_sql(sequence);
+            if absent(&sequence.schema)
+                || !exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await?
+            {
+                let mut sql = in_schema(&missing, &sequence.schema, &sequence_sql(sequence));
                 if let Some(value) = sequence.last_value {
                     sql.push_str(&format!(
                         "; SELECT setval({}, {value})",
@@ -233,7 +269,7 @@ impl Prelude {
                 wanted.push(Wanted {
                     what,
                     sql,
-                    needle: Some(sequence.name.clone()),
+                    needles: needles(&sequence.name, ""),
                 });
             }
         }
@@ -265,7 +301,7 @@ impl Prelude {
         let mut needed: Vec<Failed> = Vec::new();
         let mut unneeded = failed;
         loop {
-            let names = |wanted: &Wanted| wanted.needle.as_ref().is_some_and(|n| uses.contains(n.as_str()));
+            let names = |wanted: &Wanted| wanted.needles.iter().any(|n| uses.contains(n.as_str()));
             let (now, rest): (Vec<_>, Vec<_>) = unneeded.into_iter().partition(|(wanted, _)| names(wanted));
             unneeded = rest;
             if now.is_empty() {
@@ -298,12 +334,7 @@ impl Prelude {
 
 /// Everything the restore will run for the tables and views it creates, in which the name
 /// of each object they need appears ([`Prelude::finish`] looks for it there).
-pub fn uses_text(
-    mirror: &Mirror,
-    tables: &[&MirrorTable],
-    views: &[&MirrorTable],
-    plain_views: bool,
-) -> String {
+pub fn uses_text(mirror: &Mirror, tables: &[&MirrorTable], views: &[&MirrorTable]) -> String {
     let mut text = String::new();
     for &table in tables.iter().chain(views) {
         for column in &table.columns {
@@ -330,12 +361,12 @@ pub fn uses_text(
         }
     }
     for view in &mirror.views {
-        let wanted = match view.kind {
-            RelationKind::MaterializedView => views
+        // Plain views are extras: one that cannot be made is a warning, so what only it
+        // needs is not required.
+        let wanted = view.kind == RelationKind::MaterializedView
+            && views
                 .iter()
-                .any(|t| t.schema == view.schema && t.name == view.name),
-            _ => plain_views,
-        };
+                .any(|t| t.schema == view.schema && t.name == view.name);
         if wanted {
             text.push_str(&view.definition);
             text.push('\n');
@@ -584,13 +615,14 @@ pub async fn add_constraints_and_indexes(
 }
 
 /// Last of all, the triggers of the tables just created, each in its recorded state, and
-/// the comments of those tables and materialized views.
+/// the comments of those tables and materialized views. A comment that cannot be put back
+/// (a partition index PostgreSQL named otherwise) is a warning, returned.
 pub async fn create_triggers_and_comments(
     client: &Client,
     mirror: &Mirror,
     tables: &[&MirrorTable],
     materialized_views: &[&MirrorTable],
-) -> Result<()> {
+) -> Result<Vec<String>> {
     for &table in tables {
         let statements = mirror
             .objects_of(ObjectKind::Trigger, Some(table))
@@ -598,14 +630,18 @@ pub async fn create_triggers_and_comments(
             .collect();
         run_all(client, table, statements).await?;
     }
+    let mut warnings = Vec::new();
     for &table in tables.iter().chain(materialized_views) {
-        let statements = mirror
-            .objects_of(ObjectKind::Comment, Some(table))
-            .map(|o| o.create_sql.clone())
-            .collect();
-        run_all(client, table, statements).await?;
+        for comment in mirror.objects_of(ObjectKind::Comment, Some(table)) {
+            if let Err(reason) = try_statement(client, &comment.create_sql).await {
+                warnings.push(format!(
+                    "comment not put back on {}: {reason}",
+                    table.display_name()
+                ));
+            }
+        }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// What [`create_views`] made, refreshed and had to leave out.
@@ -649,7 +685,13 @@ pub async fn create_views(
             .await
             .with_context(|| format!("refreshing materialized view {}", table.display_name()))?;
     }
+    let mut schemas: Vec<&str> = mirror.views.iter().map(|v| v.schema.as_str()).collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    let missing = missing_schemas(client, &schemas).await?;
     let mut wanted = Vec::new();
+    // The materialized views among the restored tables: the others are extras.
+    let mut required = Vec::new();
     for view in mirror.views.iter() {
         let name = qualified(&view.schema, &view.name);
         let materialized = view.kind == RelationKind::MaterializedView;
@@ -672,10 +714,13 @@ pub async fn create_views(
             view.schema,
             view.name
         );
-        if table.is_none() && exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await? {
+        let schema_missing = missing.iter().any(|m| m == &view.schema);
+        if table.is_none()
+            && !schema_missing
+            && exists(client, "SELECT to_regclass($1) IS NOT NULL", &name, &what).await?
+        {
             continue;
         }
-        ensure_schema(client, &view.schema).await?;
         let definition = view.definition.trim().trim_end_matches(';');
         let options = view
             .options
@@ -696,17 +741,18 @@ pub async fn create_views(
             for index in standalone_indexes(table) {
                 sql.push_str(&format!(";\n{index}"));
             }
+            required.push(what.clone());
         }
         wanted.push(Wanted {
             what,
-            sql,
-            needle: None,
+            sql: in_schema(&missing, &view.schema, &sql),
+            needles: Vec::new(),
         });
     }
     let (_, failed) = make_until_stuck(client, wanted).await;
     let mut outcome = ViewsOutcome::default();
     for (wanted, reason) in failed {
-        if wanted.what.starts_with("materialized") {
+        if required.contains(&wanted.what) {
             return Err(Error::unsupported(format!("creating {}", wanted.what), reason));
         }
         outcome.skipped.push(format!("{}: {reason}", wanted.what));

@@ -201,7 +201,7 @@ async fn run(
                 created: true,
             });
         }
-        let uses = create::uses_text(mirror, &to_create, &views_to_create, make_plain_views);
+        let uses = create::uses_text(mirror, &to_create, &views_to_create);
         warnings.extend(prelude.finish(client, &uses).await?);
     }
     for job in &jobs {
@@ -271,7 +271,8 @@ async fn run(
             .into_iter()
             .map(|reason| format!("not created (a table it reads was not restored?): {reason}")),
     );
-    create::create_triggers_and_comments(client, mirror, &to_create, &views_to_create).await?;
+    warnings
+        .extend(create::create_triggers_and_comments(client, mirror, &to_create, &views_to_create).await?);
     let mut sequences = Vec::new();
     for job in &jobs {
         let recorded = |feed: &ColumnSequence| recorded_sequence_value(mirror, job.table, feed);

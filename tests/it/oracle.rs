@@ -175,36 +175,45 @@ fn disable_triggers_restores_the_oracle_into_a_pg_dump_schema_copy() {
 fn an_object_the_target_cannot_have_stops_create_before_any_row_naming_it() {
     let source = oracle_source("oracle_missing_library_source");
     let dir = temp_dir();
-    let mirror = dir.path().join("oracle.db");
-    export(&source, &mirror, &[]);
-    // As if app.norm were C code in a library the target does not have: only an index
-    // and a view call it, so every CREATE TABLE succeeds and the check comes after them.
-    let conn = rusqlite::Connection::open(&mirror).unwrap();
-    let edited = conn
-        .execute(
-            "UPDATE _pgmirror_objects SET create_sql = \
-             'CREATE FUNCTION app.norm(text) RETURNS text LANGUAGE c AS ''$libdir/pgmirror_no_such_library'', ''norm''' \
-             WHERE kind = 'function' AND schema_name = 'app' AND object_name = 'norm(text)'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(edited, 1, "the mirror records app.norm");
-    drop(conn);
-    let target = fresh_db("oracle_missing_library_target");
-    let output = restore(&mirror, &target, &["--create"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("function app.norm(text)"),
-        "names the object: {stderr}"
-    );
-    assert!(stderr.contains("pgmirror_no_such_library"), "says why: {stderr}");
-    assert!(stderr.contains("nothing was written"), "{stderr}");
-    assert_eq!(
-        target.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'"),
-        "0",
-        "the whole restore was rolled back"
-    );
+    // As if the function were C code in a library the target does not have. app.norm is
+    // called only by an index and a view, app."Stamp Ω" (a name PostgreSQL quotes) only by
+    // a trigger: every CREATE TABLE succeeds, and the check comes after them, before the rows.
+    for (case, name, shown) in [
+        ("plain", "norm(text)", "function app.norm(text)"),
+        ("quoted", "Stamp Ω()", "function app.Stamp Ω()"),
+    ] {
+        let mirror = dir.path().join(format!("{case}.db"));
+        export(&source, &mirror, &[]);
+        let conn = rusqlite::Connection::open(&mirror).unwrap();
+        let edited = conn
+            .execute(
+                "UPDATE _pgmirror_objects SET create_sql = \
+                 'CREATE FUNCTION app.pgmirror_missing() RETURNS text LANGUAGE c AS ''$libdir/pgmirror_no_such_library'', ''f''' \
+                 WHERE kind = 'function' AND schema_name = 'app' AND object_name = ?1",
+                [name],
+            )
+            .unwrap();
+        assert_eq!(edited, 1, "the mirror records {name}");
+        drop(conn);
+        let target = fresh_db(&format!("oracle_missing_library_{case}"));
+        let output = restore(&mirror, &target, &["--create"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{case}: {stderr}");
+        assert!(stderr.contains(shown), "{case}: names the object: {stderr}");
+        assert!(
+            stderr.contains("pgmirror_no_such_library"),
+            "{case}: says why: {stderr}"
+        );
+        assert!(
+            stderr.contains("creating what the mirror's tables need in the target; nothing was written"),
+            "{case}: stops before the rows: {stderr}"
+        );
+        assert_eq!(
+            target.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'"),
+            "0",
+            "{case}: the whole restore was rolled back"
+        );
+    }
 }
 
 /// A mirror as format 1 wrote it: no `_pgmirror_objects`, no `is_local`.
@@ -212,6 +221,7 @@ fn downgrade_to_format_1(mirror: &std::path::Path) {
     let conn = rusqlite::Connection::open(mirror).unwrap();
     conn.execute_batch(
         "DROP TABLE _pgmirror_objects; ALTER TABLE _pgmirror_constraints DROP COLUMN is_local; \
+         ALTER TABLE _pgmirror_views DROP COLUMN options; ALTER TABLE _pgmirror_views DROP COLUMN populated; \
          DELETE FROM _pgmirror_types WHERE kind IN ('range', 'base'); PRAGMA user_version = 1; \
          UPDATE _pgmirror_meta SET value = '1' WHERE key = 'format_version';",
     )
@@ -309,22 +319,44 @@ fn a_filtered_create_makes_what_its_tables_need() {
             .filter(|(relation, _)| relation == "app.tickets")
             .collect::<Vec<_>>()
     };
-    for (mirror, name) in [
-        (&full, "oracle_filtered_full"),
-        (&only_tickets, "oracle_filtered_tickets"),
+    // An unfiltered restore of the one-table mirror also makes the plain views it can
+    // (the two over app.tickets); the others, and the WITH NO DATA materialized view over
+    // app.orders, are warnings.
+    for (mirror, name, filter, relations) in [
+        (
+            &full,
+            "oracle_filtered_full",
+            &["--table", "app.tickets"][..],
+            "1",
+        ),
+        (
+            &only_tickets,
+            "oracle_filtered_tickets",
+            &["--table", "app.tickets"][..],
+            "1",
+        ),
+        (&only_tickets, "oracle_filtered_unfiltered", &[][..], "3"),
     ] {
         let target = fresh_db(name);
         // Functions over tables that are not restored (app.item_ok(app.items)) cannot be
         // made; no restored table needs them, so they are a warning, not a refusal.
-        assert_ok(&restore(mirror, &target, &["--create", "--table", "app.tickets"]));
+        let mut args = vec!["--create"];
+        args.extend_from_slice(filter);
+        let output = restore(mirror, &target, &args);
+        assert_ok(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("not created (no restored table needs it): function app.item_ok"),
+            "{name}: says what it left out: {stderr}"
+        );
         assert_eq!(tickets(&target), tickets(&source), "{name}");
         assert_eq!(
             target.scalar(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = 'app' AND c.relkind IN ('r', 'p', 'v', 'm')"
             ),
-            "1",
-            "{name}: only app.tickets, no views over tables that were not asked for"
+            relations,
+            "{name}: app.tickets, and no view over a table that was not asked for"
         );
         assert_eq!(
             target.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'app.tickets'::regclass AND NOT tgisinternal"),
