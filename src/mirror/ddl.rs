@@ -248,6 +248,31 @@ fn trigger_statements(relation: &Relation, trigger: &crate::pg::catalog::Trigger
     )
 }
 
+/// The objects of one kind that a relation and each of its partitions have, as
+/// `statements` lists them for each one: (name, statement).
+fn tree_objects(
+    catalog: &Catalog,
+    sqlite_name: &str,
+    relation: &Relation,
+    kind: ObjectKind,
+    statements: impl Fn(&Relation) -> Vec<(String, String)>,
+) -> Vec<SchemaObject> {
+    std::iter::once(relation)
+        .chain(catalog.partition_tree(relation.oid))
+        .flat_map(|owner| {
+            statements(owner)
+                .into_iter()
+                .map(move |(name, create_sql)| SchemaObject {
+                    kind,
+                    schema: owner.schema.clone(),
+                    name,
+                    sqlite_table: Some(sqlite_name.to_owned()),
+                    create_sql,
+                })
+        })
+        .collect()
+}
+
 /// Every object the restore of these tables needs, in the order to create them.
 /// `tables` are (sqlite name, relation) of the mirror's tables that are relations.
 pub fn schema_objects(catalog: &Catalog, tables: &[(&str, &Relation)]) -> Vec<SchemaObject> {
@@ -270,18 +295,19 @@ pub fn schema_objects(catalog: &Catalog, tables: &[(&str, &Relation)]) -> Vec<Sc
         create_sql: function.definition.clone(),
     }));
     for &(sqlite_name, relation) in tables {
-        let tree = std::iter::once(relation).chain(catalog.partition_tree(relation.oid));
-        for owner in tree {
-            for comment in &owner.comments {
-                objects.push(SchemaObject {
-                    kind: ObjectKind::Comment,
-                    schema: owner.schema.clone(),
-                    name: owner.name.clone(),
-                    sqlite_table: Some(sqlite_name.to_owned()),
-                    create_sql: comment.clone(),
-                });
-            }
-        }
+        objects.extend(tree_objects(
+            catalog,
+            sqlite_name,
+            relation,
+            ObjectKind::Comment,
+            |owner| {
+                owner
+                    .comments
+                    .iter()
+                    .map(|c| (owner.name.clone(), c.clone()))
+                    .collect()
+            },
+        ));
     }
     let mut ordered: Vec<&(&str, &Relation)> = tables
         .iter()
@@ -325,18 +351,19 @@ pub fn schema_objects(catalog: &Catalog, tables: &[(&str, &Relation)]) -> Vec<Sc
         }
     }
     for &&(sqlite_name, relation) in &ordered {
-        let tree = std::iter::once(relation).chain(catalog.partition_tree(relation.oid));
-        for owner in tree {
-            for trigger in &owner.triggers {
-                objects.push(SchemaObject {
-                    kind: ObjectKind::Trigger,
-                    schema: owner.schema.clone(),
-                    name: trigger.name.clone(),
-                    sqlite_table: Some(sqlite_name.to_owned()),
-                    create_sql: trigger_statements(owner, trigger),
-                });
-            }
-        }
+        objects.extend(tree_objects(
+            catalog,
+            sqlite_name,
+            relation,
+            ObjectKind::Trigger,
+            |owner| {
+                owner
+                    .triggers
+                    .iter()
+                    .map(|t| (t.name.clone(), trigger_statements(owner, t)))
+                    .collect()
+            },
+        ));
     }
     objects
 }
