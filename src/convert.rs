@@ -373,6 +373,16 @@ fn write_literal_level<'s, 'a: 's>(
     out.push('}');
 }
 
+/// `fmt::Write` into the byte buffer a COPY or CSV field is built in.
+struct ByteSink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteSink<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
 /// Whether PostgreSQL's array output quotes this element: when it is empty, reads as NULL,
 /// or holds a quote, backslash, brace, the delimiter or white space.
 fn needs_quotes(text: &str) -> bool {
@@ -484,10 +494,9 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
         ValueRef::Integer(i) => {
             let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
         }
+        // Written straight into `out`: this runs for every value a restore sends.
         ValueRef::Real(f) => {
-            let mut text = String::with_capacity(24);
-            types::write_pg_float(&mut text, f, codec == Codec::Scalar(Scalar::Float4));
-            out.extend_from_slice(text.as_bytes());
+            types::write_pg_float(&mut ByteSink(out), f, codec == Codec::Scalar(Scalar::Float4))
         }
         ValueRef::Blob(bytes) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -55,22 +55,30 @@ pub fn non_finite_float_text(value: f64) -> Option<&'static str> {
 /// shortest digits that read back to the same value (float4's own for `single`), in fixed
 /// notation for decimal exponents from -4 up to the type's precision (15 digits, float4 6)
 /// and otherwise as `d.ddde+XX`.
-pub fn write_pg_float(out: &mut String, value: f64, single: bool) {
+pub fn write_pg_float<W: std::fmt::Write>(out: &mut W, value: f64, single: bool) {
+    // Runs for every float a restore sends: nothing here allocates (only the rare halfway
+    // case in pg_shortest_digits formats candidates).
     if let Some(text) = non_finite_float_text(value) {
-        out.push_str(text);
+        let _ = out.write_str(text);
         return;
     }
     let (negative, digits, exponent) = pg_shortest_digits(value, single);
+    let digits = digits.as_str();
     if negative {
-        out.push('-');
+        let _ = out.write_char('-');
     }
+    let zeros = |out: &mut W, count: usize| {
+        for _ in 0..count {
+            let _ = out.write_char('0');
+        }
+    };
     let precision = if single { 6 } else { 15 };
     if !(-4..precision).contains(&exponent) {
         let (first, rest) = digits.split_at(1);
-        out.push_str(first);
+        let _ = out.write_str(first);
         if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
+            let _ = out.write_char('.');
+            let _ = out.write_str(rest);
         }
         let _ = write!(
             out,
@@ -79,19 +87,32 @@ pub fn write_pg_float(out: &mut String, value: f64, single: bool) {
             exponent.abs()
         );
     } else if exponent < 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
-        out.push_str(&digits);
+        let _ = out.write_str("0.");
+        zeros(out, (-exponent - 1) as usize);
+        let _ = out.write_str(digits);
     } else {
         let whole = exponent as usize + 1;
         if digits.len() <= whole {
-            out.push_str(&digits);
-            out.extend(std::iter::repeat_n('0', whole - digits.len()));
+            let _ = out.write_str(digits);
+            zeros(out, whole - digits.len());
         } else {
-            out.push_str(&digits[..whole]);
-            out.push('.');
-            out.push_str(&digits[whole..]);
+            let _ = out.write_str(&digits[..whole]);
+            let _ = out.write_char('.');
+            let _ = out.write_str(&digits[whole..]);
         }
+    }
+}
+
+/// The significant digits of a decimal, kept on the stack (at most 17 for a float; the
+/// buffer takes any text ryu or `{:e}` prints for one).
+struct Digits {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("0")
     }
 }
 
@@ -99,7 +120,7 @@ pub fn write_pg_float(out: &mut String, value: f64, single: bool) {
 /// same value, except that PostgreSQL (built without STRICTLY_SHORTEST) never takes a
 /// decimal lying exactly halfway to a neighbouring float, where it prints more digits
 /// (`1e23` is `9.999999999999999e+22`). Returns sign, digits and the first digit's exponent.
-fn pg_shortest_digits(value: f64, single: bool) -> (bool, String, i32) {
+fn pg_shortest_digits(value: f64, single: bool) -> (bool, Digits, i32) {
     let mut buffer = ryu::Buffer::new();
     let shortest = if single {
         buffer.format_finite(value as f32)
@@ -107,11 +128,11 @@ fn pg_shortest_digits(value: f64, single: bool) -> (bool, String, i32) {
         buffer.format_finite(value)
     };
     let parts = decimal_parts(shortest);
-    if !is_halfway(value, single, &parts.1, parts.2) {
+    if !is_halfway(value, single, parts.1.as_str(), parts.2) {
         return parts;
     }
     // The closest decimal of each longer length, until one lies strictly inside.
-    for length in parts.1.len() + 1..=17 {
+    for length in parts.1.len + 1..=17 {
         let candidate = if single {
             format!("{:.*e}", length - 1, value as f32)
         } else {
@@ -123,7 +144,7 @@ fn pg_shortest_digits(value: f64, single: bool) -> (bool, String, i32) {
             candidate.parse::<f64>().ok() == Some(value)
         };
         let longer = decimal_parts(&candidate);
-        if reads_back && !is_halfway(value, single, &longer.1, longer.2) {
+        if reads_back && !is_halfway(value, single, longer.1.as_str(), longer.2) {
             return longer;
         }
     }
@@ -193,7 +214,7 @@ fn is_halfway(value: f64, single: bool, digits: &str, exponent: i32) -> bool {
 
 /// A decimal number's text (`-12.5`, `1e-7`, `4.0`) as its sign, significant digits and
 /// the decimal exponent of the first digit (`-12.5` → `125`, 1). Zero is `0`, 0.
-fn decimal_parts(text: &str) -> (bool, String, i32) {
+fn decimal_parts(text: &str) -> (bool, Digits, i32) {
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -201,14 +222,29 @@ fn decimal_parts(text: &str) -> (bool, String, i32) {
     let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all: String = whole.chars().chain(fraction.chars()).collect();
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_start_matches('0').trim_end_matches('0');
-    if digits.is_empty() {
-        return (negative, "0".to_owned(), 0);
+    let mut digits = Digits {
+        bytes: [0; 40],
+        len: 0,
+    };
+    let mut leading = 0;
+    for byte in whole.bytes().chain(fraction.bytes()) {
+        if digits.len == 0 && byte == b'0' {
+            leading += 1;
+        } else if digits.len < digits.bytes.len() {
+            digits.bytes[digits.len] = byte;
+            digits.len += 1;
+        }
     }
-    let first_digit_exponent = whole.len() as i32 - 1 - leading as i32 + exponent;
-    (negative, digits.to_owned(), first_digit_exponent)
+    while digits.len > 0 && digits.bytes[digits.len - 1] == b'0' {
+        digits.len -= 1;
+    }
+    if digits.len == 0 {
+        digits.bytes[0] = b'0';
+        digits.len = 1;
+        return (negative, digits, 0);
+    }
+    let first_digit_exponent = whole.len() as i32 - 1 - leading + exponent;
+    (negative, digits, first_digit_exponent)
 }
 
 pub fn write_uuid(out: &mut String, bytes: &[u8]) -> Result<(), CopyError> {

@@ -235,6 +235,13 @@ impl Mirror {
             .ok()
     }
 
+    /// The recorded definition of a mirror table that is a materialized view.
+    pub fn materialized_view(&self, table: &MirrorTable) -> Option<&MirrorView> {
+        self.views.iter().find(|v| {
+            v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
+        })
+    }
+
     pub fn table(&self, sqlite_name: &str) -> Option<&MirrorTable> {
         self.tables.iter().find(|t| t.sqlite_name == sqlite_name)
     }

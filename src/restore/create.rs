@@ -666,11 +666,7 @@ pub async fn create_views(
     to_create: &[&MirrorTable],
     to_refresh: &[&MirrorTable],
 ) -> Result<ViewsOutcome> {
-    let recorded = |table: &MirrorTable| {
-        mirror.views.iter().find(|v| {
-            v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
-        })
-    };
+    let recorded = |table: &MirrorTable| mirror.materialized_view(table);
     for table in refresh_order(client, to_refresh).await? {
         let no_data = if recorded(table).is_some_and(|v| !v.populated) {
             " WITH NO DATA"

@@ -166,7 +166,7 @@ async fn run(
                     views_to_refresh.push(table);
                     continue;
                 }
-                None if options.create && view_definition(mirror, table).is_some() => {
+                None if options.create && mirror.materialized_view(table).is_some() => {
                     views_to_create.push(table);
                     continue;
                 }
@@ -279,16 +279,6 @@ async fn run(
         sequences.extend(advance_sequences(client, &job.table_ref(), recorded).await?);
     }
     Ok((restored, sequences, warnings))
-}
-
-fn view_definition<'m>(mirror: &'m Mirror, table: &MirrorTable) -> Option<&'m str> {
-    mirror
-        .views
-        .iter()
-        .find(|v| {
-            v.kind == RelationKind::MaterializedView && v.schema == table.schema && v.name == table.name
-        })
-        .map(|v| v.definition.trim().trim_end_matches(';'))
 }
 
 /// A mirror table that holds only some rows (`--where`) or not the real values
