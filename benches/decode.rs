@@ -111,6 +111,7 @@ fn narrow_table() -> PlannedTable {
                 collation: None,
                 type_info: TypeInfo {
                     base_oid: 0,
+                    typmod: -1,
                     typtype: b'b',
                     element: None,
                 },

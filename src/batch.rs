@@ -23,6 +23,9 @@ pub struct RowBatch {
     pub cells: Vec<Cell>,
     pub text: String,
     pub blobs: Vec<u8>,
+    /// (cell index, range of `text`): the exact text of a number that does not give it back
+    /// (`convert::decimal`), for the mirror's `_pgmirror_exact_text`.
+    pub exact: Vec<(usize, Range<usize>)>,
     /// Bytes of the COPY stream these rows came from, for progress reporting.
     pub source_bytes: u64,
 }
@@ -60,6 +63,7 @@ impl RowBatch {
             ),
             text: String::new(),
             blobs: Vec::new(),
+            exact: Vec::new(),
             source_bytes: 0,
         }
     }
@@ -114,6 +118,16 @@ impl RowBatch {
         let start = self.text.len();
         self.text.push_str(text);
         self.cells.push(Cell::Text(start..self.text.len()));
+    }
+
+    /// A text cell over bytes already written to the arena.
+    pub fn push_text_range(&mut self, range: Range<usize>) {
+        self.cells.push(Cell::Text(range));
+    }
+
+    /// Records `range` of the text arena as the exact text of the cell pushed next.
+    pub fn note_exact_text(&mut self, range: Range<usize>) {
+        self.exact.push((self.cells.len(), range));
     }
 
     /// Writes a text value in place through `write` (no temporary string).

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::batch::RowBatch;
 use crate::copy::{types, CopyError};
 
+pub mod decimal;
+
 /// How one column is selected, decoded and stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -15,6 +17,11 @@ pub enum Codec {
     /// An array whose elements have a native codec: JSON text when one-dimensional
     /// with lower bound 1, PostgreSQL's array literal otherwise.
     Array(Scalar),
+    /// numeric and money as numbers (format 3, `convert::decimal`), given back with
+    /// `scale` fraction digits when the column has a fixed scale.
+    Decimal {
+        scale: Option<u16>,
+    },
 }
 
 /// The types decoded natively, as columns or as array elements.
@@ -28,7 +35,8 @@ pub enum Scalar {
     Bool,
     Float4,
     Float8,
-    /// numeric, and money selected as `::numeric`.
+    /// numeric as its exact text: array elements, and columns of format 1 and 2 mirrors
+    /// (money too, selected as `::numeric`). Columns are [`Codec::Decimal`] since format 3.
     Numeric,
     /// text-like types whose binary form is their UTF-8 text (text, varchar, char(n), name,
     /// enums), and every type selected as `::text`.
@@ -85,14 +93,17 @@ pub mod oids {
 #[derive(Debug, Clone, Copy)]
 pub struct TypeInfo {
     pub base_oid: u32,
+    /// The column's type modifier, or the innermost domain's that has one; -1 for none.
+    pub typmod: i32,
     /// pg_type.typtype of the base type ('b' base, 'e' enum, 'c' composite, 'r' range, ...).
     pub typtype: u8,
     /// For arrays: the element type, domains resolved, with its own typtype.
     pub element: Option<(u32, u8)>,
 }
 
-/// The codec and select expression for a column of the given type.
-pub fn choose_codec(info: TypeInfo) -> (Codec, SelectAs) {
+/// The codec and select expression for a column of the given type; `money_scale` is
+/// the fraction digits of the server's money (`scale(0::money::numeric)`).
+pub fn choose_codec(info: TypeInfo, money_scale: u16) -> (Codec, SelectAs) {
     if let Some((element_oid, element_typtype)) = info.element {
         return match scalar_codec(element_oid, element_typtype) {
             Some(element) => (Codec::Array(element), SelectAs::Column),
@@ -100,7 +111,12 @@ pub fn choose_codec(info: TypeInfo) -> (Codec, SelectAs) {
         };
     }
     if info.base_oid == oids::MONEY {
-        return (Codec::Scalar(Scalar::Numeric), SelectAs::CastToNumeric);
+        let scale = Some(money_scale);
+        return (Codec::Decimal { scale }, SelectAs::CastToNumeric);
+    }
+    if info.base_oid == oids::NUMERIC {
+        let scale = numeric_scale(info.typmod);
+        return (Codec::Decimal { scale }, SelectAs::Column);
     }
     if info.base_oid == oids::INET {
         return (Codec::Scalar(Scalar::Text), SelectAs::InetOutput);
@@ -109,6 +125,19 @@ pub fn choose_codec(info: TypeInfo) -> (Codec, SelectAs) {
         Some(scalar) => (Codec::Scalar(scalar), SelectAs::Column),
         None => (Codec::Scalar(Scalar::Text), SelectAs::TextOutput),
     }
+}
+
+/// The fixed display scale of `numeric(p,s)` from its type modifier; `None` when the
+/// numeric is unconstrained. A negative scale (`numeric(5,-2)`) rounds to tens and shows
+/// no fraction digits.
+fn numeric_scale(typmod: i32) -> Option<u16> {
+    // PostgreSQL 15: typmod = (precision << 16 | scale as 11-bit two's complement) + VARHDRSZ.
+    const VARHDRSZ: i32 = 4;
+    if typmod < VARHDRSZ {
+        return None;
+    }
+    let scale = (((typmod - VARHDRSZ) & 0x7ff) ^ 1024) - 1024;
+    Some(u16::try_from(scale.max(0)).unwrap_or(0))
 }
 
 fn scalar_codec(oid: u32, typtype: u8) -> Option<Scalar> {
@@ -147,6 +176,7 @@ impl Codec {
                 "INTEGER"
             }
             Codec::Scalar(Scalar::Float4 | Scalar::Float8) => "REAL",
+            Codec::Decimal { .. } => "NUMERIC",
             Codec::Scalar(Scalar::Bytea) => "BLOB",
             _ => "TEXT",
         }
@@ -156,11 +186,13 @@ impl Codec {
         self.sqlite_type() == "INTEGER"
     }
 
-    /// The name recorded in the mirror's metadata (`int4`, `array:numeric`, ...).
+    /// The name recorded in the mirror's metadata (`int4`, `array:numeric`, `decimal(2)`).
     pub fn name(self) -> String {
         match self {
             Codec::Scalar(scalar) => snake_name(&scalar),
             Codec::Array(element) => format!("array:{}", snake_name(&element)),
+            Codec::Decimal { scale: None } => DECIMAL.to_owned(),
+            Codec::Decimal { scale: Some(scale) } => format!("{DECIMAL}({scale})"),
         }
     }
 
@@ -169,8 +201,36 @@ impl Codec {
         match self {
             Codec::Scalar(scalar) => scalar.decode_into(bytes, batch),
             Codec::Array(element) => batch.push_text_with(|out| write_array(out, element, bytes)),
+            Codec::Decimal { scale } => push_decimal(batch, bytes, scale),
         }
     }
+}
+
+/// The codec name of [`Codec::Decimal`].
+const DECIMAL: &str = "decimal";
+
+/// A numeric as its number, its exact text kept in the batch only when the number does
+/// not give it back (NaN is its text).
+fn push_decimal(batch: &mut RowBatch, bytes: &[u8], scale: Option<u16>) -> Result<(), CopyError> {
+    let start = batch.text.len();
+    if let Err(e) = types::write_numeric(&mut batch.text, bytes) {
+        batch.text.truncate(start);
+        return Err(e);
+    }
+    let exact = start..batch.text.len();
+    let (stored, needs_exact) = decimal::store(&batch.text[exact.clone()], scale);
+    if needs_exact {
+        batch.note_exact_text(exact.clone());
+    } else if stored != decimal::StoredDecimal::NaN {
+        batch.text.truncate(start);
+    }
+    match stored {
+        decimal::StoredDecimal::Integer(value) => batch.push_integer(value),
+        decimal::StoredDecimal::Real(value) => batch.push_real(value),
+        decimal::StoredDecimal::NaN if needs_exact => batch.push_str("NaN"),
+        decimal::StoredDecimal::NaN => batch.push_text_range(exact),
+    }
+    Ok(())
 }
 
 impl Scalar {
@@ -181,7 +241,7 @@ impl Scalar {
             Scalar::Int8 => batch.push_integer(types::int8(bytes)?),
             Scalar::Oid => batch.push_integer(types::oid(bytes)?),
             Scalar::Bool => batch.push_integer(types::bool(bytes)? as i64),
-            Scalar::Float4 => push_float(batch, types::float4(bytes)?),
+            Scalar::Float4 => push_float(batch, decimal::float4_stored(types::float4(bytes)? as f32)),
             Scalar::Float8 => push_float(batch, types::float8(bytes)?),
             Scalar::Numeric => batch.push_text_with(|out| types::write_numeric(out, bytes))?,
             Scalar::Text => batch.push_str(types::utf8(bytes, "text")?),
@@ -206,11 +266,13 @@ fn snake_name<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// SQLite turns a bound NaN into NULL, so non-finite floats are stored as PostgreSQL's text.
+/// SQLite turns a bound NaN into NULL, so NaN is stored as PostgreSQL's text, which sorts
+/// after every number as PostgreSQL sorts it; ±Infinity is SQLite's ±Inf.
 fn push_float(batch: &mut RowBatch, value: f64) {
-    match types::non_finite_float_text(value) {
-        Some(text) => batch.push_str(text),
-        None => batch.push_real(value),
+    if value.is_nan() {
+        batch.push_str("NaN");
+    } else {
+        batch.push_real(value);
     }
 }
 
@@ -454,6 +516,19 @@ pub fn pg_money_text(numeric: &str, lc_monetary: &str) -> Option<String> {
 impl Codec {
     /// The inverse of [`Codec::name`], for codecs recorded in a mirror.
     pub fn from_name(name: &str) -> Option<Codec> {
+        if name == DECIMAL {
+            return Some(Codec::Decimal { scale: None });
+        }
+        if let Some(scale) = name
+            .strip_prefix(DECIMAL)
+            .and_then(|rest| rest.strip_prefix('('))
+            .and_then(|rest| rest.strip_suffix(')'))
+        {
+            return scale
+                .parse()
+                .ok()
+                .map(|scale| Codec::Decimal { scale: Some(scale) });
+        }
         let scalar =
             |text: &str| serde_json::from_value::<Scalar>(serde_json::Value::String(text.to_owned())).ok();
         match name.strip_prefix("array:") {
@@ -491,6 +566,11 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
         ValueRef::Integer(i) if codec == Codec::Scalar(Scalar::Bool) => {
             out.push(if i != 0 { b't' } else { b'f' })
         }
+        ValueRef::Integer(_) | ValueRef::Real(_) if matches!(codec, Codec::Decimal { .. }) => {
+            if let (Codec::Decimal { scale }, Some(stored)) = (codec, decimal::from_cell(value)) {
+                decimal::write_text(&mut ByteSink(out), stored, scale);
+            }
+        }
         ValueRef::Integer(i) => {
             let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
         }
@@ -507,6 +587,8 @@ pub fn write_pg_text(codec: Codec, value: rusqlite::types::ValueRef<'_>, out: &m
             }
         }
         ValueRef::Text(text) => match codec {
+            // NaN, a kept exact text, or a format 1 or 2 mirror's numeric text.
+            Codec::Decimal { .. } => out.extend_from_slice(text),
             Codec::Array(element) => match json_array_to_literal(text, element) {
                 Some(literal) => out.extend_from_slice(literal.as_bytes()),
                 None => out.extend_from_slice(text),
@@ -585,10 +667,49 @@ mod tests {
             Codec::Scalar(Scalar::Timestamptz),
             Codec::Array(Scalar::Numeric),
             Codec::Scalar(Scalar::Text),
+            Codec::Decimal { scale: None },
+            Codec::Decimal { scale: Some(2) },
         ] {
             assert_eq!(Codec::from_name(&codec.name()), Some(codec));
         }
-        assert_eq!(Codec::from_name("array:nonsense"), None);
+        assert_eq!(Codec::Decimal { scale: Some(2) }.name(), "decimal(2)");
+        for nonsense in [
+            "array:nonsense",
+            "decimal(",
+            "decimal(-1)",
+            "decimal(2",
+            "decimals",
+        ] {
+            assert_eq!(Codec::from_name(nonsense), None, "{nonsense}");
+        }
+    }
+
+    #[test]
+    fn numeric_type_modifiers_give_the_display_scale() {
+        let typmod = |precision: i32, scale: i32| ((precision << 16) | (scale & 0x7ff)) + 4;
+        assert_eq!(numeric_scale(-1), None);
+        assert_eq!(numeric_scale(typmod(12, 2)), Some(2));
+        assert_eq!(numeric_scale(typmod(10, 0)), Some(0));
+        assert_eq!(
+            numeric_scale(typmod(5, -2)),
+            Some(0),
+            "numeric(5,-2) shows no fraction"
+        );
+        assert_eq!(numeric_scale(typmod(1000, 1000)), Some(1000));
+    }
+
+    #[test]
+    fn decimals_are_written_with_their_scale() {
+        let money = Codec::Decimal { scale: Some(2) };
+        assert_eq!(field(money, ValueRef::Integer(-12)), "-12.00");
+        assert_eq!(field(money, ValueRef::Real(0.5)), "0.50");
+        assert_eq!(field(money, ValueRef::Real(f64::INFINITY)), "Infinity");
+        assert_eq!(field(money, ValueRef::Text(b"NaN")), "NaN");
+        let plain = Codec::Decimal { scale: None };
+        assert_eq!(field(plain, ValueRef::Real(1e21)), "1000000000000000000000");
+        assert_eq!(field(plain, ValueRef::Real(-1.5e-7)), "-0.00000015");
+        // A kept exact text (or a format 2 mirror's) is written as it is.
+        assert_eq!(field(plain, ValueRef::Text(b"1.50")), "1.50");
     }
 
     #[test]

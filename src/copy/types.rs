@@ -105,13 +105,13 @@ pub fn write_pg_float<W: std::fmt::Write>(out: &mut W, value: f64, single: bool)
 
 /// The significant digits of a decimal, kept on the stack (at most 17 for a float; the
 /// buffer takes any text ryu or `{:e}` prints for one).
-struct Digits {
+pub(crate) struct Digits {
     bytes: [u8; 40],
     len: usize,
 }
 
 impl Digits {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("0")
     }
 }
@@ -214,7 +214,7 @@ fn is_halfway(value: f64, single: bool, digits: &str, exponent: i32) -> bool {
 
 /// A decimal number's text (`-12.5`, `1e-7`, `4.0`) as its sign, significant digits and
 /// the decimal exponent of the first digit (`-12.5` → `125`, 1). Zero is `0`, 0.
-fn decimal_parts(text: &str) -> (bool, Digits, i32) {
+pub(crate) fn decimal_parts(text: &str) -> (bool, Digits, i32) {
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),

@@ -20,8 +20,8 @@ use crate::load::target::{find_table, TargetTable};
 use crate::load::{
     advance_sequences, copy_destination, empty_tables, upsert_from_staging, RestoreMode, TableRef,
 };
-use crate::mirror::Mirror;
-use crate::pg::{qualified, quote_ident, quote_list, ConnectionSpec};
+use crate::mirror::{Mirror, RowReader};
+use crate::pg::{qualified, quote_list, ConnectionSpec};
 
 /// Where `csv export` reads the table.
 #[derive(Debug, Clone)]
@@ -137,7 +137,6 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
     }
     let columns = table.loadable_columns()?;
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-    let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
     // money is kept as its number; written as the source's locale printed it, where known.
     let lc_monetary: String = mirror.meta("lc_monetary").unwrap_or_default();
     let is_money: Vec<bool> = columns
@@ -151,25 +150,18 @@ fn export_mirror(path: &std::path::Path, wanted: &str, output: &mut Output) -> R
         .collect();
     let destination = output.name().to_owned();
     let writing = || format!("writing {destination}");
-    let mut statement = mirror
-        .conn
-        .prepare(&format!(
-            "SELECT {} FROM {} ORDER BY rowid",
-            quote_list(&names),
-            quote_ident(&table.sqlite_name)
-        ))
-        .with_context(reading)?;
-    let mut rows = statement.query([]).with_context(reading)?;
+    let mut reader = RowReader::new(&mirror, table, &columns)?;
+    let mut rows = reader.rows()?;
     let mut buffer = Vec::with_capacity(CHUNK_BYTES + 4096);
     write_header(&mut buffer, &names);
     let mut value = Vec::new();
     let mut count = 0;
-    while let Some(row) = rows.next().with_context(reading)? {
+    while let Some(row) = rows.next_row()? {
         for (index, (_, codec)) in columns.iter().enumerate() {
             if index > 0 {
                 buffer.push(b',');
             }
-            let cell = row.get_ref(index).with_context(reading)?;
+            let cell = row.value(index)?;
             if let rusqlite::types::ValueRef::Null = cell {
                 continue;
             }

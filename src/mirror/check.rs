@@ -6,6 +6,7 @@
 use rusqlite::Connection;
 
 use super::{Mirror, MirrorTable, METADATA_PREFIX};
+use crate::convert::{decimal, Codec};
 
 /// Everything wrong with the mirror file at `path`: that it cannot be opened, what SQLite's
 /// integrity check finds, and how its metadata disagrees with its data.
@@ -103,7 +104,103 @@ impl Mirror {
                 Err(e) => problems.push(format!("table {name:?} is unreadable: {e}")),
             }
         }
+        if let Err(e) = self.exact_text_problems(tables, &mut problems) {
+            problems.push(format!("_pgmirror_exact_text is unreadable: {e}"));
+        }
         problems
+    }
+
+    /// Every kept exact text must belong to a decimal column of a row still in its table,
+    /// whose cell still holds the number the text was stored as.
+    fn exact_text_problems(
+        &self,
+        tables: &[&MirrorTable],
+        problems: &mut Vec<String>,
+    ) -> rusqlite::Result<()> {
+        if !super::has_table(&self.conn, "_pgmirror_exact_text")? {
+            return Ok(());
+        }
+        let mut kept = self.conn.prepare(
+            "SELECT sqlite_table, column_name, count(*) FROM _pgmirror_exact_text GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let kept: Vec<(String, String, i64)> = kept
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let checked_all = tables.len() == self.tables.len();
+        for (table_name, column_name, count) in kept {
+            let Some(table) = tables.iter().find(|t| t.sqlite_name == table_name) else {
+                if checked_all {
+                    problems.push(format!(
+                        "_pgmirror_exact_text keeps {count} values of table {table_name:?}, which the mirror does not record"
+                    ));
+                }
+                continue;
+            };
+            let decimal = table
+                .columns
+                .iter()
+                .find(|c| c.name == column_name)
+                .and_then(|c| matches!(Codec::from_name(&c.codec), Some(Codec::Decimal { .. })).then_some(c));
+            if decimal.is_none() {
+                problems.push(format!(
+                    "_pgmirror_exact_text keeps {count} values of table {table_name:?}, column {column_name:?},                      which is not a numeric column of it"
+                ));
+                continue;
+            }
+            self.stale_exact_texts(table, &column_name, problems)?;
+        }
+        Ok(())
+    }
+
+    /// Kept texts of one column whose row is gone or whose cell was changed (at most a few named).
+    fn stale_exact_texts(
+        &self,
+        table: &MirrorTable,
+        column: &str,
+        problems: &mut Vec<String>,
+    ) -> rusqlite::Result<()> {
+        const NAMED: usize = 5;
+        let all: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let Some(rowid) = super::rowid_alias(&all) else {
+            problems.push(format!(
+                "table {:?}: columns named rowid, _rowid_ and oid hide the rowid its exact values are keyed by",
+                table.sqlite_name
+            ));
+            return Ok(());
+        };
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT e.row, e.exact_text, t.{rowid} IS NOT NULL, t.{column} FROM _pgmirror_exact_text e              LEFT JOIN {table} t ON t.{rowid} = e.row WHERE e.sqlite_table = ?1 AND e.column_name = ?2 ORDER BY e.row",
+            column = crate::pg::quote_ident(column),
+            table = crate::pg::quote_ident(&table.sqlite_name),
+        ))?;
+        let mut rows = statement.query([&table.sqlite_name, column])?;
+        let mut stale = 0;
+        while let Some(row) = rows.next()? {
+            let (rowid, exact, present): (i64, String, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let cell = row.get_ref(3)?;
+            if present && decimal::cell_agrees(&exact, cell) {
+                continue;
+            }
+            stale += 1;
+            if stale <= NAMED {
+                problems.push(if present {
+                    super::rows::stale_exact_text(table, rowid, column, cell, &exact).to_string()
+                } else {
+                    format!(
+                        "_pgmirror_exact_text keeps {exact:?} for table {:?}, column {column:?}, rowid {rowid},                          which is no longer in the table",
+                        table.sqlite_name
+                    )
+                });
+            }
+        }
+        if stale > NAMED {
+            problems.push(format!(
+                "table {:?}, column {column:?}: {} more kept exact values no longer match their cells",
+                table.sqlite_name,
+                stale - NAMED
+            ));
+        }
+        Ok(())
     }
 }
 

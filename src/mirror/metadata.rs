@@ -50,6 +50,15 @@ CREATE TABLE _pgmirror_objects (
     object_name TEXT NOT NULL, sqlite_table TEXT, create_sql TEXT NOT NULL);
 ";
 
+/// The exact text of each value its stored number does not give back (format 3,
+/// `convert::decimal`): keyed by data table, rowid and column. Created with the data tables,
+/// since the rows' values arrive before the rest of the metadata.
+pub const EXACT_TEXT_SCHEMA: &str = "
+CREATE TABLE _pgmirror_exact_text (
+    sqlite_table TEXT NOT NULL, row INTEGER NOT NULL, column_name TEXT NOT NULL,
+    exact_text TEXT NOT NULL, PRIMARY KEY (sqlite_table, row, column_name)) WITHOUT ROWID;
+";
+
 /// What became of one translatable PostgreSQL index in SQLite.
 #[derive(Debug, Clone)]
 pub struct IndexOutcome {

@@ -6,19 +6,26 @@ mod check;
 mod ddl;
 mod metadata;
 mod read;
+mod rows;
 
 pub use check::verify_file;
 pub use ddl::ObjectKind;
-pub use metadata::{run_facts, IndexOutcome, Metadata, MetadataInputs, SCHEMA as METADATA_SCHEMA};
+pub use metadata::{
+    run_facts, IndexOutcome, Metadata, MetadataInputs, EXACT_TEXT_SCHEMA, SCHEMA as METADATA_SCHEMA,
+};
+use read::has_table;
 pub use read::{
     Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorObject, MirrorSequence, MirrorTable,
     MirrorType,
 };
+pub use rows::{rowid_alias, MirrorRow, RowCursor, RowReader};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 /// 2: `_pgmirror_objects` (functions, access methods, table DDL, triggers) and
 /// `_pgmirror_constraints.is_local`; range and base types in `_pgmirror_types`.
-pub const FORMAT_VERSION: i32 = 2;
+/// 3: numeric and money as numbers (codec `decimal`) with `_pgmirror_exact_text`; float4
+/// as the double nearest its shortest text; ±Infinity floats as SQLite's ±Inf.
+pub const FORMAT_VERSION: i32 = 3;
 /// `PRAGMA application_id` of a pgmirror mirror: "PGMR".
 pub const APPLICATION_ID: i32 = 0x5047_4d52;
 /// Prefix of the metadata tables; no data table may start with it.

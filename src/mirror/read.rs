@@ -450,7 +450,7 @@ fn read_views(conn: &Connection) -> rusqlite::Result<Vec<MirrorView>> {
     .collect()
 }
 
-fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+pub(super) fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [table],

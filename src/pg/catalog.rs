@@ -215,6 +215,8 @@ pub struct ServerInfo {
     pub block_size: i64,
     /// The locale money was printed in; `csv export` from a mirror prints it the same way.
     pub lc_monetary: String,
+    /// Fraction digits of money in that locale: the scale of `money::numeric`.
+    pub money_scale: u16,
     /// When the snapshot's transaction started, UTC, RFC 3339.
     pub snapshot_time: String,
 }
@@ -266,6 +268,8 @@ impl Catalog {
 struct TypeRow {
     typtype: u8,
     base: u32,
+    /// A domain's type modifier on its base (`numeric(12,2)`); -1 for none.
+    typmod: i32,
     element: u32,
     is_array: bool,
 }
@@ -275,26 +279,38 @@ struct TypeRow {
 pub struct TypeResolver(HashMap<u32, TypeRow>);
 
 impl TypeResolver {
-    fn base(&self, mut oid: u32) -> (u32, u8) {
+    /// The base type under any domains, its typtype, and the first type modifier met on the
+    /// way (starting with `typmod`, the column's own).
+    fn base(&self, mut oid: u32, mut typmod: i32) -> (u32, u8, i32) {
         for _ in 0..32 {
             match self.0.get(&oid) {
-                Some(row) if row.typtype == b'd' => oid = row.base,
-                Some(row) => return (oid, row.typtype),
+                Some(row) if row.typtype == b'd' => {
+                    if typmod < 0 {
+                        typmod = row.typmod;
+                    }
+                    oid = row.base;
+                }
+                Some(row) => return (oid, row.typtype, typmod),
                 None => break,
             }
         }
-        (oid, b'b')
+        (oid, b'b', typmod)
     }
 
-    pub fn info(&self, oid: u32) -> TypeInfo {
-        let (base_oid, typtype) = self.base(oid);
+    /// What the codec of a value of type `oid` with modifier `typmod` depends on.
+    pub fn info(&self, oid: u32, typmod: i32) -> TypeInfo {
+        let (base_oid, typtype, typmod) = self.base(oid, typmod);
         let element = self
             .0
             .get(&base_oid)
             .filter(|row| row.is_array && row.element != 0)
-            .map(|row| self.base(row.element));
+            .map(|row| {
+                let (element, typtype, _) = self.base(row.element, -1);
+                (element, typtype)
+            });
         TypeInfo {
             base_oid,
+            typmod,
             typtype,
             element,
         }
@@ -318,6 +334,7 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         database: field(&row, q, "database")?,
         block_size: field(&row, q, "block_size")?,
         lc_monetary: field(&row, q, "lc_monetary")?,
+        money_scale: u16::try_from(field::<i32>(&row, q, "money_scale")?).unwrap_or(2),
         snapshot_time: field(&row, q, "snapshot_time")?,
     };
 
@@ -332,6 +349,7 @@ pub async fn load(client: &Client) -> Result<Catalog> {
         let type_row = TypeRow {
             typtype: first_byte(&typtype),
             base: field(&row, q, "base")?,
+            typmod: field(&row, q, "typmod")?,
             element: field(&row, q, "element")?,
             is_array: field(&row, q, "is_array")?,
         };
@@ -382,19 +400,20 @@ pub async fn load(client: &Client) -> Result<Catalog> {
             continue;
         };
         let type_oid: u32 = field(&row, q, "type_oid")?;
+        let typmod: i32 = field(&row, q, "typmod")?;
         relations[at].columns.push(Column {
             attnum: field(&row, q, "attnum")?,
             name: field(&row, q, "name")?,
             type_text: field(&row, q, "type_text")?,
             type_oid,
-            typmod: field(&row, q, "typmod")?,
+            typmod,
             not_null: field(&row, q, "not_null")?,
             default: field(&row, q, "default_expr")?,
             identity: field(&row, q, "identity")?,
             generated: field(&row, q, "generated")?,
             is_local: field(&row, q, "is_local")?,
             collation: field(&row, q, "collation")?,
-            type_info: types.info(type_oid),
+            type_info: types.info(type_oid, typmod),
         });
     }
 

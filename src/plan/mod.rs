@@ -254,11 +254,11 @@ pub struct QuerySpec {
     pub columns: Vec<(String, u32, String)>,
 }
 
-fn plan_column(column: &Column, redaction: Option<Redaction>) -> PlannedColumn {
+fn plan_column(column: &Column, redaction: Option<Redaction>, money_scale: u16) -> PlannedColumn {
     let (codec, select_as) = match redaction {
         // The value's text is hashed on the worker.
         Some(Redaction::Hash) => (Codec::Scalar(Scalar::Text), SelectAs::TextOutput),
-        _ => choose_codec(column.type_info),
+        _ => choose_codec(column.type_info, money_scale),
     };
     PlannedColumn {
         name: column.name.clone(),
@@ -314,7 +314,13 @@ pub fn build(
             .columns
             .iter()
             .filter(|c| !curation.is_excluded(relation.oid, &c.name))
-            .map(|c| plan_column(c, curation.redaction_of(relation.oid, &c.name)))
+            .map(|c| {
+                plan_column(
+                    c,
+                    curation.redaction_of(relation.oid, &c.name),
+                    catalog.server.money_scale,
+                )
+            })
             .collect();
         if columns.is_empty() && !relation.columns.is_empty() {
             skipped.push(format!(
@@ -422,9 +428,9 @@ pub fn build(
                     generated: String::new(),
                     is_local: true,
                     collation: None,
-                    type_info: catalog.types.info(*type_oid),
+                    type_info: catalog.types.info(*type_oid, -1),
                 };
-                plan_column(&column, None)
+                plan_column(&column, None, catalog.server.money_scale)
             })
             .collect();
         tasks.push(CopyTask {

@@ -10,8 +10,8 @@ use crate::convert::write_copy_text;
 use crate::error::{Context, Result};
 use crate::load::target::TargetTable;
 use crate::load::{copy_destination, upsert_from_staging, RestoreMode};
-use crate::mirror::{Mirror, MirrorTable};
-use crate::pg::{qualified, quote_ident, quote_list};
+use crate::mirror::{Mirror, MirrorTable, RowReader};
+use crate::pg::{qualified, quote_list};
 use crate::progress::Progress;
 
 /// Bytes of COPY data sent per message.
@@ -64,23 +64,17 @@ pub async fn load_table(
         .await
         .with_context(context)?;
     let mut sink = pin!(sink);
-    let select = format!(
-        "SELECT {column_list} FROM {} ORDER BY rowid",
-        quote_ident(&table.sqlite_name)
-    );
-    let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
-    let mut statement = mirror.conn.prepare(&select).with_context(reading)?;
-    let mut rows = statement.query([]).with_context(reading)?;
+    let mut reader = RowReader::new(mirror, table, &columns)?;
+    let mut rows = reader.rows()?;
     let mut buffer = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut count: u64 = 0;
     let mut since_report: u64 = 0;
-    while let Some(row) = rows.next().with_context(reading)? {
+    while let Some(row) = rows.next_row()? {
         for (index, (_, codec)) in columns.iter().enumerate() {
             if index > 0 {
                 buffer.push(b'\t');
             }
-            let value = row.get_ref(index).with_context(reading)?;
-            write_copy_text(*codec, value, &mut buffer);
+            write_copy_text(*codec, row.value(index)?, &mut buffer);
         }
         buffer.push(b'\n');
         count += 1;

@@ -32,6 +32,12 @@ pub fn disable_memory_statistics() {
 
 struct TableWriter {
     sqlite_name: String,
+    column_names: Vec<String>,
+    /// The INTEGER PRIMARY KEY column, whose value is the row's rowid.
+    rowid_column: Option<usize>,
+    /// Rows inserted into the SQLite table: without a rowid column, SQLite numbers a fresh
+    /// table's rows 1, 2, ... in insertion order.
+    inserted: i64,
     /// Rows per full multi-row statement.
     rows_per_statement: usize,
     multi_row_sql: String,
@@ -69,6 +75,8 @@ impl SqliteSink {
             mirror::FORMAT_VERSION
         ))
         .with_context(context)?;
+        conn.execute_batch(mirror::EXACT_TEXT_SCHEMA)
+            .with_context(context)?;
         conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
         let mut writers = Vec::with_capacity(tables.len());
         for table in tables {
@@ -116,6 +124,7 @@ impl SqliteSink {
                 row += 1;
             }
         }
+        self.write_exact_texts(batch)?;
         self.tables[batch.table].rows += rows as u64;
         self.rows_since_commit += rows as u64;
         if self.rows_since_commit >= ROWS_PER_TRANSACTION {
@@ -123,6 +132,65 @@ impl SqliteSink {
                 .execute_batch("COMMIT; BEGIN")
                 .with_context(|| format!("committing to {}", self.path))?;
             self.rows_since_commit = 0;
+        }
+        Ok(())
+    }
+
+    /// Keeps the exact text of the batch's values whose stored number does not give it
+    /// back, keyed by the rowid each row was given.
+    fn write_exact_texts(&mut self, batch: &RowBatch) -> Result<()> {
+        let table = &mut self.tables[batch.table];
+        let context = || {
+            format!(
+                "writing exact values of table {:?} to {}",
+                table.sqlite_name, self.path
+            )
+        };
+        let first_rowid = table.inserted + 1;
+        table.inserted += batch.rows() as i64;
+        if table.rowid_column.is_none() && batch.rows() > 0 && self.conn.last_insert_rowid() != table.inserted
+        {
+            // A fresh table numbers rows in order; anything else would key texts to wrong rows.
+            return Err(Error::new(
+                context(),
+                ErrorKind::Internal(format!(
+                    "SQLite gave the last row rowid {}, expected {}",
+                    self.conn.last_insert_rowid(),
+                    table.inserted
+                )),
+            ));
+        }
+        if batch.exact.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO _pgmirror_exact_text (sqlite_table, row, column_name, exact_text) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .with_context(context)?;
+        for (cell, text) in &batch.exact {
+            let (row, column) = (cell / batch.columns, cell % batch.columns);
+            let rowid = match table.rowid_column {
+                None => first_rowid + row as i64,
+                Some(key) => match batch.row(row)[key] {
+                    Cell::Integer(rowid) => rowid,
+                    ref other => {
+                        return Err(Error::new(
+                            context(),
+                            ErrorKind::Internal(format!("INTEGER PRIMARY KEY value {other:?}")),
+                        ))
+                    }
+                },
+            };
+            insert
+                .execute(rusqlite::params![
+                    table.sqlite_name,
+                    rowid,
+                    table.column_names[column],
+                    batch.text_of(text)
+                ])
+                .with_context(context)?;
         }
         Ok(())
     }
@@ -166,6 +234,12 @@ impl TableWriter {
         let rows_per_statement = (MAX_PARAMETERS / columns.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
         TableWriter {
             sqlite_name: table.sqlite_name.clone(),
+            column_names: table.columns.iter().map(|c| c.name.clone()).collect(),
+            rowid_column: table
+                .columns
+                .iter()
+                .position(|c| table.sqlite.integer_primary_key.as_deref() == Some(c.name.as_str())),
+            inserted: 0,
             rows_per_statement,
             multi_row_sql: insert_sql(&table.sqlite_name, columns, rows_per_statement),
             single_row_sql: insert_sql(&table.sqlite_name, columns, 1),

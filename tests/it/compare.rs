@@ -61,7 +61,8 @@ fn value_text(value: ValueRef<'_>) -> serde_json::Value {
     match value {
         ValueRef::Null => serde_json::Value::Null,
         ValueRef::Integer(i) => i.to_string().into(),
-        ValueRef::Real(f) => format!("{f:?}").into(),
+        // Plain digits (Display never writes an exponent, which money does not read).
+        ValueRef::Real(f) => format!("{f}").into(),
         ValueRef::Text(t) => String::from_utf8(t.to_vec())
             .expect("mirror text is UTF-8")
             .into(),
@@ -122,10 +123,31 @@ pub fn assert_mirror_matches(db: &TestDb, mirror: &Path) -> usize {
     tables.len()
 }
 
+/// The exact texts a format 3 mirror keeps for one table: (rowid, column) → text.
+fn exact_texts(conn: &rusqlite::Connection, table: &str) -> std::collections::HashMap<(i64, String), String> {
+    let kept: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_pgmirror_exact_text'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if !kept {
+        return Default::default();
+    }
+    conn.prepare("SELECT row, column_name, exact_text FROM _pgmirror_exact_text WHERE sqlite_table = ?1")
+        .unwrap()
+        .query_map([table], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 async fn compare_table(conn: &rusqlite::Connection, client: &tokio_postgres::Client, table: &MirrorTable) {
     let names: Vec<String> = table.columns.iter().map(|(n, _, _)| n.clone()).collect();
+    let mut exact = exact_texts(conn, &table.sqlite_name);
     let select = format!(
-        "SELECT {} FROM {}",
+        "SELECT _rowid_, {} FROM {}",
         names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "),
         quote(&table.sqlite_name)
     );
@@ -133,12 +155,22 @@ async fn compare_table(conn: &rusqlite::Connection, client: &tokio_postgres::Cli
     let mut rows = statement.query([]).unwrap();
     let mut json_rows = Vec::new();
     while let Some(row) = rows.next().unwrap() {
+        let rowid: i64 = row.get(0).unwrap();
         let mut object = serde_json::Map::new();
         for (i, name) in names.iter().enumerate() {
-            object.insert(name.clone(), value_text(row.get_ref(i).unwrap()));
+            let value = match exact.remove(&(rowid, name.clone())) {
+                Some(text) => text.into(),
+                None => value_text(row.get_ref(i + 1).unwrap()),
+            };
+            object.insert(name.clone(), value);
         }
         json_rows.push(serde_json::Value::Object(object));
     }
+    assert!(
+        exact.is_empty(),
+        "{}: _pgmirror_exact_text keeps values of no row: {exact:?}",
+        table.sqlite_name
+    );
     assert_eq!(
         json_rows.len() as i64,
         table.row_count,

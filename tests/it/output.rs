@@ -234,7 +234,10 @@ fn plan_shows_tables_codecs_and_chunks_without_writing() {
     let plan: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     let columns = &plan["tables"][0]["columns"];
     assert_eq!(columns[2]["pg_type"], "money");
-    assert_eq!(columns[2]["codec"], "numeric", "money travels as numeric");
+    assert_eq!(
+        columns[2]["codec"], "decimal(2)",
+        "money travels as numeric, stored as a number of scale 2"
+    );
     let tasks = plan["tasks"].as_array().unwrap();
     assert!(tasks.len() > 3, "chunked: {plan}");
     assert!(tasks

@@ -72,8 +72,9 @@ fn every_type_maps_to_its_documented_sqlite_value() {
         &[
             ("c_bool", "integer", Value::Integer(0)),
             ("c_real", "real", Value::Real(0.0)),
-            ("c_numeric_scaled", "text", text("0.000")),
-            ("c_money", "text", text("0.00")),
+            // numeric and money are numbers (format 3); numeric(12,3) gives back 0.000.
+            ("c_numeric_scaled", "integer", Value::Integer(0)),
+            ("c_money", "integer", Value::Integer(0)),
             ("c_text", "text", text("")),
             ("c_varchar", "text", text("")),
             ("c_char", "text", text("     ")),
@@ -99,15 +100,13 @@ fn every_type_maps_to_its_documented_sqlite_value() {
             ("c_bigint", "integer", Value::Integer(i64::MAX)),
             ("c_oid", "integer", Value::Integer(4294967295)),
             ("c_bool", "integer", Value::Integer(1)),
-            ("c_real", "text", text("Infinity")),
-            ("c_double", "text", text("Infinity")),
-            (
-                "c_numeric",
-                "text",
-                text("123456789012345678901234567890.123456789012345678901234567890"),
-            ),
-            ("c_numeric_scaled", "text", text("999999999.999")),
-            ("c_money", "text", text("92233720368547758.07")),
+            ("c_real", "real", Value::Real(f64::INFINITY)),
+            ("c_double", "real", Value::Real(f64::INFINITY)),
+            // The nearest doubles; their exact texts are kept beside (checked below).
+            ("c_numeric", "real", Value::Real(1.2345678901234568e29)),
+            ("c_numeric_scaled", "real", Value::Real(999999999.999)),
+            // An integral double below 2^63 in a column of NUMERIC affinity is an INTEGER.
+            ("c_money", "integer", Value::Integer(92233720368547760)),
             ("c_text", "text", text("héllo wörld ✓ 日本語 🎉")),
             ("c_char", "text", text("ab   ")),
             ("c_name", "text", text("a name")),
@@ -145,11 +144,11 @@ fn every_type_maps_to_its_documented_sqlite_value() {
         &[
             ("c_smallint", "integer", Value::Integer(-32768)),
             ("c_bigint", "integer", Value::Integer(i64::MIN)),
-            ("c_real", "text", text("-Infinity")),
+            ("c_real", "real", Value::Real(f64::NEG_INFINITY)),
             ("c_double", "text", text("NaN")),
-            ("c_numeric", "text", text("-0.000000000000000000001")),
+            ("c_numeric", "real", Value::Real(-1e-21)),
             ("c_numeric_scaled", "text", text("NaN")),
-            ("c_money", "text", text("-92233720368547758.08")),
+            ("c_money", "integer", Value::Integer(-92233720368547760)),
             (
                 "c_text",
                 "text",
@@ -173,11 +172,35 @@ fn every_type_maps_to_its_documented_sqlite_value() {
         &conn,
         6,
         &[
-            ("c_real", "real", Value::Real(3.4028234663852886e38)),
+            // float4's largest as float4 prints it, not widened (3.4028234663852886e38).
+            ("c_real", "real", Value::Real(3.4028235e38)),
             ("c_double", "real", Value::Real(5e-324)),
             ("c_timestamptz", "text", text("2021-06-01 10:00:00+00:00")),
-            ("c_numeric", "text", text("0.00000000000000000001")),
+            ("c_numeric", "real", Value::Real(1e-20)),
         ],
+    );
+
+    // Only the values their number does not give back keep their exact text: 30 digits,
+    // and money beyond double's 15 to 17.
+    let kept: Vec<(i64, String, String)> = conn
+        .prepare("SELECT row, column_name, exact_text FROM _pgmirror_exact_text WHERE sqlite_table = 'every_type' ORDER BY 1, 2")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let kept_owned = |row: i64, column: &str, text: &str| (row, column.to_owned(), text.to_owned());
+    assert_eq!(
+        kept,
+        vec![
+            kept_owned(3, "c_money", "92233720368547758.07"),
+            kept_owned(
+                3,
+                "c_numeric",
+                "123456789012345678901234567890.123456789012345678901234567890"
+            ),
+            kept_owned(4, "c_money", "-92233720368547758.08"),
+        ]
     );
 
     let (chars, bytes): (i64, i64) = conn
@@ -226,7 +249,9 @@ fn every_type_maps_to_its_documented_sqlite_value() {
         ("c_varchar".into(), "character varying(20)".into(), "text".into())
     );
     assert_eq!(find("c_numeric_scaled").1, "numeric(12,3)");
-    assert_eq!(find("c_money").2, "numeric");
+    assert_eq!(find("c_numeric_scaled").2, "decimal(3)");
+    assert_eq!(find("c_numeric").2, "decimal");
+    assert_eq!(find("c_money").2, "decimal(2)");
     assert_eq!(find("c_matrix").2, "array:int4");
     assert_eq!(find("c_domain").1, "positive_int");
     assert_eq!(find("c_domain").2, "int4");

@@ -4,4 +4,5 @@ SELECT current_setting('server_version') AS version,
        current_database()::text AS database,
        current_setting('block_size')::int8 AS block_size,
        current_setting('lc_monetary') AS lc_monetary,
+       scale(0::money::numeric) AS money_scale,
        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS snapshot_time
