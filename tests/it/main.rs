@@ -14,6 +14,7 @@ mod failures;
 mod oracle;
 mod output;
 mod properties;
+mod queryable;
 mod reader;
 mod relations;
 mod restore;

@@ -5,7 +5,8 @@
 //! does not matter), and after `--create` pg_dump must describe the same schema.
 
 use crate::support::{
-    assert_ok, copy_schema, export, fixtures_dir, fresh_db, pgmirror, restore, schema_dump, temp_dir, TestDb,
+    assert_ok, copy_schema, csv_export, export, fixtures_dir, fresh_db, restore, schema_dump, temp_dir,
+    TestDb,
 };
 
 fn oracle_source(name: &str) -> TestDb {
@@ -252,26 +253,6 @@ fn a_format_1_mirror_still_restores_with_create() {
         "restore --create of a format 1 mirror",
     );
     assert_same_schema(&source, &target, "restore --create of a format 1 mirror");
-}
-
-fn csv_export(from: (&str, &str), table: &str, output: &std::path::Path) {
-    let args = [
-        "csv",
-        "export",
-        "--quiet",
-        from.0,
-        from.1,
-        "--table",
-        table,
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    let result = pgmirror(&args);
-    assert!(
-        result.status.success(),
-        "csv export {args:?}: {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
 }
 
 #[test]

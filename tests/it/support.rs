@@ -328,6 +328,28 @@ pub fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> Output {
     pgmirror(&args)
 }
 
+/// `pgmirror csv export --quiet FROM --table TABLE --output OUTPUT`; FROM is `--from MIRROR` or
+/// `--source URL`.
+pub fn csv_export(from: (&str, &str), table: &str, output: &Path) {
+    let args = [
+        "csv",
+        "export",
+        "--quiet",
+        from.0,
+        from.1,
+        "--table",
+        table,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let result = pgmirror(&args);
+    assert!(
+        result.status.success(),
+        "csv export {args:?}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
 pub fn assert_ok(output: &Output) {
     assert!(
         output.status.success(),
