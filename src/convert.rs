@@ -267,12 +267,43 @@ fn snake_name<T: Serialize>(value: &T) -> String {
 }
 
 /// SQLite turns a bound NaN into NULL, so NaN is stored as PostgreSQL's text, which sorts
-/// after every number as PostgreSQL sorts it; ±Infinity is SQLite's ±Inf.
+/// after every number as PostgreSQL sorts it; ±Infinity is SQLite's ±Inf. A REAL column
+/// keeps -0 as 0, so PostgreSQL's `-0` is kept as exact text.
 fn push_float(batch: &mut RowBatch, value: f64) {
     if value.is_nan() {
         batch.push_str("NaN");
-    } else {
-        batch.push_real(value);
+        return;
+    }
+    if value == 0.0 && value.is_sign_negative() {
+        let start = batch.text.len();
+        batch.text.push_str("-0");
+        batch.note_exact_text(start..batch.text.len());
+    }
+    batch.push_real(value);
+}
+
+impl Codec {
+    /// Whether values of this codec may have an exact text in `_pgmirror_exact_text`.
+    pub fn keeps_exact_text(self) -> bool {
+        matches!(
+            self,
+            Codec::Decimal { .. } | Codec::Scalar(Scalar::Float4 | Scalar::Float8)
+        )
+    }
+}
+
+/// Whether a cell still holds the number its kept exact text was stored as: an edit of the
+/// data table after export leaves the two disagreeing, and the exact text is then stale.
+pub fn exact_text_agrees(codec: Codec, exact: &str, cell: rusqlite::types::ValueRef<'_>) -> bool {
+    use rusqlite::types::ValueRef;
+    match codec {
+        Codec::Decimal { .. } => decimal::cell_agrees(exact, cell),
+        Codec::Scalar(Scalar::Float4 | Scalar::Float8) => match (exact.parse::<f64>(), cell) {
+            (Ok(value), ValueRef::Real(stored)) => value == stored,
+            (Ok(value), ValueRef::Integer(stored)) => value == stored as f64,
+            _ => false,
+        },
+        _ => false,
     }
 }
 

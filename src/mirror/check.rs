@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 use super::{Mirror, MirrorTable, METADATA_PREFIX};
-use crate::convert::{decimal, Codec};
+use crate::convert::Codec;
 
 /// Everything wrong with the mirror file at `path`: that it cannot be opened, what SQLite's
 /// integrity check finds, and how its metadata disagrees with its data.
@@ -110,7 +110,7 @@ impl Mirror {
         problems
     }
 
-    /// Every kept exact text must belong to a decimal column of a row still in its table,
+    /// Every kept exact text must belong to a numeric column of a row still in its table,
     /// whose cell still holds the number the text was stored as.
     fn exact_text_problems(
         &self,
@@ -136,18 +136,20 @@ impl Mirror {
                 }
                 continue;
             };
-            let decimal = table
+            let codec = table
                 .columns
                 .iter()
                 .find(|c| c.name == column_name)
-                .and_then(|c| matches!(Codec::from_name(&c.codec), Some(Codec::Decimal { .. })).then_some(c));
-            if decimal.is_none() {
+                .and_then(|c| Codec::from_name(&c.codec))
+                .filter(|codec| codec.keeps_exact_text());
+            let Some(codec) = codec else {
                 problems.push(format!(
-                    "_pgmirror_exact_text keeps {count} values of table {table_name:?}, column {column_name:?},                      which is not a numeric column of it"
+                    "_pgmirror_exact_text keeps {count} values of table {table_name:?}, column \
+                     {column_name:?}, which is not a numeric column of it"
                 ));
                 continue;
-            }
-            self.stale_exact_texts(table, &column_name, problems)?;
+            };
+            self.stale_exact_texts(table, &column_name, codec, problems)?;
         }
         Ok(())
     }
@@ -157,6 +159,7 @@ impl Mirror {
         &self,
         table: &MirrorTable,
         column: &str,
+        codec: Codec,
         problems: &mut Vec<String>,
     ) -> rusqlite::Result<()> {
         const NAMED: usize = 5;
@@ -169,7 +172,8 @@ impl Mirror {
             return Ok(());
         };
         let mut statement = self.conn.prepare(&format!(
-            "SELECT e.row, e.exact_text, t.{rowid} IS NOT NULL, t.{column} FROM _pgmirror_exact_text e              LEFT JOIN {table} t ON t.{rowid} = e.row WHERE e.sqlite_table = ?1 AND e.column_name = ?2 ORDER BY e.row",
+            "SELECT e.row, e.exact_text, t.{rowid} IS NOT NULL, t.{column} FROM _pgmirror_exact_text e \
+             LEFT JOIN {table} t ON t.{rowid} = e.row WHERE e.sqlite_table = ?1 AND e.column_name = ?2 ORDER BY e.row",
             column = crate::pg::quote_ident(column),
             table = crate::pg::quote_ident(&table.sqlite_name),
         ))?;
@@ -178,7 +182,7 @@ impl Mirror {
         while let Some(row) = rows.next()? {
             let (rowid, exact, present): (i64, String, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
             let cell = row.get_ref(3)?;
-            if present && decimal::cell_agrees(&exact, cell) {
+            if present && crate::convert::exact_text_agrees(codec, &exact, cell) {
                 continue;
             }
             stale += 1;
@@ -187,7 +191,8 @@ impl Mirror {
                     super::rows::stale_exact_text(table, rowid, column, cell, &exact).to_string()
                 } else {
                     format!(
-                        "_pgmirror_exact_text keeps {exact:?} for table {:?}, column {column:?}, rowid {rowid},                          which is no longer in the table",
+                        "_pgmirror_exact_text keeps {exact:?} for table {:?}, column {column:?}, rowid {rowid}, \
+                         which is no longer in the table",
                         table.sqlite_name
                     )
                 });

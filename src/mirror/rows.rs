@@ -6,7 +6,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Rows, Statement};
 
 use super::{has_table, Mirror, MirrorTable};
-use crate::convert::{decimal, Codec};
+use crate::convert::Codec;
 use crate::error::{Context, Error, Result};
 use crate::pg::{quote_ident, quote_list};
 
@@ -185,7 +185,7 @@ impl RowCursor<'_> {
                 };
                 let (name, codec) = &self.columns[column];
                 let cell = row.get_ref(column + 1).with_context(|| reading.clone())?;
-                if matches!(codec, Codec::Decimal { .. }) && !decimal::cell_agrees(&text, cell) {
+                if !crate::convert::exact_text_agrees(*codec, &text, cell) {
                     return Err(stale_exact_text(self.table, at, name, cell, &text));
                 }
                 self.overrides[column] = Some(text);
