@@ -1,7 +1,9 @@
 //! Micro-benchmarks without a server, on the narrow benchmark shape (bigint, int, double,
 //! short text, bool, timestamptz), in rows/s:
 //! - `copy_decode_narrow`: binary COPY reading and column conversion into RowBatches;
-//! - `sqlite_insert_narrow`: the SQLite writer (SqliteSink) taking those batches.
+//! - `sqlite_insert_narrow`: the SQLite writer (SqliteSink) taking those batches;
+//! - `numeric_decode`: numeric(12,2) values as numbers (format 3, `decimal(2)`) against
+//!   their exact text (format 2's `numeric`), measured side by side.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pgmirror::batch::{BatchLimits, RowBatch};
@@ -184,5 +186,68 @@ fn bench_insert(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, bench_decode, bench_insert);
+/// numeric's binary send form of a decimal text such as `-1234.56`.
+fn numeric_bytes(text: &str) -> Vec<u8> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let whole = format!("{}{whole}", "0".repeat((4 - whole.len() % 4) % 4));
+    let padded_fraction = format!("{fraction}{}", "0".repeat((4 - fraction.len() % 4) % 4));
+    let group = |chunk: &[u8]| std::str::from_utf8(chunk).unwrap().parse::<u16>().unwrap();
+    let mut digits: Vec<u16> = whole.as_bytes().chunks(4).map(group).collect();
+    let mut weight = digits.len() as i16 - 1;
+    digits.extend(padded_fraction.as_bytes().chunks(4).map(group));
+    while digits.first() == Some(&0) {
+        digits.remove(0);
+        weight -= 1;
+    }
+    while digits.last() == Some(&0) {
+        digits.pop();
+    }
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(digits.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&(if digits.is_empty() { 0 } else { weight }).to_be_bytes());
+    bytes.extend_from_slice(&(if negative { 0x4000u16 } else { 0 }).to_be_bytes());
+    bytes.extend_from_slice(&(fraction.len() as u16).to_be_bytes());
+    for digit in digits {
+        bytes.extend_from_slice(&digit.to_be_bytes());
+    }
+    bytes
+}
+
+fn bench_numeric(c: &mut Criterion) {
+    let values: Vec<Vec<u8>> = (0..100_000u64)
+        .map(|i| {
+            let cents = (i.wrapping_mul(0x9e37_79b9) % 1_000_000_000) as i64 - 200_000_000;
+            numeric_bytes(&format!(
+                "{}{}.{:02}",
+                if cents < 0 { "-" } else { "" },
+                cents.abs() / 100,
+                cents.abs() % 100
+            ))
+        })
+        .collect();
+    let mut group = c.benchmark_group("numeric_decode");
+    group.throughput(Throughput::Elements(values.len() as u64));
+    for (name, codec) in [
+        ("decimal_2_as_number", Codec::Decimal { scale: Some(2) }),
+        ("numeric_as_text", Codec::Scalar(Scalar::Numeric)),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batch = RowBatch::new(0, 1, BatchLimits::default());
+                for value in &values {
+                    codec.decode_into(value, &mut batch).expect("valid numeric");
+                }
+                assert!(batch.exact.is_empty());
+                batch.rows()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_insert, bench_numeric);
 criterion_main!(benches);

@@ -717,16 +717,17 @@ mod tests {
 
     #[test]
     fn numeric_type_modifiers_give_the_display_scale() {
-        let typmod = |precision: i32, scale: i32| ((precision << 16) | (scale & 0x7ff)) + 4;
-        assert_eq!(numeric_scale(-1), None);
-        assert_eq!(numeric_scale(typmod(12, 2)), Some(2));
-        assert_eq!(numeric_scale(typmod(10, 0)), Some(0));
-        assert_eq!(
-            numeric_scale(typmod(5, -2)),
-            Some(0),
-            "numeric(5,-2) shows no fraction"
-        );
-        assert_eq!(numeric_scale(typmod(1000, 1000)), Some(1000));
+        // atttypmod as PostgreSQL 15 records it for each declaration.
+        for (typmod, declared, scale) in [
+            (-1, "numeric", None),
+            (786_438, "numeric(12,2)", Some(2)),
+            (655_364, "numeric(10,0)", Some(0)),
+            (196_614, "numeric(3,2)", Some(2)),
+            (329_730, "numeric(5,-2)", Some(0)),
+            (65_537_004, "numeric(1000,1000)", Some(1000)),
+        ] {
+            assert_eq!(numeric_scale(typmod), scale, "{declared}");
+        }
     }
 
     #[test]

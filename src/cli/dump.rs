@@ -149,7 +149,8 @@ pub fn run_dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
 ///
 /// Archives are checked against their manifest (size and sha256), then structurally
 /// (`pg_restore --list`, or a full read of a plain dump to its end-of-dump marker).
-/// Mirrors get SQLite's integrity_check and their row counts against the metadata. With
+/// Mirrors get SQLite's integrity_check, their row counts against the metadata, and every
+/// kept exact number text against its cell (a number edited after export is named). With
 /// --dir, every backup of the set is checked against its manifest; --source also compares
 /// the newest mirror's row counts with the live database, and --drill restores the newest
 /// mirror into a scratch database and checks what came back.

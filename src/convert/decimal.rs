@@ -26,9 +26,45 @@ pub enum StoredDecimal {
 /// the exact text must be kept beside it to be given back.
 pub fn store(exact: &str, scale: Option<u16>) -> (StoredDecimal, bool) {
     let stored = stored_form(exact);
-    let mut same = SameAs::new(exact);
-    write_text(&mut same, stored, scale);
-    (stored, !same.matched())
+    let given_back = match stored {
+        // An i64 is exact; a normal double is exact for 15 significant digits (DBL_DIG),
+        // its shortest text then being those digits. Either way only the fraction's
+        // length can differ: the fast path of every export of money-like columns.
+        StoredDecimal::Integer(_) => fraction_is_given_back(exact, scale),
+        StoredDecimal::Real(value)
+            if value.is_normal() && value.abs() != f64::MAX && significant_digits(exact) <= 15 =>
+        {
+            fraction_is_given_back(exact, scale)
+        }
+        _ => {
+            let mut same = SameAs::new(exact);
+            write_text(&mut same, stored, scale);
+            same.matched()
+        }
+    };
+    (stored, !given_back)
+}
+
+/// Whether the fraction digits of `exact` are the ones a number's shortest text, padded
+/// to `scale`, would have: exactly `scale` of them, or more without a trailing zero.
+fn fraction_is_given_back(exact: &str, scale: Option<u16>) -> bool {
+    let fraction = exact.split_once('.').map_or("", |(_, fraction)| fraction);
+    let scale = usize::from(scale.unwrap_or(0));
+    fraction.len() == scale || (fraction.len() > scale && !fraction.ends_with('0'))
+}
+
+/// Digits from the first non-zero one to the last non-zero one (`-0.0120` has 2).
+fn significant_digits(text: &str) -> usize {
+    let digits = text.as_bytes();
+    let first = digits.iter().position(|b| (b'1'..=b'9').contains(b));
+    let last = digits.iter().rposition(|b| (b'1'..=b'9').contains(b));
+    match (first, last) {
+        (Some(first), Some(last)) => {
+            let point_between = digits[first..last].contains(&b'.');
+            last - first + 1 - usize::from(point_between)
+        }
+        _ => 0,
+    }
 }
 
 /// The number `exact` is stored as, before any comparison with its text.
@@ -228,6 +264,15 @@ mod tests {
         }
     }
 
+    /// 10^400 as PostgreSQL prints it: beyond the largest double.
+    const HUGE: &str = concat!(
+        "1",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    );
+
     /// 10^-400: below the smallest double.
     const TINY: &str = concat!(
         "0.",
@@ -250,7 +295,7 @@ mod tests {
             ("9223372036854775808", None),
             ("-1234567890123456789012345678901234567890", None),
             // Beyond double's range either way.
-            ("1e400", None),
+            (HUGE, None),
             (TINY, None),
         ] {
             let (stored, needs_exact) = store(exact, scale);
@@ -261,7 +306,8 @@ mod tests {
             );
             assert!(cell_agrees(exact, as_cell(&stored)), "{exact}");
         }
-        assert_eq!(store("1e400", None).0, StoredDecimal::Real(f64::MAX));
+        assert_eq!(store(HUGE, None).0, StoredDecimal::Real(f64::MAX));
+        assert_eq!(store(&format!("-{HUGE}"), None).0, StoredDecimal::Real(-f64::MAX));
         assert_eq!(store(TINY, None).0, StoredDecimal::Real(0.0));
         let smallest_normal = format!("{:.400}", f64::MIN_POSITIVE);
         let trimmed = smallest_normal.trim_end_matches('0');
@@ -274,6 +320,63 @@ mod tests {
             StoredDecimal::Real(f) => ValueRef::Real(f),
             StoredDecimal::NaN => ValueRef::Text(b"NaN"),
         }
+    }
+
+    /// The slow path alone: what the number gives back, compared with the text.
+    fn given_back_exactly(exact: &str, scale: Option<u16>) -> bool {
+        let mut same = SameAs::new(exact);
+        write_text(&mut same, stored_form(exact), scale);
+        same.matched()
+    }
+
+    #[test]
+    fn the_fast_path_decides_as_the_full_comparison() {
+        let mut texts = Vec::new();
+        for whole in [
+            "0",
+            "1",
+            "-1",
+            "12",
+            "-123456789",
+            "100000",
+            "999999999999999",
+            "1234567890123456",
+        ] {
+            for fraction in [
+                "",
+                "0",
+                "00",
+                "5",
+                "50",
+                "05",
+                "25",
+                "123",
+                "1230",
+                "000001",
+                "999999999",
+            ] {
+                texts.push(if fraction.is_empty() {
+                    whole.to_owned()
+                } else {
+                    format!("{whole}.{fraction}")
+                });
+            }
+        }
+        texts.extend(["0.1", "0.30000000000000004", "123456789012345.6"].map(str::to_owned));
+        // Near the bottom of double's range, in PostgreSQL's plain notation.
+        for tiny in [1e-307, 2.5e-308, 1e-310] {
+            texts.push(format!("{tiny:.330}").trim_end_matches('0').to_owned());
+        }
+        for text in &texts {
+            for scale in [None, Some(0), Some(1), Some(2), Some(3), Some(9)] {
+                let fast = !store(text, scale).1;
+                assert_eq!(fast, given_back_exactly(text, scale), "{text} scale {scale:?}");
+            }
+        }
+        assert_eq!(significant_digits("-0.0120"), 2);
+        assert_eq!(significant_digits("1200"), 2);
+        assert_eq!(significant_digits("10.01"), 4);
+        assert_eq!(significant_digits("0"), 0);
     }
 
     #[test]

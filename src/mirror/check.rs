@@ -163,8 +163,7 @@ impl Mirror {
         problems: &mut Vec<String>,
     ) -> rusqlite::Result<()> {
         const NAMED: usize = 5;
-        let all: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-        let Some(rowid) = super::rowid_alias(&all) else {
+        let Some(rowid) = super::rows::rowid_expression(&self.conn, table)? else {
             problems.push(format!(
                 "table {:?}: columns named rowid, _rowid_ and oid hide the rowid its exact values are keyed by",
                 table.sqlite_name

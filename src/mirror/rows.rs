@@ -20,6 +20,26 @@ pub fn rowid_alias(columns: &[&str]) -> Option<&'static str> {
         .find(|alias| !columns.iter().any(|c| c.eq_ignore_ascii_case(alias)))
 }
 
+/// How to select a mirror table's rowid: a free alias, else its INTEGER PRIMARY KEY column
+/// (which is the rowid); `None` when columns take every name and the table has no such key.
+pub(super) fn rowid_expression(
+    conn: &rusqlite::Connection,
+    table: &MirrorTable,
+) -> rusqlite::Result<Option<String>> {
+    let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    if let Some(alias) = rowid_alias(&columns) {
+        return Ok(Some(alias.to_owned()));
+    }
+    let keys: Vec<(String, String)> = conn
+        .prepare("SELECT name, upper(type) FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_map([&table.sqlite_name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(match keys.as_slice() {
+        [(name, declared)] if declared == "INTEGER" => Some(quote_ident(name)),
+        _ => None,
+    })
+}
+
 /// The prepared reads of one table: its rows in rowid order, and its exact texts.
 pub struct RowReader<'m> {
     table: &'m MirrorTable,
@@ -34,7 +54,6 @@ impl<'m> RowReader<'m> {
     pub fn new(mirror: &'m Mirror, table: &'m MirrorTable, columns: &[(&str, Codec)]) -> Result<Self> {
         let reading = || format!("reading table {:?} of mirror {}", table.sqlite_name, mirror.path);
         let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-        let all: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
         let has_exact = has_table(&mirror.conn, "_pgmirror_exact_text").with_context(reading)?
             && mirror
                 .conn
@@ -44,10 +63,13 @@ impl<'m> RowReader<'m> {
                     |r| r.get::<_, bool>(0),
                 )
                 .with_context(reading)?;
-        let rowid = match (rowid_alias(&all), has_exact) {
-            (Some(alias), _) => alias,
+        let rowid = match (
+            rowid_expression(&mirror.conn, table).with_context(reading)?,
+            has_exact,
+        ) {
+            (Some(rowid), _) => rowid,
             // Without exact texts the rowid only orders the rows; any order restores them.
-            (None, false) => "NULL",
+            (None, false) => "NULL".to_owned(),
             (None, true) => {
                 return Err(Error::unsupported(
                     reading(),

@@ -35,6 +35,8 @@ struct TableWriter {
     column_names: Vec<String>,
     /// The INTEGER PRIMARY KEY column, whose value is the row's rowid.
     rowid_column: Option<usize>,
+    /// Whether a reader can select the rowid: by an alias no column takes, or that key.
+    rowid_readable: bool,
     /// Rows inserted into the SQLite table: without a rowid column, SQLite numbers a fresh
     /// table's rows 1, 2, ... in insertion order.
     inserted: i64,
@@ -163,6 +165,14 @@ impl SqliteSink {
         if batch.exact.is_empty() {
             return Ok(());
         }
+        if !table.rowid_readable {
+            return Err(Error::unsupported(
+                context(),
+                "it has columns named rowid, _rowid_ and oid and no integer primary key, so \
+                 the rowid that keys exact numeric values could not be read back; rename a \
+                 column with --query",
+            ));
+        }
         let mut insert = self
             .conn
             .prepare_cached(
@@ -239,6 +249,9 @@ impl TableWriter {
                 .columns
                 .iter()
                 .position(|c| table.sqlite.integer_primary_key.as_deref() == Some(c.name.as_str())),
+            rowid_readable: table.sqlite.integer_primary_key.is_some()
+                || mirror::rowid_alias(&table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>())
+                    .is_some(),
             inserted: 0,
             rows_per_statement,
             multi_row_sql: insert_sql(&table.sqlite_name, columns, rows_per_statement),
