@@ -10,6 +10,8 @@ use std::fmt::Write;
 
 use rusqlite::types::ValueRef;
 
+use crate::copy::types;
+
 /// What a decimal becomes in its mirror column.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StoredDecimal {
@@ -108,7 +110,7 @@ pub fn write_text<W: Write>(out: &mut W, stored: StoredDecimal, scale: Option<u1
             let _ = write!(out, "{value}");
             if scale > 0 {
                 let _ = out.write_char('.');
-                zeros(out, scale);
+                types::write_zeros(out, scale);
             }
         }
         StoredDecimal::Real(value) if value.is_infinite() => {
@@ -122,44 +124,17 @@ pub fn write_text<W: Write>(out: &mut W, stored: StoredDecimal, scale: Option<u1
 /// with at least `scale` fraction digits.
 fn write_plain<W: Write>(out: &mut W, value: f64, scale: usize) {
     let mut buffer = ryu::Buffer::new();
-    let (negative, digits, exponent) = crate::copy::types::decimal_parts(buffer.format_finite(value));
+    let (negative, digits, exponent) = types::decimal_parts(buffer.format_finite(value));
     let digits = digits.as_str();
     if negative && digits != "0" {
         let _ = out.write_char('-');
     }
-    let fraction_digits = if digits == "0" {
-        let _ = out.write_char('0');
-        0
-    } else if exponent < 0 {
-        let _ = out.write_str("0.");
-        let leading = (-exponent - 1) as usize;
-        zeros(out, leading);
-        let _ = out.write_str(digits);
-        leading + digits.len()
-    } else {
-        let whole = exponent as usize + 1;
-        if digits.len() <= whole {
-            let _ = out.write_str(digits);
-            zeros(out, whole - digits.len());
-            0
-        } else {
-            let _ = out.write_str(&digits[..whole]);
-            let _ = out.write_char('.');
-            let _ = out.write_str(&digits[whole..]);
-            digits.len() - whole
-        }
-    };
+    let fraction_digits = types::write_plain_digits(out, digits, exponent);
     if fraction_digits < scale {
         if fraction_digits == 0 {
             let _ = out.write_char('.');
         }
-        zeros(out, scale - fraction_digits);
-    }
-}
-
-fn zeros<W: Write>(out: &mut W, count: usize) {
-    for _ in 0..count {
-        let _ = out.write_char('0');
+        types::write_zeros(out, scale - fraction_digits);
     }
 }
 

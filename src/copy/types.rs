@@ -67,11 +67,6 @@ pub fn write_pg_float<W: std::fmt::Write>(out: &mut W, value: f64, single: bool)
     if negative {
         let _ = out.write_char('-');
     }
-    let zeros = |out: &mut W, count: usize| {
-        for _ in 0..count {
-            let _ = out.write_char('0');
-        }
-    };
     let precision = if single { 6 } else { 15 };
     if !(-4..precision).contains(&exponent) {
         let (first, rest) = digits.split_at(1);
@@ -86,20 +81,37 @@ pub fn write_pg_float<W: std::fmt::Write>(out: &mut W, value: f64, single: bool)
             if exponent < 0 { '-' } else { '+' },
             exponent.abs()
         );
-    } else if exponent < 0 {
-        let _ = out.write_str("0.");
-        zeros(out, (-exponent - 1) as usize);
-        let _ = out.write_str(digits);
     } else {
-        let whole = exponent as usize + 1;
-        if digits.len() <= whole {
-            let _ = out.write_str(digits);
-            zeros(out, whole - digits.len());
-        } else {
-            let _ = out.write_str(&digits[..whole]);
-            let _ = out.write_char('.');
-            let _ = out.write_str(&digits[whole..]);
-        }
+        write_plain_digits(out, digits, exponent);
+    }
+}
+
+/// Writes significant `digits` whose first digit stands at decimal `exponent` in plain
+/// notation (`0.00123`, `12300`, `12.3`, `0`); returns how many fraction digits it wrote.
+pub(crate) fn write_plain_digits<W: std::fmt::Write>(out: &mut W, digits: &str, exponent: i32) -> usize {
+    if exponent < 0 {
+        let _ = out.write_str("0.");
+        let leading = (-exponent - 1) as usize;
+        write_zeros(out, leading);
+        let _ = out.write_str(digits);
+        return leading + digits.len();
+    }
+    let whole = exponent as usize + 1;
+    if digits.len() <= whole {
+        let _ = out.write_str(digits);
+        write_zeros(out, whole - digits.len());
+        0
+    } else {
+        let _ = out.write_str(&digits[..whole]);
+        let _ = out.write_char('.');
+        let _ = out.write_str(&digits[whole..]);
+        digits.len() - whole
+    }
+}
+
+pub(crate) fn write_zeros<W: std::fmt::Write>(out: &mut W, count: usize) {
+    for _ in 0..count {
+        let _ = out.write_char('0');
     }
 }
 
