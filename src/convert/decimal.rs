@@ -338,6 +338,24 @@ mod tests {
             }
         }
         texts.extend(["0.1", "0.30000000000000004", "123456789012345.6"].map(str::to_owned));
+        // 15 significant digits at the ends of double's range and beside powers of ten, in
+        // PostgreSQL's plain notation: the fast path's own ground.
+        let plain = |mantissa: u64, exponent: i32| -> String {
+            let digits = mantissa.to_string();
+            let mut text = String::new();
+            types::write_plain_digits(&mut text, &digits, exponent + digits.len() as i32 - 1);
+            text
+        };
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for exponent in (-320..=290).step_by(7) {
+            for mantissa in [999_999_999_999_999, 100_000_000_000_001, 222_507_385_850_720] {
+                texts.push(plain(mantissa, exponent));
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            texts.push(plain(seed % 1_000_000_000_000_000 + 1, exponent));
+        }
         // Near the bottom of double's range, in PostgreSQL's plain notation.
         for tiny in [1e-307, 2.5e-308, 1e-310] {
             texts.push(format!("{tiny:.330}").trim_end_matches('0').to_owned());

@@ -20,8 +20,9 @@ pub fn rowid_alias(columns: &[&str]) -> Option<&'static str> {
         .find(|alias| !columns.iter().any(|c| c.eq_ignore_ascii_case(alias)))
 }
 
-/// How to select a mirror table's rowid: a free alias, else its INTEGER PRIMARY KEY column
-/// (which is the rowid); `None` when columns take every name and the table has no such key.
+/// How to select a mirror table's rowid: a free alias, else its INTEGER PRIMARY KEY column,
+/// the value exact texts are keyed by; `None` when columns take every name and the table
+/// has no such key.
 pub(super) fn rowid_expression(
     conn: &rusqlite::Connection,
     table: &MirrorTable,
@@ -29,6 +30,15 @@ pub(super) fn rowid_expression(
     let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
     if let Some(alias) = rowid_alias(&columns) {
         return Ok(Some(alias.to_owned()));
+    }
+    // A key with an index of its own (DESC, WITHOUT ROWID) is not the rowid.
+    let key_has_index: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_index_list(?1) WHERE origin = 'pk'",
+        [&table.sqlite_name],
+        |r| r.get(0),
+    )?;
+    if key_has_index {
+        return Ok(None);
     }
     let keys: Vec<(String, String)> = conn
         .prepare("SELECT name, upper(type) FROM pragma_table_info(?1) WHERE pk > 0")?

@@ -500,8 +500,8 @@ fn exact_texts_of_a_table_read_in_chunks_by_several_workers_land_on_their_rows()
 fn columns_named_like_the_rowid_are_read_through_the_key_or_refused_at_export() {
     let source = fresh_db("queryable_rowid_names_source");
     source.execute(
-        "CREATE TABLE \"odd \"\"names\"\" ☃\" (rowid integer PRIMARY KEY, _rowid_ numeric, oid numeric); \
-         INSERT INTO \"odd \"\"names\"\" ☃\" VALUES (7, 1.50, 2.0), (3, 1.5, 2), (5, NULL, 0.10)",
+        "CREATE TABLE \"odd \"\"names\"\" ☃\" (id integer PRIMARY KEY, rowid numeric, _rowid_ numeric, oid numeric); \
+         INSERT INTO \"odd \"\"names\"\" ☃\" VALUES (7, 1.50, 2.0, 3.000), (3, 1.5, 2, 3), (5, NULL, 0.10, 0.100)",
     );
     let dir = temp_dir();
     let mirror = dir.path().join("odd.db");
