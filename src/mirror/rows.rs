@@ -184,10 +184,11 @@ impl RowCursor<'_> {
         let Some(row) = self.rows.next().with_context(|| reading.clone())? else {
             return Ok(None);
         };
-        for slot in &mut self.overrides {
-            *slot = None;
-        }
+        // Only a table with kept texts has overrides to clear: no per-row work otherwise.
         if let Some(exact) = &mut self.exact {
+            for slot in &mut self.overrides {
+                *slot = None;
+            }
             let rowid: Option<i64> = row.get(0).with_context(|| reading.clone())?;
             let rowid = rowid.unwrap_or(i64::MIN);
             loop {
