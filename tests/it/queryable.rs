@@ -8,7 +8,7 @@ use rusqlite::types::ValueRef;
 
 use crate::support::{
     assert_ok, csv_export, export, fixtures_dir, fresh_db, open_mirror, pgmirror, restore, table_digests,
-    temp_dir, TestDb,
+    temp_dir, try_csv_export, TestDb,
 };
 
 fn queryable_source(name: &str) -> TestDb {
@@ -404,17 +404,11 @@ fn a_number_edited_after_export_is_named_by_verify_and_refused_by_restore_and_cs
         "a refused restore creates nothing"
     );
 
-    let csv = pgmirror(&[
-        "csv",
-        "export",
-        "--quiet",
-        "--from",
-        mirror.to_str().unwrap(),
-        "--table",
+    let csv = try_csv_export(
+        ("--from", mirror.to_str().unwrap()),
         "ledger",
-        "--output",
-        dir.path().join("ledger.csv").to_str().unwrap(),
-    ]);
+        &dir.path().join("ledger.csv"),
+    );
     assert!(!csv.status.success(), "csv export of an edited value succeeded");
     assert!(String::from_utf8_lossy(&csv.stderr).contains("rowid 5"));
 

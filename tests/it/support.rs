@@ -331,7 +331,17 @@ pub fn restore(mirror: &Path, target: &TestDb, extra: &[&str]) -> Output {
 /// `pgmirror csv export --quiet FROM --table TABLE --output OUTPUT`; FROM is `--from MIRROR` or
 /// `--source URL`.
 pub fn csv_export(from: (&str, &str), table: &str, output: &Path) {
-    let args = [
+    let result = try_csv_export(from, table, output);
+    assert!(
+        result.status.success(),
+        "csv export {from:?} --table {table}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// [`csv_export`] that returns the outcome instead of asserting success.
+pub fn try_csv_export(from: (&str, &str), table: &str, output: &Path) -> Output {
+    pgmirror(&[
         "csv",
         "export",
         "--quiet",
@@ -341,13 +351,7 @@ pub fn csv_export(from: (&str, &str), table: &str, output: &Path) {
         table,
         "--output",
         output.to_str().unwrap(),
-    ];
-    let result = pgmirror(&args);
-    assert!(
-        result.status.success(),
-        "csv export {args:?}: {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    ])
 }
 
 pub fn assert_ok(output: &Output) {
