@@ -88,6 +88,27 @@ impl RowBatch {
         &self.cells[index * self.columns..(index + 1) * self.columns]
     }
 
+    /// A cell as the value SQLite binds.
+    pub fn value_of<'a>(&'a self, cell: &Cell) -> rusqlite::types::ToSqlOutput<'a> {
+        use rusqlite::types::ValueRef;
+        rusqlite::types::ToSqlOutput::Borrowed(match cell {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(value) => ValueRef::Integer(*value),
+            Cell::Real(value) => ValueRef::Real(*value),
+            Cell::Text(range) => ValueRef::Text(self.text_of(range).as_bytes()),
+            Cell::Blob(range) => ValueRef::Blob(self.blob_of(range)),
+        })
+    }
+
+    /// Empties the batch for reuse, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.cells.clear();
+        self.text.clear();
+        self.blobs.clear();
+        self.exact.clear();
+        self.source_bytes = 0;
+    }
+
     pub fn text_of(&self, range: &Range<usize>) -> &str {
         &self.text[range.clone()]
     }

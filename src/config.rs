@@ -101,6 +101,18 @@ pub struct ExportOptions {
     pub curation: Curation,
     /// Hide the progress bars (the summary is the caller's business).
     pub quiet: bool,
+    /// Set when the export is the initial copy of a replica (`pgmirror sync --init`).
+    pub replica: Option<ReplicaStart>,
+}
+
+/// What an export that starts a replica does besides exporting.
+#[derive(Debug, Clone)]
+pub struct ReplicaStart {
+    /// Relations (qualified names) locked before the snapshot is taken.
+    pub lock_first: Vec<String>,
+    /// Recorded in the mirror's `_pgmirror_sync`, with the snapshot and the WAL position
+    /// the export fills in.
+    pub state: crate::mirror::SyncState,
 }
 
 impl ExportOptions {
@@ -116,6 +128,7 @@ impl ExportOptions {
             sample_bytes: None,
             curation: Curation::default(),
             quiet: true,
+            replica: None,
         }
     }
 }

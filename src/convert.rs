@@ -212,8 +212,17 @@ const DECIMAL: &str = "decimal";
 /// A numeric as its number, its exact text kept in the batch only when the number does
 /// not give it back (NaN is its text).
 fn push_decimal(batch: &mut RowBatch, bytes: &[u8], scale: Option<u16>) -> Result<(), CopyError> {
+    push_decimal_text(batch, scale, |out| types::write_numeric(out, bytes))
+}
+
+/// [`push_decimal`] for a number whose exact text `write` produces.
+fn push_decimal_text(
+    batch: &mut RowBatch,
+    scale: Option<u16>,
+    write: impl FnOnce(&mut String) -> Result<(), CopyError>,
+) -> Result<(), CopyError> {
     let start = batch.text.len();
-    if let Err(e) = types::write_numeric(&mut batch.text, bytes) {
+    if let Err(e) = write(&mut batch.text) {
         batch.text.truncate(start);
         return Err(e);
     }
@@ -231,6 +240,57 @@ fn push_decimal(batch: &mut RowBatch, bytes: &[u8], scale: Option<u16>) -> Resul
         decimal::StoredDecimal::NaN => batch.push_text_range(exact),
     }
     Ok(())
+}
+
+/// Decodes one non-NULL value in its type's binary send form, as logical decoding's binary
+/// mode sends it, into exactly what export stores for it: where export selects the column
+/// as it is, the COPY bytes are these bytes; money, which export reads as `::numeric`,
+/// arrives as its int8 count of the smallest unit. Columns export reads as text have no
+/// binary form pgmirror decodes, and are an error.
+pub fn decode_sent_into(
+    codec: Codec,
+    select_as: SelectAs,
+    bytes: &[u8],
+    batch: &mut RowBatch,
+) -> Result<(), CopyError> {
+    match (select_as, codec) {
+        (SelectAs::Column, _) => codec.decode_into(bytes, batch),
+        (SelectAs::CastToNumeric, Codec::Decimal { scale }) => {
+            let units = types::int8(bytes)?;
+            push_decimal_text(batch, scale, |out| {
+                write_scaled_integer(out, units, scale.unwrap_or(0));
+                Ok(())
+            })
+        }
+        _ => Err(CopyError::malformed(
+            "streamed",
+            "export reads this column as text, which logical decoding's binary mode does not send",
+        )),
+    }
+}
+
+/// `units / 10^scale` in plain notation with exactly `scale` fraction digits (money's numeric).
+fn write_scaled_integer(out: &mut String, units: i64, scale: u16) {
+    let digits = units.unsigned_abs().to_string();
+    let scale = scale as usize;
+    if units < 0 {
+        out.push('-');
+    }
+    if digits.len() <= scale {
+        out.push('0');
+        if scale > 0 {
+            out.push('.');
+            out.extend(std::iter::repeat_n('0', scale - digits.len()));
+            out.push_str(&digits);
+        }
+        return;
+    }
+    let (whole, fraction) = digits.split_at(digits.len() - scale);
+    out.push_str(whole);
+    if scale > 0 {
+        out.push('.');
+        out.push_str(fraction);
+    }
 }
 
 impl Scalar {

@@ -17,7 +17,7 @@
 //! ```
 //! `pipeline::export` wires it together; the CLI is a thin layer over it. Beside the flow:
 //! `restore` and `csv` (loading through `load`), `archive` (pg_dump/pg_restore),
-//! `backupset`; `stop` (the stop request) and `publish` (atomic file publishing) are leaves
+//! `backupset`; `sync` (a mirror that follows its database by logical decoding); `stop` (the stop request) and `publish` (atomic file publishing) are leaves
 //! any layer may call.
 
 pub mod archive;
@@ -41,6 +41,7 @@ pub mod restore;
 pub mod sink;
 pub mod source;
 pub mod stop;
+pub mod sync;
 pub mod tune;
 
 pub use config::{ExportOptions, TableFilter};

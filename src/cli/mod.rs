@@ -6,6 +6,7 @@ mod csv;
 mod dump;
 mod export;
 mod restore;
+mod sync;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Export(export::ExportArgs),
+    Sync(sync::SyncArgs),
     Restore(restore::RestoreArgs),
     Csv(csv::CsvArgs),
     Bench(bench::BenchArgs),
@@ -128,6 +130,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Export(args) => export::run(args),
+        Command::Sync(args) => sync::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Csv(args) => csv::run(args),
         Command::Bench(args) => bench::run(args),

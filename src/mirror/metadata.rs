@@ -76,6 +76,8 @@ pub struct MetadataInputs<'a> {
     pub index_outcomes: &'a [IndexOutcome],
     /// (key, value) pairs for `_pgmirror_meta`.
     pub meta: Vec<(String, String)>,
+    /// The replication state when the export starts a replica.
+    pub replica: Option<&'a super::SyncState>,
 }
 
 /// The metadata of a finished export, ready to be written into the mirror.
@@ -95,7 +97,11 @@ impl<'a> Metadata<'a> {
         }
         self.write_tables(conn)?;
         self.write_sequences_and_views(conn)?;
-        self.write_schema_objects(conn)
+        self.write_schema_objects(conn)?;
+        match inputs.replica {
+            Some(state) => state.write(conn),
+            None => Ok(()),
+        }
     }
 
     fn write_schema_objects(&self, conn: &Connection) -> rusqlite::Result<()> {

@@ -7,6 +7,7 @@ mod ddl;
 mod metadata;
 mod read;
 mod rows;
+mod sync_state;
 
 pub use check::verify_file;
 pub use ddl::ObjectKind;
@@ -18,7 +19,8 @@ pub use read::{
     Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorObject, MirrorSequence, MirrorTable,
     MirrorType,
 };
-pub use rows::{rowid_alias, MirrorRow, RowCursor, RowReader};
+pub use rows::{rowid_alias, rowid_expression, MirrorRow, RowCursor, RowReader};
+pub use sync_state::{exact_text_sql, record_row_count, SyncState, SYNC_SCHEMA};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 /// 2: `_pgmirror_objects` (functions, access methods, table DDL, triggers) and

@@ -15,6 +15,8 @@ pub struct MirrorColumn {
     /// `format_type()` text, e.g. `character varying(255)`.
     pub pg_type: String,
     pub type_oid: u32,
+    /// The column's type modifier (-1 for none).
+    pub typmod: i32,
     pub not_null: bool,
     pub default: Option<String>,
     /// "", "always" or "by default".
@@ -166,6 +168,21 @@ pub struct Mirror {
 impl Mirror {
     /// Opens a mirror read-only and checks that it is one this version understands.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    }
+
+    /// Opens an uncompressed mirror for changing its rows in place (`pgmirror sync`).
+    pub fn open_writable(path: &Path) -> Result<Self> {
+        if path.is_file() && crate::compress::is_zstd(path)? {
+            return Err(Error::usage(format!(
+                "{} is compressed; a mirror that follows its database must be a plain SQLite file",
+                path.display()
+            )));
+        }
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {
         let shown = path.display().to_string();
         let context = || format!("opening mirror {shown}");
         if !path.is_file() {
@@ -177,8 +194,7 @@ impl Mirror {
             None
         };
         let file = decompressed.as_ref().map_or(path, |d| d.path());
-        let conn =
-            Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(context)?;
+        let conn = Connection::open_with_flags(file, flags).with_context(context)?;
         let (application_id, version): (i32, i32) = conn
             .query_row(
                 "SELECT * FROM pragma_application_id, pragma_user_version",
@@ -287,7 +303,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut columns = conn.prepare(
-        "SELECT column_name, pg_type, type_oid, not_null, default_expr, identity, generated, codec \
+        "SELECT column_name, pg_type, type_oid, not_null, default_expr, identity, generated, codec, typmod \
          FROM _pgmirror_columns WHERE sqlite_table = ?1 ORDER BY ordinal",
     )?;
     let mut indexes = conn.prepare(
@@ -354,6 +370,7 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<MirrorTable>> {
                     identity: r.get(5)?,
                     generated: r.get(6)?,
                     codec: r.get(7)?,
+                    typmod: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -23,7 +23,7 @@ pub fn rowid_alias(columns: &[&str]) -> Option<&'static str> {
 /// How to select a mirror table's rowid: a free alias, else its INTEGER PRIMARY KEY column,
 /// the value exact texts are keyed by; `None` when columns take every name and the table
 /// has no such key.
-pub(super) fn rowid_expression(
+pub fn rowid_expression(
     conn: &rusqlite::Connection,
     table: &MirrorTable,
 ) -> rusqlite::Result<Option<String>> {

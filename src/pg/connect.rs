@@ -126,6 +126,34 @@ impl ConnectionSpec {
         )
     }
 
+    /// The connection as a key=value string without its password (host, port, database,
+    /// user, sslmode), for a file to record: a later run parses it, and PGPASSWORD or the
+    /// environment supply the password again.
+    pub fn without_password(&self) -> String {
+        let quote = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut parts = Vec::new();
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(name)) => parts.push(format!("host={}", quote(name))),
+            Some(Host::Unix(path)) => parts.push(format!("host={}", quote(&path.display().to_string()))),
+            None => {}
+        }
+        if let Some(port) = self.config.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        parts.push(format!("dbname={}", quote(self.database())));
+        if let Some(user) = self.config.get_user() {
+            parts.push(format!("user={}", quote(user)));
+        }
+        parts.push(format!("sslmode={}", self.sslmode));
+        if let TlsMode::Verify {
+            root_cert: Some(path),
+        } = &self.tls
+        {
+            parts.push(format!("sslrootcert={}", quote(&path.display().to_string())));
+        }
+        parts.join(" ")
+    }
+
     pub fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or("")
     }

@@ -20,6 +20,49 @@ pub async fn export(client: &Client) -> Result<String> {
     Ok(row.get(0))
 }
 
+/// Where a replica's stream takes over from its initial copy (`pgmirror sync --init`).
+#[derive(Debug, Clone)]
+pub struct ReplicationPoint {
+    pub snapshot_id: String,
+    /// `pg_current_snapshot()`: which transactions the copy holds.
+    pub snapshot: String,
+    /// The WAL insert position right after the snapshot was taken.
+    pub wal_lsn: String,
+}
+
+/// Like [`export`], but locks `relations` (qualified names; partitioned tables with their
+/// partitions) before the snapshot is taken: LOCK takes no snapshot, and a TRUNCATE
+/// committed between the snapshot and a table's copy would otherwise make the copy see an
+/// empty table (TRUNCATE is not MVCC-safe).
+pub async fn export_after_locks(
+    client: &Client,
+    relations: &[String],
+    timeout: Duration,
+) -> Result<ReplicationPoint> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .context("starting the snapshot transaction")?;
+    set_lock_timeout(client, timeout).await?;
+    for relation in relations {
+        lock_relation(client, relation, relation, true, timeout).await?;
+    }
+    let row = client
+        .query_one(
+            "SELECT pg_export_snapshot() AS id, pg_current_snapshot()::text AS snapshot, \
+             pg_current_wal_insert_lsn()::text AS wal_lsn",
+            &[],
+        )
+        .await
+        .context("exporting the snapshot")?;
+    let q = "the snapshot";
+    Ok(ReplicationPoint {
+        snapshot_id: super::field(&row, q, "id")?,
+        snapshot: super::field(&row, q, "snapshot")?,
+        wal_lsn: super::field(&row, q, "wal_lsn")?,
+    })
+}
+
 /// Makes the worker's transaction see exactly what the coordinator's sees.
 pub async fn import(client: &Client, snapshot_id: &str) -> Result<()> {
     let sql = format!(

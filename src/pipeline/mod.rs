@@ -65,22 +65,32 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
 
     let runtime = crate::pg::runtime()?;
     let coordinator = runtime.block_on(options.source.connect())?;
-    let snapshot_id = runtime.block_on(snapshot::export(&coordinator))?;
+    let (snapshot_id, replica) = match &options.replica {
+        None => (runtime.block_on(snapshot::export(&coordinator))?, None),
+        Some(start) => {
+            let point = runtime.block_on(snapshot::export_after_locks(
+                &coordinator,
+                &start.lock_first,
+                options.lock_wait_timeout,
+            ))?;
+            let mut state = start.state.clone();
+            state.snapshot = Some(point.snapshot);
+            state.consistent_lsn = point.wal_lsn;
+            (point.snapshot_id, Some(state))
+        }
+    };
     let (catalog, plan) = runtime.block_on(until_stopped(None, prepare::prepare(&coordinator, options)))?;
 
     let progress = Progress::new(
         plan.tables.iter().map(|t| t.estimated_rows as u64).sum(),
         options.quiet,
     );
-    let (counts, outcomes) = run_workers(
-        options,
-        &snapshot_id,
-        &catalog,
-        &plan,
-        &partial_file,
-        &progress,
+    let run = RunFacts {
+        snapshot_id: &snapshot_id,
         started_at,
-    )?;
+        replica: replica.as_ref(),
+    };
+    let (counts, outcomes) = run_workers(options, &run, &catalog, &plan, &partial_file, &progress)?;
     progress.finish();
     check_stop()?;
     // The snapshot is no longer needed; the read-only transaction has nothing to keep.
@@ -100,15 +110,23 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
     }))
 }
 
+/// What the metadata records about this run besides the catalog and the plan.
+struct RunFacts<'a> {
+    snapshot_id: &'a str,
+    started_at: SystemTime,
+    /// Set when the export starts a replica.
+    replica: Option<&'a crate::mirror::SyncState>,
+}
+
 fn run_workers(
     options: &ExportOptions,
-    snapshot_id: &str,
+    run: &RunFacts<'_>,
     catalog: &Catalog,
     plan: &ExportPlan,
     partial: &Path,
     progress: &Progress,
-    started_at: SystemTime,
 ) -> Result<(Vec<u64>, Vec<IndexOutcome>)> {
+    let snapshot_id = run.snapshot_id;
     let jobs = options.jobs.max(1).min(plan.tasks.len().max(1));
     let (task_sender, task_receiver) = crossbeam_channel::unbounded();
     for index in 0..plan.tasks.len() {
@@ -179,7 +197,8 @@ fn run_workers(
         plan,
         row_counts: &counts,
         index_outcomes: &outcomes,
-        meta: crate::mirror::run_facts(options, snapshot_id, catalog, started_at),
+        meta: crate::mirror::run_facts(options, snapshot_id, catalog, run.started_at),
+        replica: run.replica,
     }))?;
     Ok((counts, outcomes))
 }

@@ -279,13 +279,7 @@ fn bind_rows(
     let mut parameter = 1;
     for row in first_row..first_row + rows {
         for cell in batch.row(row) {
-            match cell {
-                Cell::Null => statement.raw_bind_parameter(parameter, rusqlite::types::Null)?,
-                Cell::Integer(value) => statement.raw_bind_parameter(parameter, value)?,
-                Cell::Real(value) => statement.raw_bind_parameter(parameter, value)?,
-                Cell::Text(range) => statement.raw_bind_parameter(parameter, batch.text_of(range))?,
-                Cell::Blob(range) => statement.raw_bind_parameter(parameter, batch.blob_of(range))?,
-            }
+            statement.raw_bind_parameter(parameter, batch.value_of(cell))?;
             parameter += 1;
         }
     }

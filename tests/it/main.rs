@@ -19,4 +19,5 @@ mod reader;
 mod relations;
 mod restore;
 mod support;
+mod sync;
 mod types;

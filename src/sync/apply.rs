@@ -1,0 +1,656 @@
+//! Applying decoded changes to the mirror's tables, each value converted by the same codec
+//! export used for its column, so a followed row is stored exactly as a fresh export would
+//! store it (exact texts in `_pgmirror_exact_text` included).
+//!
+//! Rows are found by their replica identity (the key, or every column under REPLICA
+//! IDENTITY FULL) and changed through their rowid, one row per change: equal rows of a
+//! table without a key stay as many as the source has. A change to a row the mirror does
+//! not have means the mirror no longer matches its source; that is an error, never guessed
+//! around.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::pgoutput::{self, Datum, OldKind};
+use crate::batch::{BatchLimits, Cell, RowBatch};
+use crate::convert::{choose_codec, decode_sent_into, Codec, SelectAs};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::mirror::{exact_text_sql, Mirror, MirrorTable};
+use crate::pg::catalog::Catalog;
+use crate::pg::quote_ident;
+
+/// Row changes applied, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeCounts {
+    pub transactions: u64,
+    /// Transactions not applied: already in the initial copy, or already applied by an
+    /// earlier run that stopped before advancing the slot.
+    pub skipped_transactions: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+}
+
+impl ChangeCounts {
+    pub fn row_changes(&self) -> u64 {
+        self.inserts + self.updates + self.deletes
+    }
+
+    pub fn add(&mut self, other: &ChangeCounts) {
+        self.transactions += other.transactions;
+        self.skipped_transactions += other.skipped_transactions;
+        self.inserts += other.inserts;
+        self.updates += other.updates;
+        self.deletes += other.deletes;
+        self.truncates += other.truncates;
+    }
+}
+
+struct FollowedColumn {
+    name: String,
+    pg_type: String,
+    type_oid: u32,
+    typmod: i32,
+    codec: Codec,
+    select_as: SelectAs,
+}
+
+struct FollowedTable {
+    sqlite_name: String,
+    display_name: String,
+    columns: Vec<FollowedColumn>,
+    /// How to name the rowid in SQL: a free alias or the INTEGER PRIMARY KEY column.
+    rowid: String,
+    /// The INTEGER PRIMARY KEY column, whose value is the rowid.
+    rowid_column: Option<usize>,
+    keeps_exact_text: bool,
+    rows: i64,
+    rows_changed: bool,
+    /// The replica identity columns, from the stream's RELATION message.
+    key: Vec<usize>,
+}
+
+/// Applies changes to one open mirror. The caller owns the SQLite transaction.
+pub struct Applier<'m> {
+    conn: &'m Connection,
+    tables: Vec<FollowedTable>,
+    by_name: HashMap<String, usize>,
+    by_relation: HashMap<u32, usize>,
+    /// Relations the stream described that the mirror does not follow, by oid, for messages.
+    unfollowed: HashMap<u32, String>,
+    /// Row counts and change counts when the open source transaction began.
+    saved: Option<(Vec<(i64, bool)>, ChangeCounts)>,
+    scratch: RowBatch,
+    pub counts: ChangeCounts,
+}
+
+/// Where a change sits in the stream, for messages.
+#[derive(Clone, Copy)]
+pub struct At {
+    pub lsn: pgoutput::Lsn,
+}
+
+impl<'m> Applier<'m> {
+    /// Prepares the followed tables of `mirror`, with each column's codec as export chose it
+    /// from the source's types.
+    pub fn new(mirror: &'m Mirror, followed: &[String], catalog: &Catalog) -> Result<Self> {
+        let mut tables = Vec::new();
+        let mut by_name = HashMap::new();
+        for name in followed {
+            let table = mirror.table(name).ok_or_else(|| {
+                Error::unsupported(
+                    format!("mirror {}", mirror.path),
+                    format!("_pgmirror_sync follows table {name:?}, which the mirror does not have"),
+                )
+            })?;
+            by_name.insert(name.clone(), tables.len());
+            tables.push(followed_table(mirror, table, catalog)?);
+        }
+        Ok(Applier {
+            conn: &mirror.conn,
+            tables,
+            by_name,
+            by_relation: HashMap::new(),
+            unfollowed: HashMap::new(),
+            saved: None,
+            scratch: RowBatch::new(0, 0, BatchLimits { rows: 1, bytes: 0 }),
+            counts: ChangeCounts::default(),
+        })
+    }
+
+    /// Checks a RELATION message against the mirror's table and learns its key.
+    pub fn relation(&mut self, relation: &pgoutput::Relation) -> Result<()> {
+        let sqlite_name = crate::mirror::sqlite_table_name(&relation.namespace, &relation.name);
+        let shown = format!("{}.{}", relation.namespace, relation.name);
+        // A partition's own RELATION comes beside its root's, whose name its changes carry.
+        let Some(&index) = self.by_name.get(&sqlite_name) else {
+            self.unfollowed.insert(relation.oid, shown);
+            return Ok(());
+        };
+        let table = &mut self.tables[index];
+        if let Some(difference) = schema_difference(&table.columns, &relation.columns) {
+            return Err(Error::unsupported(
+                format!("table {}", table.display_name),
+                format!(
+                    "its columns changed on the source since the mirror was made ({difference}); \
+                     pgmirror sync cannot follow a changed table: re-create the replica \
+                     (pgmirror sync --drop, then --init)"
+                ),
+            ));
+        }
+        table.key = relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        if table.key.is_empty() {
+            return Err(Error::unsupported(
+                format!("table {}", table.display_name),
+                format!(
+                    "it has no replica identity now, so its changed rows cannot be found; run \
+                     ALTER TABLE {} REPLICA IDENTITY FULL (or give it a primary key)",
+                    table.display_name
+                ),
+            ));
+        }
+        self.by_relation.insert(relation.oid, index);
+        Ok(())
+    }
+
+    fn table_of(&self, relation: u32) -> Result<usize> {
+        if let Some(&index) = self.by_relation.get(&relation) {
+            return Ok(index);
+        }
+        Err(match self.unfollowed.get(&relation) {
+            Some(shown) => Error::unsupported(
+                format!("table {shown}"),
+                "the stream has changes of a table this mirror does not follow (was a followed table \
+                 renamed?); re-create the replica: pgmirror sync --drop, then --init",
+            ),
+            None => Error::new(
+                "applying changes",
+                ErrorKind::Unsupported(format!(
+                    "a change of relation {relation} came before its RELATION message"
+                )),
+            ),
+        })
+    }
+
+    /// Marks the start of a source transaction, which [`Self::rollback_transaction`] undoes.
+    pub fn begin_transaction(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("SAVEPOINT pgmirror_transaction")
+            .context("starting a source transaction in the mirror")?;
+        self.saved = Some((
+            self.tables.iter().map(|t| (t.rows, t.rows_changed)).collect(),
+            self.counts,
+        ));
+        Ok(())
+    }
+
+    pub fn end_transaction(&mut self) -> Result<()> {
+        self.saved = None;
+        self.conn
+            .execute_batch("RELEASE pgmirror_transaction")
+            .context("ending a source transaction in the mirror")
+    }
+
+    /// Undoes the changes of an unfinished source transaction, if one is open.
+    pub fn rollback_transaction(&mut self) -> Result<()> {
+        let Some((rows, counts)) = self.saved.take() else {
+            return Ok(());
+        };
+        for (table, (count, changed)) in self.tables.iter_mut().zip(rows) {
+            table.rows = count;
+            table.rows_changed = changed;
+        }
+        self.counts = counts;
+        self.conn
+            .execute_batch("ROLLBACK TO pgmirror_transaction; RELEASE pgmirror_transaction")
+            .context("undoing an unfinished source transaction in the mirror")
+    }
+
+    pub fn insert(&mut self, relation: u32, new: &[Datum<'_>], at: At) -> Result<()> {
+        let index = self.table_of(relation)?;
+        let unchanged = self.decode(index, new, at, "inserted row")?;
+        let table = &self.tables[index];
+        if unchanged.iter().any(|&u| u) {
+            return Err(table.error(at, "an inserted row has a value marked unchanged"));
+        }
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote_ident(&table.sqlite_name),
+            crate::pg::quote_list(&names),
+            vec!["?"; names.len()].join(", ")
+        );
+        let context = || table.context(at, "inserting a row");
+        let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+        for (i, cell) in self.scratch.cells.iter().enumerate() {
+            statement
+                .raw_bind_parameter(i + 1, self.scratch.value_of(cell))
+                .with_context(context)?;
+        }
+        statement.raw_execute().with_context(context)?;
+        let rowid = self.conn.last_insert_rowid();
+        self.write_exact_texts(index, rowid, &unchanged, at)?;
+        let table = &mut self.tables[index];
+        table.rows += 1;
+        table.rows_changed = true;
+        self.counts.inserts += 1;
+        Ok(())
+    }
+
+    pub fn update(
+        &mut self,
+        relation: u32,
+        old: Option<&(OldKind, Vec<Datum<'_>>)>,
+        new: &[Datum<'_>],
+        at: At,
+    ) -> Result<()> {
+        let index = self.table_of(relation)?;
+        let old_rowid = match old {
+            Some((kind, old)) => self.find_row(index, *kind, old, at)?,
+            None => self.find_row(index, OldKind::Key, new, at)?,
+        };
+        let unchanged = self.decode(index, new, at, "new row")?;
+        let table = &self.tables[index];
+        let set: Vec<usize> = (0..table.columns.len()).filter(|&i| !unchanged[i]).collect();
+        if !set.is_empty() {
+            let assignments: Vec<String> = set
+                .iter()
+                .map(|&i| format!("{} = ?", quote_ident(&table.columns[i].name)))
+                .collect();
+            let sql = format!(
+                "UPDATE {} SET {} WHERE {} = ?",
+                quote_ident(&table.sqlite_name),
+                assignments.join(", "),
+                table.rowid
+            );
+            let context = || table.context(at, "updating a row");
+            let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+            for (parameter, &column) in set.iter().enumerate() {
+                let cell = &self.scratch.cells[column];
+                statement
+                    .raw_bind_parameter(parameter + 1, self.scratch.value_of(cell))
+                    .with_context(context)?;
+            }
+            statement
+                .raw_bind_parameter(set.len() + 1, old_rowid)
+                .with_context(context)?;
+            statement.raw_execute().with_context(context)?;
+        }
+        let new_rowid = match table.rowid_column {
+            Some(column) if !unchanged[column] => match self.scratch.cells[column] {
+                Cell::Integer(rowid) => rowid,
+                _ => old_rowid,
+            },
+            _ => old_rowid,
+        };
+        if table.keeps_exact_text {
+            let context = || table.context(at, "updating the exact values of a row");
+            if new_rowid != old_rowid {
+                self.conn
+                    .prepare_cached(exact_text_sql::MOVE_ROW)
+                    .and_then(|mut s| s.execute(params![table.sqlite_name, old_rowid, new_rowid]))
+                    .with_context(context)?;
+            }
+            let mut delete = self
+                .conn
+                .prepare_cached(exact_text_sql::DELETE_COLUMN)
+                .with_context(context)?;
+            for &column in &set {
+                if table.columns[column].codec.keeps_exact_text() {
+                    delete
+                        .execute(params![table.sqlite_name, new_rowid, table.columns[column].name])
+                        .with_context(context)?;
+                }
+            }
+        }
+        self.write_exact_texts(index, new_rowid, &unchanged, at)?;
+        self.counts.updates += 1;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, relation: u32, kind: OldKind, old: &[Datum<'_>], at: At) -> Result<()> {
+        let index = self.table_of(relation)?;
+        let rowid = self.find_row(index, kind, old, at)?;
+        let table = &mut self.tables[index];
+        let context = || table.context(at, "deleting a row");
+        let sql = format!(
+            "DELETE FROM {} WHERE {} = ?1",
+            quote_ident(&table.sqlite_name),
+            table.rowid
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.execute([rowid]))
+            .with_context(context)?;
+        if table.keeps_exact_text {
+            self.conn
+                .prepare_cached(exact_text_sql::DELETE_ROW)
+                .and_then(|mut s| s.execute(params![table.sqlite_name, rowid]))
+                .with_context(context)?;
+        }
+        table.rows -= 1;
+        table.rows_changed = true;
+        self.counts.deletes += 1;
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, relations: &[u32], at: At) -> Result<()> {
+        for &relation in relations {
+            let index = self.table_of(relation)?;
+            let table = &mut self.tables[index];
+            let context = || table.context(at, "emptying the table (TRUNCATE)");
+            self.conn
+                .execute_batch(&format!("DELETE FROM {}", quote_ident(&table.sqlite_name)))
+                .with_context(context)?;
+            self.conn
+                .prepare_cached(exact_text_sql::DELETE_TABLE)
+                .and_then(|mut s| s.execute([&table.sqlite_name]))
+                .with_context(context)?;
+            table.rows = 0;
+            table.rows_changed = true;
+        }
+        self.counts.truncates += 1;
+        Ok(())
+    }
+
+    /// Writes the row counts that changed; inside the transaction that changed them.
+    pub fn record_row_counts(&mut self) -> Result<()> {
+        for table in self.tables.iter_mut().filter(|t| t.rows_changed) {
+            crate::mirror::record_row_count(self.conn, &table.sqlite_name, table.rows)
+                .with_context(|| format!("recording the row count of table {}", table.display_name))?;
+            table.rows_changed = false;
+        }
+        Ok(())
+    }
+
+    /// Forgets unsaved row counts after a rollback: they are read again from the mirror.
+    pub fn reload_row_counts(&mut self) -> Result<()> {
+        for table in &mut self.tables {
+            table.rows = recorded_rows(self.conn, &table.sqlite_name)?;
+            table.rows_changed = false;
+        }
+        Ok(())
+    }
+
+    /// Decodes a tuple into the scratch row; returns which columns were sent as unchanged.
+    fn decode(&mut self, index: usize, datums: &[Datum<'_>], at: At, what: &str) -> Result<Vec<bool>> {
+        let table = &self.tables[index];
+        if datums.len() != table.columns.len() {
+            return Err(table.error(
+                at,
+                &format!(
+                    "a {what} has {} values, the table {} columns",
+                    datums.len(),
+                    table.columns.len()
+                ),
+            ));
+        }
+        self.scratch.clear();
+        self.scratch.columns = table.columns.len();
+        let mut unchanged = vec![false; datums.len()];
+        for (i, (datum, column)) in datums.iter().zip(&table.columns).enumerate() {
+            match datum {
+                Datum::Null => self.scratch.push_null(),
+                Datum::UnchangedToast => {
+                    unchanged[i] = true;
+                    self.scratch.push_null();
+                }
+                Datum::Binary(bytes) => {
+                    decode_sent_into(column.codec, column.select_as, bytes, &mut self.scratch).map_err(
+                        |e| {
+                            Error::new(
+                                format!(
+                                    "{}, column {:?} ({})",
+                                    table.context(at, what),
+                                    column.name,
+                                    column.pg_type
+                                ),
+                                ErrorKind::Copy(e),
+                            )
+                        },
+                    )?
+                }
+                Datum::Text(_) => {
+                    return Err(table.error(
+                        at,
+                        &format!(
+                            "column {:?} ({}) arrived as text: its type has no binary form",
+                            column.name, column.pg_type
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(unchanged)
+    }
+
+    /// The rowid of the row a change is about: by its key, or by every value it had
+    /// (REPLICA IDENTITY FULL; the first of equal rows).
+    fn find_row(&mut self, index: usize, kind: OldKind, datums: &[Datum<'_>], at: At) -> Result<i64> {
+        let unchanged = self.decode(index, datums, at, "changed row's identity")?;
+        let table = &self.tables[index];
+        let matched: Vec<usize> = match kind {
+            OldKind::Key => table.key.clone(),
+            OldKind::Row => (0..table.columns.len()).filter(|&i| !unchanged[i]).collect(),
+        };
+        if matched.iter().any(|&i| unchanged[i]) || matched.is_empty() {
+            return Err(table.error(at, "the changed row's identity has no values to find it by"));
+        }
+        let conditions: Vec<String> = matched
+            .iter()
+            .map(|&i| format!("{} IS ?", quote_ident(&table.columns[i].name)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} LIMIT 1",
+            table.rowid,
+            quote_ident(&table.sqlite_name),
+            conditions.join(" AND ")
+        );
+        let context = || table.context(at, "finding a changed row");
+        let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+        for (parameter, &column) in matched.iter().enumerate() {
+            let cell = &self.scratch.cells[column];
+            statement
+                .raw_bind_parameter(parameter + 1, self.scratch.value_of(cell))
+                .with_context(context)?;
+        }
+        let found: Option<i64> = statement
+            .raw_query()
+            .next()
+            .with_context(context)?
+            .map(|row| row.get(0))
+            .transpose()
+            .with_context(context)?;
+        found.ok_or_else(|| {
+            let shown: Vec<String> = matched
+                .iter()
+                .map(|&i| {
+                    format!(
+                        "{} = {}",
+                        table.columns[i].name,
+                        describe_cell(&self.scratch, &self.scratch.cells[i])
+                    )
+                })
+                .collect();
+            table.error(
+                at,
+                &format!(
+                    "the source changed a row the mirror does not have ({}): the mirror no longer \
+                     matches its source; re-create the replica (pgmirror sync --drop, then --init)",
+                    shown.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Keeps the exact texts the scratch row's numbers need, for the columns it set.
+    fn write_exact_texts(&self, index: usize, rowid: i64, unchanged: &[bool], at: At) -> Result<()> {
+        let table = &self.tables[index];
+        if self.scratch.exact.is_empty() {
+            return Ok(());
+        }
+        let context = || table.context(at, "keeping exact values");
+        let mut insert = self
+            .conn
+            .prepare_cached(exact_text_sql::INSERT)
+            .with_context(context)?;
+        for (cell, text) in &self.scratch.exact {
+            if unchanged[*cell] {
+                continue;
+            }
+            insert
+                .execute(params![
+                    table.sqlite_name,
+                    rowid,
+                    table.columns[*cell].name,
+                    self.scratch.text_of(text)
+                ])
+                .with_context(context)?;
+        }
+        Ok(())
+    }
+}
+
+impl FollowedTable {
+    fn context(&self, at: At, what: &str) -> String {
+        format!("table {}, change at LSN {}: {what}", self.display_name, at.lsn)
+    }
+
+    fn error(&self, at: At, message: &str) -> Error {
+        Error::unsupported(
+            format!("table {}, change at LSN {}", self.display_name, at.lsn),
+            message,
+        )
+    }
+}
+
+fn describe_cell(batch: &RowBatch, cell: &Cell) -> String {
+    match cell {
+        Cell::Null => "NULL".into(),
+        Cell::Integer(v) => v.to_string(),
+        Cell::Real(v) => v.to_string(),
+        Cell::Text(range) => format!("{:?}", batch.text_of(range)),
+        Cell::Blob(range) => format!("a {}-byte blob", range.len()),
+    }
+}
+
+fn followed_table(mirror: &Mirror, table: &MirrorTable, catalog: &Catalog) -> Result<FollowedTable> {
+    let display_name = table.display_name();
+    let mut columns = Vec::new();
+    for column in &table.columns {
+        let info = catalog.types.info(column.type_oid, column.typmod);
+        let (codec, select_as) = choose_codec(info, catalog.server.money_scale);
+        if codec.name() != column.codec {
+            return Err(Error::unsupported(
+                format!("table {display_name}, column {:?}", column.name),
+                format!(
+                    "the mirror stores it as {}, but its type {} now reads as {}; re-create the replica",
+                    column.codec,
+                    column.pg_type,
+                    codec.name()
+                ),
+            ));
+        }
+        columns.push(FollowedColumn {
+            name: column.name.clone(),
+            pg_type: column.pg_type.clone(),
+            type_oid: column.type_oid,
+            typmod: column.typmod,
+            codec,
+            select_as,
+        });
+    }
+    let context = || format!("reading the layout of mirror table {:?}", table.sqlite_name);
+    let rowid = crate::mirror::rowid_expression(&mirror.conn, table)
+        .with_context(context)?
+        .ok_or_else(|| {
+            Error::unsupported(
+                format!("table {display_name}"),
+                "its columns take the names rowid, _rowid_ and oid and it has no integer primary key, \
+                 so its rows cannot be addressed",
+            )
+        })?;
+    let rowid_column = integer_primary_key(&mirror.conn, &table.sqlite_name)
+        .with_context(context)?
+        .and_then(|name| columns.iter().position(|c| c.name == name));
+    Ok(FollowedTable {
+        sqlite_name: table.sqlite_name.clone(),
+        display_name,
+        keeps_exact_text: columns.iter().any(|c| c.codec.keeps_exact_text()),
+        columns,
+        rowid,
+        rowid_column,
+        rows: recorded_rows(&mirror.conn, &table.sqlite_name)?,
+        rows_changed: false,
+        key: Vec::new(),
+    })
+}
+
+/// The table's INTEGER PRIMARY KEY column (its rowid), if it has one.
+fn integer_primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let own_index: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_index_list(?1) WHERE origin = 'pk'",
+        [table],
+        |r| r.get(0),
+    )?;
+    if own_index {
+        return Ok(None);
+    }
+    let keys: Vec<(String, String)> = conn
+        .prepare("SELECT name, upper(type) FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(match keys.as_slice() {
+        [(name, declared)] if declared == "INTEGER" => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn recorded_rows(conn: &Connection, table: &str) -> Result<i64> {
+    conn.query_row(
+        "SELECT row_count FROM _pgmirror_tables WHERE sqlite_name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .optional()
+    .with_context(|| format!("reading the row count of mirror table {table:?}"))
+    .map(|rows| rows.unwrap_or(0))
+}
+
+/// How the stream's columns differ from the mirror's, if they do.
+fn schema_difference(mirror: &[FollowedColumn], stream: &[pgoutput::RelationColumn]) -> Option<String> {
+    let same = mirror.len() == stream.len()
+        && mirror.iter().zip(stream).all(|(m, s)| {
+            m.name == s.name && m.type_oid == s.type_oid && (m.typmod == s.typmod || s.typmod == -1)
+        });
+    if same {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for s in stream {
+        match mirror.iter().find(|m| m.name == s.name) {
+            None => parts.push(format!("column {:?} added", s.name)),
+            Some(m) if m.type_oid != s.type_oid || (m.typmod != s.typmod && s.typmod != -1) => {
+                parts.push(format!("column {:?} changed type (was {})", s.name, m.pg_type))
+            }
+            Some(_) => {}
+        }
+    }
+    for m in mirror {
+        if !stream.iter().any(|s| s.name == m.name) {
+            parts.push(format!("column {:?} dropped or renamed", m.name));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("columns reordered".into());
+    }
+    Some(parts.join(", "))
+}

@@ -1,0 +1,693 @@
+//! `pgmirror sync`: a mirror that follows its database through logical decoding.
+//!
+//! ```text
+//! --init: checks → publication (chosen tables) → pgoutput slot → export whose snapshot is
+//!         taken after the slot, its tables locked first; `_pgmirror_sync` records slot,
+//!         snapshot and positions in the same file
+//! sync:   L := flush LSN; peek pgoutput (binary) up to L over an ordinary connection →
+//!         decode (pgoutput.rs) → skip what the copy holds (visibility.rs) or what was
+//!         applied → apply whole transactions (apply.rs) + applied LSN in one SQLite
+//!         transaction → COMMIT → advance the slot
+//! ```
+//! Nothing is advanced on the server before SQLite holds it durably, and a transaction
+//! whose commit is before the recorded applied LSN is skipped, so a crash at any point
+//! neither loses nor repeats a change (notes/replication.md §8.3).
+
+mod apply;
+mod pgoutput;
+mod setup;
+mod visibility;
+
+use std::path::PathBuf;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+
+use crate::config::{ExportOptions, ReplicaStart};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::mirror::{Mirror, SyncState};
+use crate::pg::catalog::{self, RelationKind};
+use crate::pg::ConnectionSpec;
+pub use apply::ChangeCounts;
+use pgoutput::{Lsn, Message};
+pub use setup::{Dropped, SlotStatus};
+
+/// `pgmirror sync --init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The export that makes the initial copy (source, output, jobs, table filter).
+    pub export: ExportOptions,
+    /// The slot and publication name; a fresh `pgmirror_...` name when `None`.
+    pub slot: Option<String>,
+}
+
+/// What `--init` did.
+#[derive(Debug, serde::Serialize)]
+pub struct InitSummary {
+    pub slot: String,
+    pub publication: String,
+    /// Tables whose changes are followed.
+    pub followed: Vec<String>,
+    /// Copied by the export but not followed (materialized views).
+    pub not_followed: Vec<String>,
+    pub export: crate::ExportSummary,
+}
+
+/// Sets up replication and writes the initial mirror. On any failure the slot and the
+/// publication it created are dropped again: an abandoned slot would pin WAL on the source.
+pub fn init(options: &InitOptions) -> Result<InitSummary> {
+    let name = options.slot.clone().unwrap_or_else(setup::new_name);
+    setup::check_name(&name)?;
+    refuse_existing_replica(&options.export.output)?;
+    let runtime = crate::pg::runtime()?;
+    let client = runtime.block_on(options.export.source.connect())?;
+    let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;
+    runtime.block_on(setup::check_server(&client, &catalog))?;
+    let selected = crate::plan::select(&catalog, &options.export.filter, &[])?;
+    runtime.block_on(setup::check_tables(&client, &catalog, &selected))?;
+    let lock_first = setup::qualified_names(&selected);
+    if lock_first.is_empty() {
+        return Err(Error::usage(
+            "no table to follow: the selection holds no tables (views and materialized views are not followed)",
+        ));
+    }
+    let followed: Vec<String> = selected
+        .iter()
+        .filter(|r| matches!(r.kind, RelationKind::Table | RelationKind::PartitionedTable))
+        .map(|r| crate::mirror::sqlite_table_name(&r.schema, &r.name))
+        .collect();
+    let not_followed: Vec<String> = selected
+        .iter()
+        .filter(|r| r.kind == RelationKind::MaterializedView)
+        .map(|r| r.display_name())
+        .collect();
+    let system_identifier = runtime.block_on(setup::system_identifier(&client))?;
+
+    runtime.block_on(setup::create_publication(&client, &name, &lock_first))?;
+    let created = runtime
+        .block_on(setup::create_slot(&client, &name))
+        .and_then(|start_lsn| {
+            let mut export = options.export.clone();
+            export.replica = Some(ReplicaStart {
+                lock_first,
+                state: SyncState {
+                    slot: name.clone(),
+                    publication: name.clone(),
+                    source: options.export.source.without_password(),
+                    system_identifier,
+                    snapshot: None,
+                    consistent_lsn: String::new(),
+                    applied_lsn: start_lsn,
+                    applied_commit_time: None,
+                    tables: followed.clone(),
+                },
+            });
+            crate::pipeline::export(&export)
+        });
+    match created {
+        Ok(export) => Ok(InitSummary {
+            slot: name.clone(),
+            publication: name,
+            followed,
+            not_followed,
+            export,
+        }),
+        Err(error) => {
+            // A fresh connection: the first may be the one that failed.
+            let cleanup = async {
+                let client = options.export.source.connect().await?;
+                setup::drop_replication(&client, &name, &name).await
+            };
+            if let Err(cleanup_error) = runtime.block_on(cleanup) {
+                return Err(Error::new(
+                    error.context.clone(),
+                    ErrorKind::Unsupported(format!(
+                        "{}; dropping the new slot and publication {name} failed too ({cleanup_error}): drop them \
+                         with pgmirror sync --drop --slot {name}",
+                        error.kind
+                    )),
+                ));
+            }
+            Err(error)
+        }
+    }
+}
+
+fn refuse_existing_replica(path: &std::path::Path) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let Ok(mirror) = Mirror::open(path) else {
+        return Ok(());
+    };
+    if let Some(state) = SyncState::read(&mirror.conn, &mirror.path)? {
+        return Err(Error::usage(format!(
+            "{} is a replica already (slot {}); replacing it would leave that slot pinning WAL on the \
+             source: run pgmirror sync --drop on it first, or choose another --mirror",
+            mirror.path, state.slot
+        )));
+    }
+    Ok(())
+}
+
+/// `pgmirror sync` and `sync --follow`.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Where the changes come from; `None` takes the connection the mirror recorded.
+    pub source: Option<ConnectionSpec>,
+    pub mirror: PathBuf,
+    /// Keep applying until stopped, polling every `interval`.
+    pub follow: bool,
+    pub interval: Duration,
+    /// Stop with a warning when the slot retains more WAL than this.
+    pub max_lag: Option<i64>,
+    /// Changes asked for per decoding call (whole transactions always arrive whole).
+    pub changes_per_call: i32,
+    pub quiet: bool,
+}
+
+impl SyncOptions {
+    pub fn new(mirror: PathBuf) -> Self {
+        SyncOptions {
+            source: None,
+            mirror,
+            follow: false,
+            interval: Duration::from_secs(1),
+            max_lag: None,
+            changes_per_call: 50_000,
+            quiet: true,
+        }
+    }
+}
+
+/// What a sync run did and where the mirror stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncSummary {
+    #[serde(flatten)]
+    pub counts: ChangeCounts,
+    pub applied_lsn: String,
+    /// The source commit time of the last applied transaction.
+    pub applied_commit_time: Option<String>,
+    /// Bytes of WAL written on the source since the applied position.
+    pub lag_bytes: i64,
+    /// Seconds between the last applied commit and now, when changes are still pending; 0
+    /// when caught up.
+    pub lag_seconds: f64,
+    /// WAL the slot keeps on the source.
+    pub retained_wal_bytes: i64,
+    pub wal_status: String,
+    /// Whether the initial copy's overlap with the stream is behind it.
+    pub consistent: bool,
+    pub seconds: f64,
+    /// `--max-lag` was exceeded.
+    pub max_lag_exceeded: bool,
+    /// Stopped by SIGINT/SIGTERM (`--follow`'s normal end).
+    pub interrupted: bool,
+}
+
+impl SyncSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "applied {} transactions ({} inserts, {} updates, {} deletes, {} truncates; {} skipped) in {:.1}s; \
+             at {}, {} bytes behind, slot retains {} bytes",
+            self.counts.transactions,
+            self.counts.inserts,
+            self.counts.updates,
+            self.counts.deletes,
+            self.counts.truncates,
+            self.counts.skipped_transactions,
+            self.seconds,
+            self.applied_lsn,
+            self.lag_bytes,
+            self.retained_wal_bytes
+        )
+    }
+}
+
+/// Applies everything committed on the source so far (and, with `follow`, keeps doing so
+/// until a stop is requested).
+pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let mirror = Mirror::open_writable(&options.mirror)?;
+    let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{} is a plain mirror, not a replica; make one with pgmirror sync --init",
+            mirror.path
+        ))
+    })?;
+    prepare_mirror(&mirror)?;
+    let spec = match &options.source {
+        Some(spec) => spec.clone(),
+        None => ConnectionSpec::parse(&state.source)?,
+    };
+    let runtime = crate::pg::runtime()?;
+    let client = runtime.block_on(spec.connect())?;
+    let identifier = runtime.block_on(setup::system_identifier(&client))?;
+    if identifier != state.system_identifier {
+        return Err(Error::unsupported(
+            format!("source {}", spec.redacted()),
+            format!(
+                "it is another cluster than the mirror's (system identifier {identifier}, the mirror's {})",
+                state.system_identifier
+            ),
+        ));
+    }
+    let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;
+    let mut follower = Follower {
+        applier: apply::Applier::new(&mirror, &state.tables, &catalog)?,
+        mirror: &mirror,
+        snapshot: match &state.snapshot {
+            Some(text) => Some(visibility::Snapshot::parse(text).ok_or_else(|| {
+                Error::unsupported(
+                    format!("mirror {}", mirror.path),
+                    format!("_pgmirror_sync has an unreadable snapshot {text:?}"),
+                )
+            })?),
+            None => None,
+        },
+        applied: parse_lsn(&state.applied_lsn, &mirror.path)?,
+        consistent_lsn: parse_lsn(&state.consistent_lsn, &mirror.path)?,
+        commit_time: state.applied_commit_time.clone(),
+        options,
+    };
+    let outcome = runtime.block_on(follower.run(&client, &mut state));
+    let status = match &outcome {
+        Ok(_) => Some(runtime.block_on(setup::slot_status(&client, &state.slot))?),
+        Err(_) => None,
+    };
+    let ending = outcome?;
+    let status = status.unwrap_or_default();
+    let caught_up = status.lag_bytes <= 0 || ending.caught_up;
+    Ok(SyncSummary {
+        counts: follower.applier.counts,
+        applied_lsn: follower.applied.to_string(),
+        applied_commit_time: follower.commit_time.clone(),
+        lag_bytes: status.lag_bytes.max(0),
+        lag_seconds: if caught_up {
+            0.0
+        } else {
+            seconds_since(follower.commit_time.as_deref())
+        },
+        retained_wal_bytes: status.retained_bytes,
+        wal_status: status.wal_status,
+        consistent: follower.snapshot.is_none(),
+        seconds: started.elapsed().as_secs_f64(),
+        max_lag_exceeded: ending.max_lag_exceeded,
+        interrupted: ending.interrupted,
+    })
+}
+
+/// Removes the slot and publication; the mirror (if given and present) stays a plain mirror.
+pub fn drop(
+    source: Option<&ConnectionSpec>,
+    mirror: Option<&std::path::Path>,
+    slot: Option<&str>,
+) -> Result<Dropped> {
+    let opened = match mirror {
+        Some(path) if path.is_file() => Some(Mirror::open_writable(path)?),
+        _ => None,
+    };
+    let state = match &opened {
+        Some(mirror) => SyncState::read(&mirror.conn, &mirror.path)?,
+        None => None,
+    };
+    let (slot, publication) = match (slot, &state) {
+        (Some(slot), _) => (slot.to_owned(), slot.to_owned()),
+        (None, Some(state)) => (state.slot.clone(), state.publication.clone()),
+        (None, None) => {
+            return Err(Error::usage(match mirror {
+                Some(path) if path.is_file() => format!(
+                    "{} is not a replica; name the slot to drop with --slot",
+                    path.display()
+                ),
+                _ => "no mirror to read the slot's name from: name it with --slot".to_owned(),
+            }))
+        }
+    };
+    setup::check_name(&slot)?;
+    let spec = match (source, &state) {
+        (Some(spec), _) => spec.clone(),
+        (None, Some(state)) => ConnectionSpec::parse(&state.source)?,
+        (None, None) => ConnectionSpec::parse("")?,
+    };
+    let runtime = crate::pg::runtime()?;
+    let client = runtime.block_on(spec.connect())?;
+    let dropped = runtime.block_on(setup::drop_replication(&client, &slot, &publication))?;
+    if let Some(mirror) = &opened {
+        if state.is_some() {
+            mirror
+                .conn
+                .execute_batch("DROP TABLE _pgmirror_sync; PRAGMA journal_mode = DELETE")
+                .with_context(|| format!("making {} a plain mirror", mirror.path))?;
+        }
+    }
+    Ok(dropped)
+}
+
+fn parse_lsn(text: &str, path: &str) -> Result<Lsn> {
+    Lsn::parse(text).ok_or_else(|| {
+        Error::unsupported(
+            format!("mirror {path}"),
+            format!("_pgmirror_sync has an unreadable position {text:?}"),
+        )
+    })
+}
+
+/// WAL mode so readers see committed states while changes are applied; full sync so a
+/// commit is on disk before the slot is advanced past it.
+fn prepare_mirror(mirror: &Mirror) -> Result<()> {
+    mirror
+        .conn
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
+             PRAGMA busy_timeout = 5000;",
+        )
+        .with_context(|| format!("opening {} for changes", mirror.path))?;
+    mirror.conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
+fn seconds_since(time: Option<&str>) -> f64 {
+    time.and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Microseconds since 2000-01-01 UTC as RFC 3339.
+fn commit_time_text(micros: i64) -> String {
+    const UNIX_TO_2000: u64 = 946_684_800;
+    let time = std::time::UNIX_EPOCH
+        + Duration::from_secs(UNIX_TO_2000)
+        + Duration::from_micros(micros.max(0) as u64);
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// How a run ended.
+#[derive(Default)]
+struct Ending {
+    caught_up: bool,
+    max_lag_exceeded: bool,
+    interrupted: bool,
+}
+
+/// Changes in one SQLite transaction before it is committed (whole source transactions).
+const CHANGES_PER_COMMIT: u64 = 100_000;
+
+struct Follower<'m> {
+    applier: apply::Applier<'m>,
+    mirror: &'m Mirror,
+    /// The initial copy's snapshot, until the stream is past it.
+    snapshot: Option<visibility::Snapshot>,
+    applied: Lsn,
+    consistent_lsn: Lsn,
+    commit_time: Option<String>,
+    options: &'m SyncOptions,
+}
+
+impl Follower<'_> {
+    async fn run(&mut self, client: &Client, state: &mut SyncState) -> Result<Ending> {
+        let mut ending = Ending::default();
+        let mut idle = self.options.interval;
+        loop {
+            let status = setup::slot_status(client, &state.slot).await?;
+            if let Some(limit) = self.options.max_lag {
+                if status.retained_bytes > limit {
+                    ending.max_lag_exceeded = true;
+                    return Ok(ending);
+                }
+            }
+            let round = match self.catch_up(client, state).await {
+                Ok(applied) => applied,
+                Err(e) if self.options.follow && e.is_stop() && crate::stop::stop_requested() => {
+                    ending.interrupted = true;
+                    return Ok(ending);
+                }
+                Err(e) => return Err(e),
+            };
+            ending.caught_up = true;
+            if !self.options.follow {
+                return Ok(ending);
+            }
+            if !self.options.quiet {
+                eprintln!(
+                    "pgmirror sync: at {} ({} transactions so far), {} bytes of WAL retained",
+                    self.applied, self.applier.counts.transactions, status.retained_bytes
+                );
+            }
+            // Poll at the interval while changes come; back off to 10x when idle.
+            idle = if round > 0 {
+                self.options.interval
+            } else {
+                (idle * 2).min(self.options.interval * 10)
+            };
+            if sleep_unless_stopped(idle).await {
+                ending.interrupted = true;
+                return Ok(ending);
+            }
+        }
+    }
+
+    /// Applies everything committed up to the flush position at the start; returns the
+    /// number of transactions applied.
+    async fn catch_up(&mut self, client: &Client, state: &mut SyncState) -> Result<u64> {
+        let before = self.applier.counts.transactions;
+        let target = decodable_position(client).await?;
+        loop {
+            crate::stop::check_stop()?;
+            let messages = crate::stop::until_stopped(None, self.apply_call(client, state, target)).await;
+            let messages = match messages {
+                Ok(messages) => messages,
+                Err(e) => {
+                    self.keep_complete_transactions(state);
+                    return Err(e);
+                }
+            };
+            self.advance(client, state).await?;
+            if messages == 0 {
+                break;
+            }
+        }
+        if self.applied < target {
+            // Nothing of ours before `target`: the slot may let go of the WAL up to it.
+            self.applied = target;
+            self.commit(state, false)?;
+            self.advance(client, state).await?;
+        }
+        Ok(self.applier.counts.transactions - before)
+    }
+
+    /// One decoding call: its messages applied and committed. Returns how many came.
+    async fn apply_call(&mut self, client: &Client, state: &mut SyncState, target: Lsn) -> Result<u64> {
+        let sql = "SELECT lsn::text AS lsn, data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
+                   'proto_version', '1', 'publication_names', $4, 'binary', 'true')";
+        let publication = setup::publication_option(&state.publication);
+        let target_text = target.to_string();
+        let slot = state.slot.clone();
+        let context = || format!("reading changes from replication slot {slot}");
+        let stream = client
+            .query_raw(
+                sql,
+                [
+                    &state.slot as &(dyn postgres_types::ToSql + Sync),
+                    &target_text,
+                    &self.options.changes_per_call,
+                    &publication,
+                ],
+            )
+            .await
+            .with_context(context)?;
+        let mut stream = pin!(stream);
+        self.mirror
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .with_context(|| format!("starting a transaction on {}", self.mirror.path))?;
+        let mut messages = 0u64;
+        let mut skipping = false;
+        let mut changes_since_commit = 0u64;
+        let mut in_transaction = false;
+        while let Some(row) = stream.next().await {
+            let row = row.with_context(context)?;
+            let lsn_text: String = crate::pg::field(&row, "a change", "lsn")?;
+            let data: &[u8] = crate::pg::field(&row, "a change", "data")?;
+            let at = apply::At {
+                lsn: Lsn::parse(&lsn_text).unwrap_or_default(),
+            };
+            messages += 1;
+            let message = pgoutput::decode(data).map_err(|e| {
+                Error::new(
+                    format!("replication slot {slot}, change at LSN {}", at.lsn),
+                    ErrorKind::Unsupported(e.to_string()),
+                )
+            })?;
+            match message {
+                Message::Begin { final_lsn, xid } => {
+                    in_transaction = true;
+                    skipping =
+                        final_lsn < self.applied || self.snapshot.as_ref().is_some_and(|s| s.sees(xid));
+                    if skipping {
+                        self.applier.counts.skipped_transactions += 1;
+                    } else {
+                        self.applier.begin_transaction()?;
+                    }
+                }
+                Message::Commit {
+                    end_lsn, commit_time, ..
+                } => {
+                    in_transaction = false;
+                    if !skipping {
+                        self.applier.end_transaction()?;
+                        self.applier.counts.transactions += 1;
+                        self.commit_time = Some(commit_time_text(commit_time));
+                    }
+                    self.applied = self.applied.max(end_lsn);
+                    skipping = false;
+                    if changes_since_commit >= CHANGES_PER_COMMIT {
+                        self.commit(state, true)?;
+                        changes_since_commit = 0;
+                    }
+                }
+                Message::Relation(relation) => self.applier.relation(&relation)?,
+                Message::Type | Message::Origin | Message::Logical => {}
+                _ if skipping => {}
+                Message::Insert { relation, new } => {
+                    self.applier.insert(relation, &new, at)?;
+                    changes_since_commit += 1;
+                }
+                Message::Update { relation, old, new } => {
+                    self.applier.update(relation, old.as_ref(), &new, at)?;
+                    changes_since_commit += 1;
+                }
+                Message::Delete {
+                    relation,
+                    old: (kind, old),
+                } => {
+                    self.applier.delete(relation, kind, &old, at)?;
+                    changes_since_commit += 1;
+                }
+                Message::Truncate { relations, .. } => {
+                    self.applier.truncate(&relations, at)?;
+                    changes_since_commit += 1;
+                }
+            }
+        }
+        if in_transaction {
+            return Err(Error::unsupported(
+                context(),
+                "the decoding call ended inside a transaction",
+            ));
+        }
+        self.commit(state, false)?;
+        Ok(messages)
+    }
+
+    /// After a failure: undoes the unfinished source transaction and commits the whole ones
+    /// before it, so what was applied is kept; if even that fails, nothing of the call is.
+    fn keep_complete_transactions(&mut self, state: &mut SyncState) {
+        if self.mirror.conn.is_autocommit() {
+            return;
+        }
+        let kept = self
+            .applier
+            .rollback_transaction()
+            .and_then(|_| self.commit(state, false));
+        if kept.is_err() {
+            let _ = self.mirror.conn.execute_batch("ROLLBACK");
+            let _ = self.applier.reload_row_counts();
+        }
+    }
+
+    /// Records the position with the changes and commits them; `reopen` starts the next
+    /// transaction.
+    fn commit(&mut self, state: &mut SyncState, reopen: bool) -> Result<()> {
+        let conn = &self.mirror.conn;
+        let context = || format!("committing changes to {}", self.mirror.path);
+        if conn.is_autocommit() {
+            conn.execute_batch("BEGIN IMMEDIATE").with_context(context)?;
+        }
+        if self.snapshot.is_some() && self.applied >= self.consistent_lsn {
+            self.snapshot = None;
+        }
+        state.applied_lsn = self.applied.to_string();
+        state.applied_commit_time = self.commit_time.clone();
+        state.snapshot = match self.snapshot {
+            Some(_) => state.snapshot.take(),
+            None => None,
+        };
+        self.applier.record_row_counts()?;
+        state.write(conn).with_context(context)?;
+        crate::failpoint::hit("sync-commit", "before");
+        conn.execute_batch("COMMIT").with_context(context)?;
+        crate::failpoint::hit("sync-commit", "after");
+        if reopen {
+            conn.execute_batch("BEGIN IMMEDIATE").with_context(context)?;
+        }
+        Ok(())
+    }
+
+    /// Lets the slot go of everything the mirror holds durably.
+    async fn advance(&self, client: &Client, state: &SyncState) -> Result<()> {
+        let status = setup::slot_status(client, &state.slot).await?;
+        let confirmed = Lsn::parse(&status.confirmed_flush_lsn).unwrap_or_default();
+        if self.applied <= confirmed {
+            return Ok(());
+        }
+        let target = self.applied.to_string();
+        client
+            .execute(
+                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[&state.slot, &target],
+            )
+            .await
+            .with_context(|| format!("advancing replication slot {} to {target}", state.slot))?;
+        Ok(())
+    }
+}
+
+/// How long to wait for WAL already written to reach the disk (asynchronous commit leaves
+/// it to the WAL writer, which flushes within a few wal_writer_delay).
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
+
+/// The position up to which every committed transaction can be decoded now: the current
+/// insert position once the server has flushed up to it (decoding reads only flushed WAL,
+/// and a transaction before the target that decoding did not reach would be skipped
+/// later), else the flush position.
+async fn decodable_position(client: &Client) -> Result<Lsn> {
+    let context = "reading the source's WAL position";
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text AS inserted, pg_current_wal_flush_lsn()::text AS flushed",
+            &[],
+        )
+        .await
+        .context(context)?;
+    let read = |row: &tokio_postgres::Row, column: &str| -> Result<Lsn> {
+        let text: String = crate::pg::field(row, "the WAL position", column)?;
+        Lsn::parse(&text).ok_or_else(|| Error::unsupported(context, format!("unreadable position {text:?}")))
+    };
+    let inserted = read(&row, "inserted")?;
+    let mut flushed = read(&row, "flushed")?;
+    let deadline = Instant::now() + FLUSH_WAIT;
+    while flushed < inserted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let row = client
+            .query_one("SELECT pg_current_wal_flush_lsn()::text AS flushed", &[])
+            .await
+            .context(context)?;
+        flushed = read(&row, "flushed")?;
+    }
+    Ok(inserted.min(flushed))
+}
+
+/// Sleeps, waking early for a stop request; true when one came.
+async fn sleep_unless_stopped(duration: Duration) -> bool {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if crate::stop::stop_requested() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(deadline - Instant::now())).await;
+    }
+    crate::stop::stop_requested()
+}

@@ -1,0 +1,522 @@
+//! `pgmirror sync`: a replica made under a concurrent write workload, followed and caught
+//! up, holds exactly what a fresh export holds (cell by cell, storage class and bytes, exact
+//! texts included) and restores to the source's rows; crashes lose and repeat nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+
+use crate::support::{
+    assert_ok, connect, copy_schema, exit_within, fixtures_dir, fresh_db, open_mirror, pgmirror,
+    pgmirror_command, pgmirror_with_env, restore, runtime, signal, table_digests, temp_dir, wait_for, TestDb,
+};
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn init(db: &TestDb, mirror: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "sync",
+        "--init",
+        "--quiet",
+        "--source",
+        &db.url,
+        "--mirror",
+        path_text(mirror),
+    ];
+    args.extend_from_slice(extra);
+    pgmirror(&args)
+}
+
+fn sync_json(mirror: &Path) -> serde_json::Value {
+    let output = pgmirror(&["sync", "--quiet", "--json", "--mirror", path_text(mirror)]);
+    assert_ok(&output);
+    serde_json::from_slice(&output.stdout).expect("sync --json prints JSON")
+}
+
+/// Each row of a mirror table as exactly what SQLite stores (storage class and bits), with
+/// its kept exact texts; sorted, so two tables compare as multisets.
+fn stored_rows(conn: &rusqlite::Connection, table: &str) -> Vec<String> {
+    let mut exact: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut statement = conn
+        .prepare("SELECT row, column_name, exact_text FROM _pgmirror_exact_text WHERE sqlite_table = ?1 ORDER BY row, column_name")
+        .unwrap();
+    let mut rows = statement.query([table]).unwrap();
+    while let Some(row) = rows.next().unwrap() {
+        let text = format!(
+            "{}={}",
+            row.get::<_, String>(1).unwrap(),
+            row.get::<_, String>(2).unwrap()
+        );
+        exact.entry(row.get(0).unwrap()).or_default().push(text);
+    }
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let mut statement = conn.prepare(&format!("SELECT rowid, * FROM {quoted}")).unwrap();
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        let rowid: i64 = row.get(0).unwrap();
+        let mut cells: Vec<String> = (1..columns)
+            .map(|i| match row.get_ref(i).unwrap() {
+                ValueRef::Null => "N".to_owned(),
+                ValueRef::Integer(v) => format!("I{v}"),
+                ValueRef::Real(v) => format!("R{:016x}", v.to_bits()),
+                ValueRef::Text(t) => format!("T{:?}", String::from_utf8_lossy(t)),
+                ValueRef::Blob(b) => format!("B{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            })
+            .collect();
+        cells.extend(exact.remove(&rowid).unwrap_or_default());
+        out.push(cells.join("|"));
+    }
+    assert!(
+        exact.is_empty(),
+        "table {table}: exact texts of rows it does not have: {exact:?}"
+    );
+    out.sort();
+    out
+}
+
+fn recorded_row_count(conn: &rusqlite::Connection, table: &str) -> i64 {
+    conn.query_row(
+        "SELECT row_count FROM _pgmirror_tables WHERE sqlite_name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn followed_tables(conn: &rusqlite::Connection) -> Vec<String> {
+    let text: String = conn
+        .query_row("SELECT value FROM _pgmirror_sync WHERE key = 'tables'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The replica's followed tables hold exactly the fresh export's cells; returns the rows compared.
+fn assert_same_as_fresh_export(db: &TestDb, replica: &Path, dir: &Path) -> usize {
+    let fresh = dir.join("fresh.db");
+    crate::support::export(db, &fresh, &["--quiet"]);
+    let (replica_conn, fresh_conn) = (open_mirror(replica), open_mirror(&fresh));
+    let mut compared = 0;
+    for table in followed_tables(&replica_conn) {
+        let (got, want) = (
+            stored_rows(&replica_conn, &table),
+            stored_rows(&fresh_conn, &table),
+        );
+        if got != want {
+            let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            panic!(
+                "table {table}: the replica differs from a fresh export ({} vs {} rows)\nmissing: {missing:#?}\nextra: {extra:#?}",
+                got.len(),
+                want.len()
+            );
+        }
+        assert_eq!(
+            recorded_row_count(&replica_conn, &table),
+            got.len() as i64,
+            "table {table}: _pgmirror_tables.row_count"
+        );
+        compared += got.len();
+    }
+    compared
+}
+
+/// Restores the replica into a copy of the schema and compares every table's digest.
+fn assert_restores_to_source(db: &TestDb, replica: &Path, target_name: &str) {
+    let target = fresh_db(target_name);
+    copy_schema(db, &target);
+    assert_ok(&restore(replica, &target, &[]));
+    let (want, got) = (table_digests(db), table_digests(&target));
+    assert_eq!(got, want, "restored replica vs source");
+}
+
+fn slot_count(db: &TestDb) -> String {
+    db.scalar("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+}
+
+/// A random write workload: inserts, upserts, TOAST-preserving updates, key changes,
+/// deletes, duplicate rows, partition moves, TRUNCATE, rollbacks and savepoints, transfers.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    /// TRUNCATE asks for an ACCESS EXCLUSIVE lock, which queues behind the initial copy's
+    /// locks and makes the copy's workers wait behind it: --init then fails after its
+    /// --lock-wait-timeout, as export and pg_dump do. So it is allowed only after --init.
+    truncates: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(db: &TestDb, seed: u64) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let truncates = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (url, stop_flag, count) = (db.url.clone(), stop.clone(), committed.clone());
+        let truncates_allowed = truncates.clone();
+        let thread = std::thread::spawn(move || {
+            runtime().block_on(async {
+                let client = connect(&url).await;
+                let mut random = seed;
+                let mut next_id = 1000u64;
+                while !stop_flag.load(Ordering::Relaxed) {
+                    let truncate = truncates_allowed.load(Ordering::Relaxed);
+                    let sql = transaction(&mut random, &mut next_id, truncate);
+                    if client.batch_execute(&sql).await.is_err() {
+                        client.batch_execute("ROLLBACK").await.expect("rolling back");
+                    } else {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        Workload {
+            stop,
+            truncates,
+            committed,
+            thread: Some(thread),
+        }
+    }
+
+    fn wait_for_transactions(&self, more: u64) {
+        let target = self.committed.load(Ordering::Relaxed) + more;
+        wait_for("workload transactions", Duration::from_secs(60), || {
+            self.committed.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("workload thread");
+        }
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
+fn next(random: &mut u64) -> u64 {
+    *random = random
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *random >> 33
+}
+
+fn statement(random: &mut u64, next_id: &mut u64, truncate: bool) -> String {
+    let id = next(random) % 400 + 1;
+    let other = next(random) % 100 + 1;
+    let specials = ["'NaN'", "'Infinity'", "'-0'", "1e300", "0.1", "-2.5"];
+    let ratios = [
+        "1.50",
+        "12345678901234567890.123456789",
+        "1e-40",
+        "'NaN'",
+        "7",
+        "-0.000",
+    ];
+    match next(random) % 16 {
+        0 | 1 => {
+            *next_id += 1;
+            format!(
+                "INSERT INTO accounts (id, note, balance, ratio, score, weight, cash, feeling, tags, meta, seen, born, photo) \
+                 VALUES ({n}, repeat('n{n}', 900), {n}.5, {ratio}, {special}, {special}, {n}.25, 'happy', \
+                 ARRAY['x{n}', NULL, 'q\"{n}'], '{{\"n\": {n}, \"ü\": [true, null]}}', now(), '1999-12-31', '\\x00ff{n:04x}')",
+                n = *next_id,
+                ratio = ratios[next(random) as usize % ratios.len()],
+                special = specials[next(random) as usize % specials.len()],
+            )
+        }
+        2 | 3 => format!("UPDATE accounts SET balance = balance + 1, seen = now() WHERE id = {id}"),
+        4 => format!("UPDATE accounts SET note = repeat('m', 3000 + {id}), score = {id} / 3.0 WHERE id = {id}"),
+        5 => format!("UPDATE accounts SET id = id + 100000 WHERE id = {id}"),
+        6 => format!("DELETE FROM accounts WHERE id = {id}"),
+        7 => format!(
+            "INSERT INTO items VALUES ({k}, 'k{k}', {id}.10) ON CONFLICT (k1, k2) DO UPDATE SET v = excluded.v * 2",
+            k = id % 80
+        ),
+        8 => format!("DELETE FROM items WHERE k1 = {}", id % 80),
+        9 => format!("INSERT INTO logs VALUES ({a}, 'line {a}'), ({a}, 'line {a}')", a = id % 10),
+        10 => format!(
+            "UPDATE logs SET b = b || '+' WHERE ctid = (SELECT ctid FROM logs WHERE a = {} LIMIT 1)",
+            id % 10
+        ),
+        11 => format!(
+            "DELETE FROM logs WHERE ctid = (SELECT ctid FROM logs WHERE a = {} LIMIT 1)",
+            id % 10
+        ),
+        12 => format!("UPDATE parted SET region = 3 - region, v = v || '>' WHERE id = {}", id % 45),
+        13 => match id % 3 {
+            0 => format!("INSERT INTO \"Odd \"\"Name\"\" ü\" (\"välue\") VALUES ('neu {id}')"),
+            1 => format!("UPDATE \"Odd \"\"Name\"\" ü\" SET \"välue\" = \"välue\" || 'ß' WHERE id = {}", id % 30),
+            _ => format!("DELETE FROM \"Odd \"\"Name\"\" ü\" WHERE id = {}", id % 30),
+        },
+        14 if truncate && id.is_multiple_of(20) => "TRUNCATE items".to_owned(),
+        _ => format!(
+            "UPDATE bank SET balance = balance - {amount} WHERE id = {other}; \
+             UPDATE bank SET balance = balance + {amount} WHERE id = {to}",
+            amount = id,
+            to = other % 100 + 1
+        ),
+    }
+}
+
+fn transaction(random: &mut u64, next_id: &mut u64, truncate: bool) -> String {
+    let statements: Vec<String> = (0..next(random) % 4 + 1)
+        .map(|_| statement(random, next_id, truncate))
+        .collect();
+    match next(random) % 20 {
+        0 => format!("BEGIN; {}; ROLLBACK", statements.join("; ")),
+        1 => format!(
+            "BEGIN; {}; SAVEPOINT s; {}; ROLLBACK TO s; COMMIT",
+            statements.join("; "),
+            statement(random, next_id, truncate)
+        ),
+        _ => format!("BEGIN; {}; COMMIT", statements.join("; ")),
+    }
+}
+
+fn load_fixture(name: &str) -> TestDb {
+    let db = fresh_db(name);
+    db.psql_file(&fixtures_dir().join("sync.sql"));
+    db
+}
+
+#[test]
+fn replica_made_and_followed_under_load_equals_a_fresh_export() {
+    let db = load_fixture("sync_under_load");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    let workload = Workload::start(&db, 7);
+    workload.wait_for_transactions(50);
+    let made = init(&db, &replica, &["--jobs", "2"]);
+    assert_ok(&made);
+    workload.truncates.store(true, Ordering::Relaxed);
+    workload.wait_for_transactions(100);
+
+    // Follow while the workload goes on; a reader sees the bank's total at every moment.
+    let mut follow = pgmirror_command(&[
+        "sync",
+        "--follow",
+        "--quiet",
+        "--interval",
+        "100ms",
+        "--mirror",
+        path_text(&replica),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting sync --follow");
+    let reader_conn = open_mirror(&replica);
+    let mut reads = 0;
+    let started = Instant::now();
+    let before = workload.committed.load(Ordering::Relaxed);
+    while started.elapsed() < Duration::from_secs(3)
+        || workload.committed.load(Ordering::Relaxed) < before + 200
+    {
+        let total: i64 = reader_conn
+            .query_row("SELECT sum(balance) FROM bank", [], |r| r.get(0))
+            .expect("reading the mirror while it is synced");
+        assert_eq!(total, 1_000_000, "a reader saw a state between source commits");
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(started.elapsed() < Duration::from_secs(60), "workload too slow");
+    }
+    assert!(reads > 50);
+    let transactions = workload.finish();
+    assert!(transactions > 300, "only {transactions} workload transactions");
+    signal(&follow, libc::SIGINT);
+    let status = exit_within(&mut follow, Duration::from_secs(20));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(follow.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "--follow ends with 0 on SIGINT: {stderr}");
+
+    let summary = sync_json(&replica);
+    assert_eq!(summary["consistent"], true, "{summary}");
+    assert_eq!(summary["lag_bytes"], 0, "caught up: {summary}");
+    let rows = assert_same_as_fresh_export(&db, &replica, dir.path());
+    assert!(rows > 300, "{rows} rows compared");
+    assert_restores_to_source(&db, &replica, "sync_under_load_restored");
+    drop(reader_conn);
+}
+
+#[test]
+fn a_sigkill_while_applying_a_large_transaction_loses_and_repeats_nothing() {
+    let db = load_fixture("sync_sigkill");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    db.execute(
+        "BEGIN; INSERT INTO items SELECT g, 'big' || g, g / 3.0 FROM generate_series(1000, 200999) g; \
+         UPDATE accounts SET balance = balance * 2; COMMIT",
+    );
+    let wal = dir.path().join("replica.db-wal");
+    let mut child = pgmirror_command(&["sync", "--quiet", "--mirror", path_text(&replica)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting sync");
+    // Killed once the transaction is being written (its pages spill to the WAL file).
+    wait_for("the apply to be under way", Duration::from_secs(120), || {
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 4 << 20) || child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sync finished before it could be killed"
+    );
+    signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let conn = open_mirror(&replica);
+    let items: i64 = conn
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(items, 50, "none of the killed transaction's rows are visible");
+    drop(conn);
+
+    let summary = sync_json(&replica);
+    assert_eq!(summary["inserts"], 200_000, "{summary}");
+    assert_same_as_fresh_export(&db, &replica, dir.path());
+}
+
+#[test]
+fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_twice() {
+    let db = load_fixture("sync_crash_commit");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    db.execute("INSERT INTO logs VALUES (1, 'line 1'); UPDATE bank SET balance = balance + 1 WHERE id = 1");
+    db.execute("UPDATE bank SET balance = balance - 1 WHERE id = 1");
+    let crashed = pgmirror_with_env(
+        &["sync", "--quiet", "--mirror", path_text(&replica)],
+        &[("PGMIRROR_FAILPOINT", "sync-commit:after:abort")],
+    );
+    assert_eq!(
+        crashed.status.code(),
+        None,
+        "the failpoint aborts the run: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    // The changes are in the mirror, the slot still holds them.
+    let conn = open_mirror(&replica);
+    let logs: i64 = conn
+        .query_row("SELECT count(*) FROM logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(logs, 61);
+    drop(conn);
+
+    let summary = sync_json(&replica);
+    assert_eq!(summary["transactions"], 0, "{summary}");
+    assert_eq!(summary["skipped_transactions"], 2, "{summary}");
+    assert_same_as_fresh_export(&db, &replica, dir.path());
+}
+
+#[test]
+fn a_changed_table_stops_the_sync_naming_table_and_column() {
+    let db = load_fixture("sync_schema_change");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    db.execute("INSERT INTO items VALUES (900, 'before', 1)");
+    db.execute(
+        "ALTER TABLE items ADD COLUMN extra int DEFAULT 42; INSERT INTO items VALUES (901, 'after', 2, 3)",
+    );
+    let output = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("public.items") && stderr.contains("column \"extra\" added"),
+        "{stderr}"
+    );
+    // What came before the change is applied and kept.
+    let conn = open_mirror(&replica);
+    let before: i64 = conn
+        .query_row("SELECT count(*) FROM items WHERE k1 = 900", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(before, 1);
+}
+
+#[test]
+fn a_table_without_key_is_refused_before_anything_is_created() {
+    let db = load_fixture("sync_refused");
+    db.execute("CREATE TABLE \"no key\" (a int, b text)");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    let output = init(&db, &replica, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("public.no key")
+            && stderr.contains("ALTER TABLE \"public\".\"no key\" REPLICA IDENTITY FULL"),
+        "{stderr}"
+    );
+    assert_eq!(slot_count(&db), "0");
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
+    assert!(!replica.exists());
+    // The source still takes updates and deletes of that table (no FOR ALL TABLES publication).
+    db.execute(
+        "INSERT INTO \"no key\" VALUES (1, 'x'); UPDATE \"no key\" SET b = 'y'; DELETE FROM \"no key\"",
+    );
+    // Leaving it out works.
+    assert_ok(&init(&db, &replica, &["--exclude-table", "no key"]));
+    assert_eq!(slot_count(&db), "1");
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--drop",
+        "--quiet",
+        "--mirror",
+        path_text(&replica),
+    ]));
+}
+
+#[test]
+fn drop_leaves_no_slot_or_publication_behind() {
+    let db = load_fixture("sync_drop");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &["--slot", "pgm_drop_test"]));
+    assert_eq!(slot_count(&db), "1");
+    // A replica is not replaced by another --init: its slot would be orphaned.
+    let again = init(&db, &replica, &[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pgm_drop_test"));
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--drop",
+        "--quiet",
+        "--mirror",
+        path_text(&replica),
+    ]));
+    assert_eq!(slot_count(&db), "0");
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
+    // The mirror stays, as a plain mirror that verifies.
+    assert_ok(&pgmirror(&["verify", path_text(&replica)]));
+    let plain = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("plain mirror"));
+
+    // With the file gone, --slot names what to drop.
+    assert_ok(&init(
+        &db,
+        &dir.path().join("second.db"),
+        &["--slot", "pgm_second"],
+    ));
+    std::fs::remove_file(dir.path().join("second.db")).unwrap();
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--drop",
+        "--quiet",
+        "--slot",
+        "pgm_second",
+        "--source",
+        &db.url,
+    ]));
+    assert_eq!(slot_count(&db), "0");
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
+}
