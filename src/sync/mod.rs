@@ -411,13 +411,6 @@ impl Follower<'_> {
         let mut ending = Ending::default();
         let mut idle = self.options.interval;
         loop {
-            let status = setup::slot_status(client, &state.slot).await?;
-            if let Some(limit) = self.options.max_lag {
-                if status.retained_bytes > limit {
-                    ending.max_lag_exceeded = true;
-                    return Ok(ending);
-                }
-            }
             let round = match self.catch_up(client, state).await {
                 Ok(applied) => applied,
                 Err(e) if self.options.follow && e.is_stop() && crate::stop::stop_requested() => {
@@ -427,6 +420,15 @@ impl Follower<'_> {
                 Err(e) => return Err(e),
             };
             ending.caught_up = true;
+            let status = setup::slot_status(client, &state.slot).await?;
+            if self
+                .options
+                .max_lag
+                .is_some_and(|limit| status.retained_bytes > limit)
+            {
+                ending.max_lag_exceeded = true;
+                return Ok(ending);
+            }
             if !self.options.follow {
                 return Ok(ending);
             }

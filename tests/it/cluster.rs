@@ -129,7 +129,7 @@ impl Cluster {
         let options = format!(
             "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level=logical -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_wal_senders=10 -c max_replication_slots=10 -c timezone=UTC -c lc_messages=C {extra}",
+             -c max_wal_senders=10 -c max_replication_slots=30 -c timezone=UTC -c lc_messages=C {extra}",
             self.port,
             self.dir.display(),
         );

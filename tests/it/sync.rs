@@ -140,6 +140,17 @@ fn assert_restores_to_source(db: &TestDb, replica: &Path, target_name: &str) {
     assert_eq!(got, want, "restored replica vs source");
 }
 
+/// Removes the replica's slot: slots are the cluster's, and each pins WAL.
+fn drop_replica(replica: &Path) {
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--drop",
+        "--quiet",
+        "--mirror",
+        path_text(replica),
+    ]));
+}
+
 fn slot_count(db: &TestDb) -> String {
     db.scalar("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
 }
@@ -346,6 +357,7 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
     assert!(rows > 300, "{rows} rows compared");
     assert_restores_to_source(&db, &replica, "sync_under_load_restored");
     drop(reader_conn);
+    drop_replica(&replica);
 }
 
 #[test]
@@ -384,6 +396,7 @@ fn a_sigkill_while_applying_a_large_transaction_loses_and_repeats_nothing() {
     let summary = sync_json(&replica);
     assert_eq!(summary["inserts"], 200_000, "{summary}");
     assert_same_as_fresh_export(&db, &replica, dir.path());
+    drop_replica(&replica);
 }
 
 #[test]
@@ -416,6 +429,7 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
     assert_eq!(summary["transactions"], 0, "{summary}");
     assert_eq!(summary["skipped_transactions"], 2, "{summary}");
     assert_same_as_fresh_export(&db, &replica, dir.path());
+    drop_replica(&replica);
 }
 
 #[test]
@@ -441,6 +455,8 @@ fn a_changed_table_stops_the_sync_naming_table_and_column() {
         .query_row("SELECT count(*) FROM items WHERE k1 = 900", [], |r| r.get(0))
         .unwrap();
     assert_eq!(before, 1);
+    drop(conn);
+    drop_replica(&replica);
 }
 
 #[test]
@@ -518,5 +534,122 @@ fn drop_leaves_no_slot_or_publication_behind() {
         &db.url,
     ]));
     assert_eq!(slot_count(&db), "0");
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
+}
+
+#[test]
+fn the_recorded_source_holds_no_password_and_max_lag_is_enforced() {
+    let db = load_fixture("sync_password");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    // Trust authentication over the socket ignores the password; it must still not be kept.
+    let source = format!("{} password=hunter2-secret", db.url);
+    let made = pgmirror(&[
+        "sync",
+        "--init",
+        "--quiet",
+        "--source",
+        &source,
+        "--mirror",
+        path_text(&replica),
+    ]);
+    assert_ok(&made);
+    let bytes = std::fs::read(&replica).unwrap();
+    assert!(
+        !bytes.windows(14).any(|w| w == b"hunter2-secret"),
+        "the password is in the mirror file"
+    );
+    let recorded: String = open_mirror(&replica)
+        .query_row("SELECT value FROM _pgmirror_sync WHERE key = 'source'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(recorded.contains("dbname='sync_password'"), "{recorded}");
+
+    db.execute("INSERT INTO items SELECT g, 'lag', g FROM generate_series(5000, 6000) g");
+    // The slot keeps at least the WAL since its restart point: more than one byte.
+    let lagging = pgmirror(&[
+        "sync",
+        "--quiet",
+        "--json",
+        "--max-lag",
+        "1",
+        "--mirror",
+        path_text(&replica),
+    ]);
+    assert_eq!(lagging.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&lagging.stderr).contains("--max-lag"));
+    let summary: serde_json::Value = serde_json::from_slice(&lagging.stdout).unwrap();
+    assert_eq!(summary["inserts"], 1001, "applied before the warning: {summary}");
+    assert_eq!(summary["max_lag_exceeded"], true, "{summary}");
+    assert_eq!(sync_json(&replica)["inserts"], 0);
+    drop_replica(&replica);
+}
+
+/// A cluster of the test's own, stopped and removed when dropped.
+struct OwnCluster(crate::cluster::Cluster);
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.0.stop();
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
+}
+
+#[test]
+fn a_lost_slot_and_a_server_without_logical_decoding_get_clear_errors() {
+    use crate::cluster::{free_port, Cluster};
+    let root = std::env::temp_dir().join(format!(
+        "pgmirror-test-lost-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let mut cluster = OwnCluster(Cluster::prepare(root));
+    cluster.0.initdb(&["--auth-local=trust"]);
+    cluster.0.start("-c max_slot_wal_keep_size=1MB");
+    let db = TestDb {
+        name: "postgres".into(),
+        url: format!("{} dbname=postgres", cluster.0.conninfo()),
+    };
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    wait_for("the slot to be invalidated", Duration::from_secs(60), || {
+        db.execute(
+            "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1000 + (random() * 1e6)::int, 1000 + (random() * 1e6)::int + 20000) g ON CONFLICT DO NOTHING; \
+             SELECT pg_switch_wal(); CHECKPOINT",
+        );
+        db.scalar("SELECT wal_status FROM pg_replication_slots") == "lost"
+    });
+    let output = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalidated") && stderr.contains("--init"),
+        "{stderr}"
+    );
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--drop",
+        "--quiet",
+        "--mirror",
+        path_text(&replica),
+    ]));
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_replication_slots"), "0");
+
+    cluster.0.stop();
+    cluster.0.start("-c wal_level=replica");
+    let db = TestDb {
+        name: "postgres".into(),
+        url: format!("{} dbname=postgres", cluster.0.conninfo()),
+    };
+    let output = init(&db, &dir.path().join("second.db"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("wal_level = replica") && stderr.contains("wal_level = logical"),
+        "{stderr}"
+    );
     assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
 }
