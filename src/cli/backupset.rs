@@ -150,9 +150,54 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
+    /// Report a replica (`pgmirror sync`) instead: its applied position, and the WAL its
+    /// slot keeps on the source.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "config", "max_age"])]
+    mirror: Option<PathBuf>,
+    /// With --mirror: the source to ask [default: the connection the replica recorded].
+    #[arg(long, value_name = "URL", requires = "mirror")]
+    source: Option<String>,
+    /// With --mirror: exit 1 when the slot keeps more WAL than this on the source.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, requires = "mirror")]
+    max_lag: Option<i64>,
+}
+
+fn replica_status(args: &StatusArgs, mirror: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let source = args
+        .source
+        .as_deref()
+        .map(pgmirror::pg::ConnectionSpec::parse)
+        .transpose()?;
+    let status = pgmirror::sync::status(source.as_ref(), mirror)?;
+    if args.json {
+        print_stdout(&serde_json::to_string_pretty(&status)?)?;
+    } else {
+        print_stdout(&format!(
+            "replica {}: slot {} ({}), applied to {} (commit {}), {}; {} bytes of WAL behind, slot keeps {} bytes",
+            status.mirror,
+            status.slot,
+            status.slot_status.wal_status,
+            status.applied_lsn,
+            status.applied_commit_time.as_deref().unwrap_or("none yet"),
+            if status.consistent { "consistent" } else { "still catching up with its initial copy" },
+            status.slot_status.lag_bytes,
+            status.slot_status.retained_bytes
+        ))?;
+    }
+    if args
+        .max_lag
+        .is_some_and(|limit| status.slot_status.retained_bytes > limit)
+    {
+        eprintln!("warning: the slot keeps more WAL on the source than --max-lag");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(mirror) = &args.mirror {
+        return replica_status(&args, mirror);
+    }
     let (dir, _) = args.set.resolve()?;
     let status = backupset::status(&dir)?;
     let stale = args.max_age.is_some_and(|max| {

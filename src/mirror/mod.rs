@@ -20,7 +20,7 @@ pub use read::{
     MirrorType,
 };
 pub use rows::{rowid_alias, rowid_expression, MirrorRow, RowCursor, RowReader};
-pub use sync_state::{exact_text_sql, record_row_count, SyncState, SYNC_SCHEMA};
+pub use sync_state::{exact_text_sql, record_row_count, record_sequence_value, SyncState, SYNC_SCHEMA};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 /// 2: `_pgmirror_objects` (functions, access methods, table DDL, triggers) and

@@ -128,3 +128,17 @@ pub mod exact_text_sql {
         "UPDATE _pgmirror_exact_text SET row = ?3 WHERE sqlite_table = ?1 AND row = ?2";
     pub const DELETE_TABLE: &str = "DELETE FROM _pgmirror_exact_text WHERE sqlite_table = ?1";
 }
+
+/// Keeps a sequence's recorded value current: sequences are not in the change stream.
+pub fn record_sequence_value(
+    conn: &Connection,
+    schema: &str,
+    name: &str,
+    value: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE _pgmirror_sequences SET last_value = ?3 WHERE schema_name = ?1 AND sequence_name = ?2",
+    )?
+    .execute(params![schema, name, value])?;
+    Ok(())
+}

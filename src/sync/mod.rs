@@ -299,6 +299,43 @@ pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
     })
 }
 
+/// Where a replica stands, for `pgmirror status --mirror`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicaStatus {
+    pub mirror: String,
+    pub slot: String,
+    pub applied_lsn: String,
+    pub applied_commit_time: Option<String>,
+    /// Whether the initial copy's overlap with the stream is behind it.
+    pub consistent: bool,
+    pub tables: usize,
+    #[serde(flatten)]
+    pub slot_status: SlotStatus,
+}
+
+/// Reads a replica's state and its slot's health without applying anything.
+pub fn status(source: Option<&ConnectionSpec>, path: &std::path::Path) -> Result<ReplicaStatus> {
+    let mirror = Mirror::open(path)?;
+    let state = SyncState::read(&mirror.conn, &mirror.path)?
+        .ok_or_else(|| Error::usage(format!("{} is a plain mirror, not a replica", mirror.path)))?;
+    let spec = match source {
+        Some(spec) => spec.clone(),
+        None => ConnectionSpec::parse(&state.source)?,
+    };
+    let runtime = crate::pg::runtime()?;
+    let client = runtime.block_on(spec.connect())?;
+    let slot_status = runtime.block_on(setup::slot_status(&client, &state.slot))?;
+    Ok(ReplicaStatus {
+        mirror: mirror.path.clone(),
+        slot: state.slot,
+        applied_lsn: state.applied_lsn,
+        applied_commit_time: state.applied_commit_time,
+        consistent: state.snapshot.is_none(),
+        tables: state.tables.len(),
+        slot_status,
+    })
+}
+
 /// Removes the slot and publication; the mirror (if given and present) stays a plain mirror.
 pub fn drop(
     source: Option<&ConnectionSpec>,
@@ -455,6 +492,8 @@ impl Follower<'_> {
     /// number of transactions applied.
     async fn catch_up(&mut self, client: &Client, state: &mut SyncState) -> Result<u64> {
         let before = self.applier.counts.transactions;
+        // A lost or missing slot is an error that says what to do, before decoding fails.
+        setup::slot_status(client, &state.slot).await?;
         let target = decodable_position(client).await?;
         loop {
             crate::stop::check_stop()?;
@@ -477,7 +516,43 @@ impl Follower<'_> {
             self.commit(state, false)?;
             self.advance(client, state).await?;
         }
+        self.record_sequences(client).await?;
         Ok(self.applier.counts.transactions - before)
+    }
+
+    /// Sequences are not in the change stream: their values are read after the changes are
+    /// applied, so each is at least what any applied row took from it.
+    async fn record_sequences(&self, client: &Client) -> Result<()> {
+        if self.mirror.sequences.is_empty() {
+            return Ok(());
+        }
+        let rows = client
+            .query(
+                "SELECT n.nspname::text AS schema_name, c.relname::text AS name, \
+                        CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE') THEN pg_sequence_last_value(c.oid) END AS last_value \
+                 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace",
+                &[],
+            )
+            .await
+            .context("reading the source's sequences")?;
+        let q = "the sequences";
+        let conn = &self.mirror.conn;
+        let context = || format!("recording sequence values in {}", self.mirror.path);
+        conn.execute_batch("BEGIN IMMEDIATE").with_context(context)?;
+        for row in &rows {
+            let schema: String = crate::pg::field(row, q, "schema_name")?;
+            let name: String = crate::pg::field(row, q, "name")?;
+            let value: Option<i64> = crate::pg::field(row, q, "last_value")?;
+            let recorded = self
+                .mirror
+                .sequences
+                .iter()
+                .any(|s| s.schema == schema && s.name == name);
+            if recorded {
+                crate::mirror::record_sequence_value(conn, &schema, &name, value).with_context(context)?;
+            }
+        }
+        conn.execute_batch("COMMIT").with_context(context)
     }
 
     /// One decoding call: its messages applied and committed. Returns how many came.

@@ -138,6 +138,13 @@ fn assert_restores_to_source(db: &TestDb, replica: &Path, target_name: &str) {
     assert_ok(&restore(replica, &target, &[]));
     let (want, got) = (table_digests(db), table_digests(&target));
     assert_eq!(got, want, "restored replica vs source");
+    // Sequences are not in the stream; sync records their values after each catch-up.
+    let sequences = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2";
+    assert_eq!(
+        target.query(sequences),
+        db.query(sequences),
+        "sequences after restore"
+    );
 }
 
 /// Removes the replica's slot: slots are the cluster's, and each pins WAL.
@@ -583,6 +590,14 @@ fn the_recorded_source_holds_no_password_and_max_lag_is_enforced() {
     assert_eq!(summary["inserts"], 1001, "applied before the warning: {summary}");
     assert_eq!(summary["max_lag_exceeded"], true, "{summary}");
     assert_eq!(sync_json(&replica)["inserts"], 0);
+    let status = pgmirror(&["status", "--json", "--mirror", path_text(&replica)]);
+    assert_ok(&status);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["wal_status"], "reserved", "{status}");
+    assert!(status["retained_bytes"].as_i64().unwrap() > 0, "{status}");
+    assert_eq!(status["consistent"], true, "{status}");
+    let lagging = pgmirror(&["status", "--max-lag", "1", "--mirror", path_text(&replica)]);
+    assert_eq!(lagging.status.code(), Some(1));
     drop_replica(&replica);
 }
 
