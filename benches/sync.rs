@@ -46,15 +46,14 @@ fn run(conninfo: &str, out: &Path, scale: u64, quick: bool) {
     let accounts = 500_000 / scale;
     let transactions = 20_000 / scale;
     let bulk_rows = 500_000 / scale;
+    let admin = format!("{conninfo} dbname=postgres");
+    // The slot of an earlier, interrupted run would pin WAL forever (and keep its database).
     execute(
-        &format!("{conninfo} dbname=postgres"),
-        "DROP DATABASE IF EXISTS sync_bench WITH (FORCE); CREATE DATABASE sync_bench",
-    );
-    // The slot of an earlier, interrupted run would pin WAL forever.
-    execute(
-        &url,
+        &admin,
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'pgmirror_bench'",
     );
+    execute(&admin, "DROP DATABASE IF EXISTS sync_bench WITH (FORCE)");
+    execute(&admin, "CREATE DATABASE sync_bench");
     execute(&url, &schema(accounts));
     println!(
         "pgmirror sync benchmark ({}), {} cores: {accounts} accounts",

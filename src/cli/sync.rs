@@ -31,6 +31,7 @@ use super::{parse_duration, parse_size, print_stdout, ConnectionArgs, ReportArgs
 ///   pgmirror sync --init --source postgres://app@db/prompts --mirror replica.db
 ///   pgmirror sync --mirror replica.db                  # the connection is recorded (never its password)
 ///   pgmirror sync --follow --mirror replica.db --interval 1s
+///   pgmirror sync --resync Prompts --mirror replica.db  # after ALTER TABLE "Prompts" ..., or to add a table
 ///   pgmirror sync --drop --mirror replica.db           # or --drop --slot NAME --source URL
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -50,6 +51,11 @@ pub struct SyncArgs {
     /// without the mirror file when --slot names the slot.
     #[arg(long)]
     drop: bool,
+    /// Copy this table again from a new snapshot and go on following it (repeatable): after
+    /// its columns changed on the source, or to add a table to the replica (it is added to
+    /// the publication).
+    #[arg(long, value_name = "TABLE", conflicts_with_all = ["init", "drop"])]
+    resync: Vec<String>,
     /// How often --follow asks for new changes (doubling to 10x while idle).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     interval: Duration,
@@ -146,8 +152,12 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     options.interval = args.interval;
     options.max_lag = args.max_lag;
     options.quiet = args.report.quiet;
-    let summary = pgmirror::sync::sync(&options)
-        .context("sync failed; the mirror holds the last complete source transaction it applied")?;
+    let summary = if args.resync.is_empty() {
+        pgmirror::sync::sync(&options)
+    } else {
+        pgmirror::sync::resync(&options, &args.resync)
+    }
+    .context("sync failed; the mirror holds the last complete source transaction it applied")?;
     if args.report.json {
         print_stdout(&serde_json::to_string_pretty(&summary)?)?;
     }

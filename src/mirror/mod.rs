@@ -4,6 +4,7 @@
 
 mod check;
 mod ddl;
+mod graft;
 mod metadata;
 mod read;
 mod rows;
@@ -11,6 +12,7 @@ mod sync_state;
 
 pub use check::verify_file;
 pub use ddl::ObjectKind;
+pub use graft::graft_tables;
 pub use metadata::{
     run_facts, IndexOutcome, Metadata, MetadataInputs, EXACT_TEXT_SCHEMA, SCHEMA as METADATA_SCHEMA,
 };
@@ -20,7 +22,9 @@ pub use read::{
     MirrorType,
 };
 pub use rows::{rowid_alias, rowid_expression, MirrorRow, RowCursor, RowReader};
-pub use sync_state::{exact_text_sql, record_row_count, record_sequence_value, SyncState, SYNC_SCHEMA};
+pub use sync_state::{
+    exact_text_sql, record_row_count, record_sequence_value, SyncState, TableResync, SYNC_SCHEMA,
+};
 
 /// Bumped whenever the layout of data or metadata tables changes incompatibly.
 /// 2: `_pgmirror_objects` (functions, access methods, table DDL, triggers) and

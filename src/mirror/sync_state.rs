@@ -31,6 +31,17 @@ pub struct SyncState {
     pub applied_commit_time: Option<String>,
     /// The SQLite tables that follow the source.
     pub tables: Vec<String>,
+    /// Tables copied again (`sync --resync`) whose copy the stream has not passed yet.
+    pub resyncs: Vec<TableResync>,
+}
+
+/// A table's own copy, taken later than the replica's: until the stream passes `lsn`, the
+/// table's changes in transactions `snapshot` sees are in the copy already.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableResync {
+    pub table: String,
+    pub snapshot: String,
+    pub lsn: String,
 }
 
 impl SyncState {
@@ -38,6 +49,8 @@ impl SyncState {
     pub fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(SYNC_SCHEMA)?;
         let tables = serde_json::to_string(&self.tables).unwrap_or_else(|_| "[]".into());
+        let resyncs = (!self.resyncs.is_empty())
+            .then(|| serde_json::to_string(&self.resyncs).unwrap_or_else(|_| "[]".into()));
         let mut insert =
             conn.prepare("INSERT OR REPLACE INTO _pgmirror_sync (key, value) VALUES (?1, ?2)")?;
         for (key, value) in [
@@ -50,6 +63,7 @@ impl SyncState {
             ("applied_lsn", Some(self.applied_lsn.as_str())),
             ("applied_commit_time", self.applied_commit_time.as_deref()),
             ("tables", Some(tables.as_str())),
+            ("resyncs", resyncs.as_deref()),
         ] {
             match value {
                 Some(value) => insert.execute(params![key, value])?,
@@ -96,6 +110,15 @@ impl SyncState {
                 )),
             )
         })?;
+        let resyncs: Vec<TableResync> = match get("resyncs")? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                Error::new(
+                    context(),
+                    ErrorKind::Unsupported(format!("_pgmirror_sync \"resyncs\" is unreadable: {e}")),
+                )
+            })?,
+        };
         Ok(Some(SyncState {
             slot: required("slot")?,
             publication: required("publication")?,
@@ -106,6 +129,7 @@ impl SyncState {
             applied_lsn: required("applied_lsn")?,
             applied_commit_time: get("applied_commit_time")?,
             tables,
+            resyncs,
         }))
     }
 }

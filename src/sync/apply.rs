@@ -80,6 +80,8 @@ pub struct Applier<'m> {
     by_relation: HashMap<u32, usize>,
     /// Relations the stream described that the mirror does not follow, by oid, for messages.
     unfollowed: HashMap<u32, String>,
+    /// Followed relations whose last RELATION message does not fit the mirror: why.
+    stale: HashMap<u32, String>,
     /// Row counts and change counts when the open source transaction began.
     saved: Option<(Vec<(i64, bool)>, ChangeCounts)>,
     scratch: RowBatch,
@@ -114,6 +116,7 @@ impl<'m> Applier<'m> {
             by_name,
             by_relation: HashMap::new(),
             unfollowed: HashMap::new(),
+            stale: HashMap::new(),
             saved: None,
             scratch: RowBatch::new(0, 0, BatchLimits { rows: 1, bytes: 0 }),
             counts: ChangeCounts::default(),
@@ -126,43 +129,63 @@ impl<'m> Applier<'m> {
         let shown = format!("{}.{}", relation.namespace, relation.name);
         // A partition's own RELATION comes beside its root's, whose name its changes carry.
         let Some(&index) = self.by_name.get(&sqlite_name) else {
+            self.by_relation.remove(&relation.oid);
             self.unfollowed.insert(relation.oid, shown);
             return Ok(());
         };
+        self.by_relation.insert(relation.oid, index);
         let table = &mut self.tables[index];
+        // Changes made before a --resync's copy come with the old columns and are skipped,
+        // so a difference is an error only when a change would be applied with it.
         if let Some(difference) = schema_difference(&table.columns, &relation.columns) {
-            return Err(Error::unsupported(
-                format!("table {}", table.display_name),
+            self.stale.insert(
+                relation.oid,
                 format!(
-                    "its columns changed on the source since the mirror was made ({difference}); \
-                     pgmirror sync cannot follow a changed table: re-create the replica \
-                     (pgmirror sync --drop, then --init)"
+                    "its columns changed on the source since the mirror was made ({difference}); copy it \
+                     again and go on: pgmirror sync --resync {}",
+                    table.display_name
                 ),
-            ));
+            );
+            return Ok(());
         }
-        table.key = relation
+        let key: Vec<usize> = relation
             .columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.is_key)
             .map(|(i, _)| i)
             .collect();
-        if table.key.is_empty() {
-            return Err(Error::unsupported(
-                format!("table {}", table.display_name),
+        if key.is_empty() {
+            self.stale.insert(
+                relation.oid,
                 format!(
                     "it has no replica identity now, so its changed rows cannot be found; run \
                      ALTER TABLE {} REPLICA IDENTITY FULL (or give it a primary key)",
                     table.display_name
                 ),
-            ));
+            );
+            return Ok(());
         }
-        self.by_relation.insert(relation.oid, index);
+        table.key = key;
+        self.stale.remove(&relation.oid);
         Ok(())
+    }
+
+    /// The mirror table a relation's changes go to, once its RELATION message came.
+    pub fn table_name(&self, relation: u32) -> Option<&str> {
+        self.by_relation
+            .get(&relation)
+            .map(|&index| self.tables[index].sqlite_name.as_str())
     }
 
     fn table_of(&self, relation: u32) -> Result<usize> {
         if let Some(&index) = self.by_relation.get(&relation) {
+            if let Some(problem) = self.stale.get(&relation) {
+                return Err(Error::unsupported(
+                    format!("table {}", self.tables[index].display_name),
+                    problem.clone(),
+                ));
+            }
             return Ok(index);
         }
         Err(match self.unfollowed.get(&relation) {

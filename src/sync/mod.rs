@@ -102,6 +102,7 @@ pub fn init(options: &InitOptions) -> Result<InitSummary> {
                     applied_lsn: start_lsn,
                     applied_commit_time: None,
                     tables: followed.clone(),
+                    resyncs: Vec::new(),
                 },
             });
             crate::pipeline::export(&export)
@@ -238,22 +239,8 @@ pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
         ))
     })?;
     prepare_mirror(&mirror)?;
-    let spec = match &options.source {
-        Some(spec) => spec.clone(),
-        None => ConnectionSpec::parse(&state.source)?,
-    };
     let runtime = crate::pg::runtime()?;
-    let client = runtime.block_on(spec.connect())?;
-    let identifier = runtime.block_on(setup::system_identifier(&client))?;
-    if identifier != state.system_identifier {
-        return Err(Error::unsupported(
-            format!("source {}", spec.redacted()),
-            format!(
-                "it is another cluster than the mirror's (system identifier {identifier}, the mirror's {})",
-                state.system_identifier
-            ),
-        ));
-    }
+    let (_, client) = runtime.block_on(connect_to_source(options.source.as_ref(), &state))?;
     let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;
     let mut follower = Follower {
         applier: apply::Applier::new(&mirror, &state.tables, &catalog)?,
@@ -267,6 +254,22 @@ pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
             })?),
             None => None,
         },
+        resyncs: state
+            .resyncs
+            .iter()
+            .map(|r| {
+                let snapshot = visibility::Snapshot::parse(&r.snapshot).ok_or_else(|| {
+                    Error::unsupported(
+                        format!("mirror {}", mirror.path),
+                        format!(
+                            "_pgmirror_sync has an unreadable snapshot {:?} for table {}",
+                            r.snapshot, r.table
+                        ),
+                    )
+                })?;
+                Ok((r.table.clone(), snapshot, parse_lsn(&r.lsn, &mirror.path)?))
+            })
+            .collect::<Result<_>>()?,
         applied: parse_lsn(&state.applied_lsn, &mirror.path)?,
         consistent_lsn: parse_lsn(&state.consistent_lsn, &mirror.path)?,
         commit_time: state.applied_commit_time.clone(),
@@ -297,6 +300,121 @@ pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
         max_lag_exceeded: ending.max_lag_exceeded,
         interrupted: ending.interrupted,
     })
+}
+
+/// Connects to the replica's source (the given one, else the one it recorded) and checks
+/// that it is the same cluster.
+async fn connect_to_source(
+    source: Option<&ConnectionSpec>,
+    state: &SyncState,
+) -> Result<(ConnectionSpec, Client)> {
+    let spec = match source {
+        Some(spec) => spec.clone(),
+        None => ConnectionSpec::parse(&state.source)?,
+    };
+    let client = spec.connect().await?;
+    let identifier = setup::system_identifier(&client).await?;
+    if identifier != state.system_identifier {
+        return Err(Error::unsupported(
+            format!("source {}", spec.redacted()),
+            format!(
+                "it is another cluster than the mirror's (system identifier {identifier}, the mirror's {})",
+                state.system_identifier
+            ),
+        ));
+    }
+    Ok((spec, client))
+}
+
+/// `sync --resync TABLE...`: copies the tables again (adding those not followed yet to the
+/// publication), each from a new snapshot whose transactions the stream then skips for
+/// that table, and replaces them in the replica in one SQLite transaction; then syncs.
+pub fn resync(options: &SyncOptions, tables: &[String]) -> Result<SyncSummary> {
+    {
+        let mirror = Mirror::open_writable(&options.mirror)?;
+        let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
+            Error::usage(format!(
+                "{} is a plain mirror, not a replica; make one with pgmirror sync --init",
+                mirror.path
+            ))
+        })?;
+        prepare_mirror(&mirror)?;
+        let runtime = crate::pg::runtime()?;
+        let (spec, client) = runtime.block_on(connect_to_source(options.source.as_ref(), &state))?;
+        let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;
+        let filter = crate::config::TableFilter::new(&[], tables, &[])?;
+        let selected = crate::plan::select(&catalog, &filter, &[])?;
+        runtime.block_on(setup::check_tables(&client, &catalog, &selected))?;
+        let qualified = setup::qualified_names(&selected);
+        if qualified.len() != selected.len() {
+            return Err(Error::usage(
+                "--resync takes tables; views and materialized views are not followed",
+            ));
+        }
+        for relation in &selected {
+            let published = runtime.block_on(setup::publishes(
+                &client,
+                &state.publication,
+                &relation.schema,
+                &relation.name,
+            ))?;
+            if !published {
+                runtime.block_on(setup::add_to_publication(
+                    &client,
+                    &state.publication,
+                    &relation.qualified_name(),
+                ))?;
+            }
+        }
+        let names: Vec<String> = selected
+            .iter()
+            .map(|r| crate::mirror::sqlite_table_name(&r.schema, &r.name))
+            .collect();
+        let copy = resync_copy_path(&options.mirror);
+        let mut export = ExportOptions::new(spec, copy.clone());
+        export.filter = crate::config::TableFilter::new(
+            &[],
+            &selected.iter().map(|r| r.display_name()).collect::<Vec<_>>(),
+            &[],
+        )?;
+        export.quiet = true;
+        export.replica = Some(ReplicaStart {
+            lock_first: qualified,
+            state: state.clone(),
+        });
+        let copied = crate::pipeline::export(&export).and_then(|_| {
+            let fresh = Mirror::open(&copy)?;
+            let point = SyncState::read(&fresh.conn, &fresh.path)?.ok_or_else(|| {
+                Error::new(
+                    format!("reading {}", copy.display()),
+                    ErrorKind::Internal("the copy has no _pgmirror_sync".into()),
+                )
+            })?;
+            for name in &names {
+                if !state.tables.contains(name) {
+                    state.tables.push(name.clone());
+                }
+                state.resyncs.retain(|r| &r.table != name);
+                state.resyncs.push(crate::mirror::TableResync {
+                    table: name.clone(),
+                    snapshot: point.snapshot.clone().unwrap_or_default(),
+                    lsn: point.consistent_lsn.clone(),
+                });
+            }
+            crate::mirror::graft_tables(&mirror.conn, &copy, &names, |conn| state.write(conn))
+                .with_context(|| format!("replacing the copied tables in {}", mirror.path))
+        });
+        let _ = std::fs::remove_file(&copy);
+        copied?;
+    }
+    sync(options)
+}
+
+/// Where `--resync` writes its copy: beside the replica, on the same filesystem.
+fn resync_copy_path(mirror: &std::path::Path) -> PathBuf {
+    let mut name = mirror.as_os_str().to_owned();
+    name.push(".resync");
+    PathBuf::from(name)
 }
 
 /// Where a replica stands, for `pgmirror status --mirror`.
@@ -437,6 +555,8 @@ struct Follower<'m> {
     mirror: &'m Mirror,
     /// The initial copy's snapshot, until the stream is past it.
     snapshot: Option<visibility::Snapshot>,
+    /// Tables copied again by --resync: (table, its copy's snapshot, the position past it).
+    resyncs: Vec<(String, visibility::Snapshot, Lsn)>,
     applied: Lsn,
     consistent_lsn: Lsn,
     commit_time: Option<String>,
@@ -584,6 +704,7 @@ impl Follower<'_> {
         let mut skipping = false;
         let mut changes_since_commit = 0u64;
         let mut in_transaction = false;
+        let mut current_xid = 0;
         while let Some(row) = stream.next().await {
             let row = row.with_context(context)?;
             let lsn_text: String = crate::pg::field(&row, "a change", "lsn")?;
@@ -601,6 +722,7 @@ impl Follower<'_> {
             match message {
                 Message::Begin { final_lsn, xid } => {
                     in_transaction = true;
+                    current_xid = xid;
                     skipping =
                         final_lsn < self.applied || self.snapshot.as_ref().is_some_and(|s| s.sees(xid));
                     if skipping {
@@ -628,6 +750,10 @@ impl Follower<'_> {
                 Message::Relation(relation) => self.applier.relation(&relation)?,
                 Message::Type | Message::Origin | Message::Logical => {}
                 _ if skipping => {}
+                Message::Insert { relation, .. }
+                | Message::Update { relation, .. }
+                | Message::Delete { relation, .. }
+                    if self.copied_again(relation, current_xid) => {}
                 Message::Insert { relation, new } => {
                     self.applier.insert(relation, &new, at)?;
                     changes_since_commit += 1;
@@ -644,6 +770,10 @@ impl Follower<'_> {
                     changes_since_commit += 1;
                 }
                 Message::Truncate { relations, .. } => {
+                    let relations: Vec<u32> = relations
+                        .into_iter()
+                        .filter(|&r| !self.copied_again(r, current_xid))
+                        .collect();
                     self.applier.truncate(&relations, at)?;
                     changes_since_commit += 1;
                 }
@@ -657,6 +787,16 @@ impl Follower<'_> {
         }
         self.commit(state, false)?;
         Ok(messages)
+    }
+
+    /// Whether a change of `relation` in transaction `xid` is in a --resync copy already.
+    fn copied_again(&self, relation: u32, xid: u32) -> bool {
+        let Some(table) = self.applier.table_name(relation) else {
+            return false;
+        };
+        self.resyncs
+            .iter()
+            .any(|(name, snapshot, _)| name == table && snapshot.sees(xid))
     }
 
     /// After a failure: undoes the unfinished source transaction and commits the whole ones
@@ -686,6 +826,11 @@ impl Follower<'_> {
         if self.snapshot.is_some() && self.applied >= self.consistent_lsn {
             self.snapshot = None;
         }
+        let applied = self.applied;
+        self.resyncs.retain(|(_, _, lsn)| *lsn > applied);
+        state
+            .resyncs
+            .retain(|r| Lsn::parse(&r.lsn).is_some_and(|lsn| lsn > applied));
         state.applied_lsn = self.applied.to_string();
         state.applied_commit_time = self.commit_time.clone();
         state.snapshot = match self.snapshot {

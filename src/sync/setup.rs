@@ -178,6 +178,36 @@ pub async fn create_publication(client: &Client, name: &str, tables: &[String]) 
         .with_context(|| format!("creating publication {name} (this needs ownership of the tables)"))
 }
 
+/// Whether the publication already has this table (partitioned tables are listed by root).
+pub async fn publishes(client: &Client, publication: &str, schema: &str, name: &str) -> Result<bool> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            &[&publication, &schema, &name],
+        )
+        .await
+        .with_context(|| format!("reading publication {publication}"))?
+        .is_some())
+}
+
+/// Adds a table to the publication. SHARE mode waits for the transactions writing it:
+/// changes they made before the table was published would be in neither the stream nor a
+/// copy taken before they commit.
+pub async fn add_to_publication(client: &Client, publication: &str, qualified: &str) -> Result<()> {
+    let sql = format!(
+        "BEGIN; LOCK TABLE {qualified} IN SHARE MODE; ALTER PUBLICATION {} ADD TABLE {qualified}; COMMIT",
+        quote_ident(publication)
+    );
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::new(
+            format!("adding {qualified} to publication {publication} (this needs ownership of the table)"),
+            ErrorKind::Postgres(e),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the slot; returns the LSN its stream starts after.
 pub async fn create_slot(client: &Client, name: &str) -> Result<String> {
     let context = || format!("creating replication slot {name}");

@@ -668,3 +668,48 @@ fn a_lost_slot_and_a_server_without_logical_decoding_get_clear_errors() {
     );
     assert_eq!(db.scalar("SELECT count(*) FROM pg_publication"), "0");
 }
+
+#[test]
+fn resync_copies_a_changed_table_again_and_adds_a_new_one_under_load() {
+    let db = load_fixture("sync_resync");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    let workload = Workload::start(&db, 11);
+    workload.wait_for_transactions(50);
+    db.execute("ALTER TABLE items ADD COLUMN extra int DEFAULT 42");
+    db.execute("CREATE TABLE \"later ü\" (id int PRIMARY KEY, v text); INSERT INTO \"later ü\" SELECT g, 'v' || g FROM generate_series(1, 30) g");
+    workload.wait_for_transactions(50);
+    let stopped = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
+    assert_eq!(stopped.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stderr.contains("--resync public.items"), "{stderr}");
+
+    // Copied again while the workload keeps writing it; the new table joins the replica.
+    assert_ok(&pgmirror(&[
+        "sync",
+        "--quiet",
+        "--mirror",
+        path_text(&replica),
+        "--resync",
+        "items",
+        "--resync",
+        "later ü",
+    ]));
+    workload.wait_for_transactions(100);
+    db.execute("INSERT INTO items (k1, k2, v, extra) VALUES (7000, 'new', 1.5, 7); UPDATE \"later ü\" SET v = 'w' WHERE id < 10; DELETE FROM \"later ü\" WHERE id = 30");
+    workload.finish();
+    let summary = sync_json(&replica);
+    assert_eq!(summary["consistent"], true, "{summary}");
+    let conn = open_mirror(&replica);
+    assert!(followed_tables(&conn).contains(&"later ü".to_owned()));
+    let extra: i64 = conn
+        .query_row("SELECT count(*) FROM items WHERE extra = 42", [], |r| r.get(0))
+        .unwrap();
+    assert!(extra > 0, "the rows from before the new column have its default");
+    drop(conn);
+    assert_same_as_fresh_export(&db, &replica, dir.path());
+    assert_ok(&pgmirror(&["verify", path_text(&replica)]));
+    assert_restores_to_source(&db, &replica, "sync_resync_restored");
+    drop_replica(&replica);
+}
