@@ -31,6 +31,7 @@ pub mod csv;
 pub mod error;
 pub mod failpoint;
 pub mod load;
+pub mod lock;
 pub mod mirror;
 pub mod pg;
 pub mod pipeline;

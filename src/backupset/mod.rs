@@ -14,7 +14,6 @@
 //! names), verify.rs (with the live comparison and the drill); this file has what they
 //! share: the manifest and the listing.
 
-mod lock;
 mod prune;
 pub mod retention;
 mod run;

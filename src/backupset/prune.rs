@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{is_pinned, list, lock, retention, Policy, MANIFEST, PINNED};
+use super::{is_pinned, list, retention, Policy, MANIFEST, PINNED};
 use crate::error::{Context, Error, Result};
 
 /// Pins or unpins a backup: pinned backups are never pruned.
@@ -19,7 +19,7 @@ pub fn set_pinned(dir: &Path, id: &str, pinned: bool) -> Result<()> {
         return Err(Error::usage(format!("{} holds no backup {id:?}", dir.display())));
     }
     // A prune running now must not delete the backup between our check and the marker.
-    let _lock = lock::Lock::acquire(dir)?;
+    let _lock = crate::lock::Lock::acquire(dir)?;
     let marker = backup.join(PINNED);
     let result = if pinned {
         OpenOptions::new()
@@ -138,7 +138,7 @@ pub fn prune(dir: &Path, policy: Policy, include_unmanaged: bool, dry_run: bool)
     let _lock = if dry_run {
         None
     } else {
-        Some(lock::Lock::acquire(dir)?)
+        Some(crate::lock::Lock::acquire(dir)?)
     };
     let entries = prunables(dir, include_unmanaged)?;
     let candidates: Vec<retention::Candidate> = entries.iter().map(|e| e.candidate.clone()).collect();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    ensure_dir, free_bytes, list, lock, now_unix, BackupFile, BackupFileKind, BackupKind, BackupManifest,
-    LastRun, TableCount, LAST_RUN, MANIFEST,
+    ensure_dir, free_bytes, list, now_unix, BackupFile, BackupFileKind, BackupKind, BackupManifest, LastRun,
+    TableCount, LAST_RUN, MANIFEST,
 };
 use crate::archive::{self, manifest::checksum, ArchiveFormat, DumpOptions, PlainCompression};
 use crate::compress::write_private_json;
@@ -46,7 +46,7 @@ fn record_run(dir: &Path, outcome: &Result<BackupManifest>) {
 /// Adds one backup to the set; the outcome is recorded for `status` either way.
 pub fn backup(options: &BackupOptions) -> Result<BackupManifest> {
     ensure_dir(&options.dir)?;
-    let _lock = lock::Lock::acquire(&options.dir)?;
+    let _lock = crate::lock::Lock::acquire(&options.dir)?;
     let outcome = run_backup(options);
     record_run(&options.dir, &outcome);
     outcome

@@ -179,7 +179,11 @@ impl Mirror {
                 path.display()
             )));
         }
-        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        // One thread uses the connection: SQLite's per-call mutex is pure cost.
+        Self::open_with(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {

@@ -70,6 +70,58 @@ struct FollowedTable {
     rows_changed: bool,
     /// The replica identity columns, from the stream's RELATION message.
     key: Vec<usize>,
+    /// Statement texts by shape, built once.
+    sql: HashMap<Shape, String>,
+}
+
+/// The statements a table's changes use; the columns they name vary with what a change sends.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Shape {
+    Insert,
+    Delete,
+    /// Finding a row's rowid by these columns.
+    Find(Vec<usize>),
+    /// Setting these columns of the row with a rowid.
+    Update(Vec<usize>),
+}
+
+impl FollowedTable {
+    fn statement(&mut self, shape: Shape) -> &str {
+        let (table, rowid) = (quote_ident(&self.sqlite_name), &self.rowid);
+        let columns = &self.columns;
+        let names = |list: &[usize], suffix: &str| -> Vec<String> {
+            list.iter()
+                .map(|&i| format!("{}{suffix}", quote_ident(&columns[i].name)))
+                .collect()
+        };
+        self.sql.entry(shape).or_insert_with_key(|shape| match shape {
+            Shape::Insert => {
+                let all: Vec<usize> = (0..columns.len()).collect();
+                format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    names(&all, "").join(", "),
+                    vec!["?"; all.len()].join(", ")
+                )
+            }
+            Shape::Delete => format!("DELETE FROM {table} WHERE {rowid} = ?1"),
+            Shape::Find(matched) => {
+                let mut conditions = names(matched, " IS ?");
+                let exact = matched.iter().filter(|&&i| columns[i].codec.keeps_exact_text()).count();
+                conditions.extend(std::iter::repeat_n(
+                    format!(
+                        "(SELECT exact_text FROM _pgmirror_exact_text WHERE sqlite_table = ? AND row = {table}.{rowid} \
+                         AND column_name = ?) IS ?"
+                    ),
+                    exact,
+                ));
+                format!("SELECT {rowid} FROM {table} WHERE {} LIMIT 1", conditions.join(" AND "))
+            }
+            Shape::Update(set) => format!(
+                "UPDATE {table} SET {} WHERE {rowid} = ?",
+                names(set, " = ?").join(", ")
+            ),
+        })
+    }
 }
 
 /// Applies changes to one open mirror. The caller owns the SQLite transaction.
@@ -85,6 +137,8 @@ pub struct Applier<'m> {
     /// Row counts and change counts when the open source transaction began.
     saved: Option<(Vec<(i64, bool)>, ChangeCounts)>,
     scratch: RowBatch,
+    /// The old row or key of a change, decoded beside the new row.
+    identity: RowBatch,
     pub counts: ChangeCounts,
 }
 
@@ -119,6 +173,7 @@ impl<'m> Applier<'m> {
             stale: HashMap::new(),
             saved: None,
             scratch: RowBatch::new(0, 0, BatchLimits { rows: 1, bytes: 0 }),
+            identity: RowBatch::new(0, 0, BatchLimits { rows: 1, bytes: 0 }),
             counts: ChangeCounts::default(),
         })
     }
@@ -206,7 +261,8 @@ impl<'m> Applier<'m> {
     /// Marks the start of a source transaction, which [`Self::rollback_transaction`] undoes.
     pub fn begin_transaction(&mut self) -> Result<()> {
         self.conn
-            .execute_batch("SAVEPOINT pgmirror_transaction")
+            .prepare_cached("SAVEPOINT pgmirror_transaction")
+            .and_then(|mut s| s.execute([]))
             .context("starting a source transaction in the mirror")?;
         self.saved = Some((
             self.tables.iter().map(|t| (t.rows, t.rows_changed)).collect(),
@@ -216,10 +272,12 @@ impl<'m> Applier<'m> {
     }
 
     pub fn end_transaction(&mut self) -> Result<()> {
-        self.saved = None;
         self.conn
-            .execute_batch("RELEASE pgmirror_transaction")
-            .context("ending a source transaction in the mirror")
+            .prepare_cached("RELEASE pgmirror_transaction")
+            .and_then(|mut s| s.execute([]))
+            .context("ending a source transaction in the mirror")?;
+        self.saved = None;
+        Ok(())
     }
 
     /// Undoes the changes of an unfinished source transaction, if one is open.
@@ -240,19 +298,15 @@ impl<'m> Applier<'m> {
     pub fn insert(&mut self, relation: u32, new: &[Datum<'_>], at: At) -> Result<()> {
         let index = self.table_of(relation)?;
         let unchanged = self.decode(index, new, at, "inserted row")?;
-        let table = &self.tables[index];
         if unchanged.iter().any(|&u| u) {
-            return Err(table.error(at, "an inserted row has a value marked unchanged"));
+            return Err(self.tables[index].error(at, "an inserted row has a value marked unchanged"));
         }
-        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            quote_ident(&table.sqlite_name),
-            crate::pg::quote_list(&names),
-            vec!["?"; names.len()].join(", ")
-        );
+        let prepared = self
+            .conn
+            .prepare_cached(self.tables[index].statement(Shape::Insert));
+        let table = &self.tables[index];
         let context = || table.context(at, "inserting a row");
-        let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+        let mut statement = prepared.with_context(context)?;
         for (i, cell) in self.scratch.cells.iter().enumerate() {
             statement
                 .raw_bind_parameter(i + 1, self.scratch.value_of(cell))
@@ -276,26 +330,19 @@ impl<'m> Applier<'m> {
         at: At,
     ) -> Result<()> {
         let index = self.table_of(relation)?;
-        let old_rowid = match old {
-            Some((kind, old)) => self.find_row(index, *kind, old, at)?,
-            None => self.find_row(index, OldKind::Key, new, at)?,
-        };
         let unchanged = self.decode(index, new, at, "new row")?;
-        let table = &self.tables[index];
-        let set: Vec<usize> = (0..table.columns.len()).filter(|&i| !unchanged[i]).collect();
+        let set: Vec<usize> = (0..unchanged.len()).filter(|&i| !unchanged[i]).collect();
+        let old_rowid = match old {
+            Some((kind, old)) => self.find_row(index, *kind, old, at, set.is_empty())?,
+            None => self.find_row(index, OldKind::Key, new, at, set.is_empty())?,
+        };
         if !set.is_empty() {
-            let assignments: Vec<String> = set
-                .iter()
-                .map(|&i| format!("{} = ?", quote_ident(&table.columns[i].name)))
-                .collect();
-            let sql = format!(
-                "UPDATE {} SET {} WHERE {} = ?",
-                quote_ident(&table.sqlite_name),
-                assignments.join(", "),
-                table.rowid
-            );
+            let prepared = self
+                .conn
+                .prepare_cached(self.tables[index].statement(Shape::Update(set.clone())));
+            let table = &self.tables[index];
             let context = || table.context(at, "updating a row");
-            let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+            let mut statement = prepared.with_context(context)?;
             for (parameter, &column) in set.iter().enumerate() {
                 let cell = &self.scratch.cells[column];
                 statement
@@ -303,10 +350,17 @@ impl<'m> Applier<'m> {
                     .with_context(context)?;
             }
             statement
-                .raw_bind_parameter(set.len() + 1, old_rowid)
+                .raw_bind_parameter(set.len() + 1, old_rowid.rowid)
                 .with_context(context)?;
-            statement.raw_execute().with_context(context)?;
+            let changed = statement.raw_execute().with_context(context)?;
+            if changed == 0 {
+                return Err(
+                    table.missing_row(at, &describe_identity(table, &self.identity, &old_rowid.matched))
+                );
+            }
         }
+        let table = &self.tables[index];
+        let old_rowid = old_rowid.rowid;
         let new_rowid = match table.rowid_column {
             Some(column) if !unchanged[column] => match self.scratch.cells[column] {
                 Cell::Integer(rowid) => rowid,
@@ -341,22 +395,22 @@ impl<'m> Applier<'m> {
 
     pub fn delete(&mut self, relation: u32, kind: OldKind, old: &[Datum<'_>], at: At) -> Result<()> {
         let index = self.table_of(relation)?;
-        let rowid = self.find_row(index, kind, old, at)?;
+        let found = self.find_row(index, kind, old, at, false)?;
+        let prepared = self
+            .conn
+            .prepare_cached(self.tables[index].statement(Shape::Delete));
         let table = &mut self.tables[index];
         let context = || table.context(at, "deleting a row");
-        let sql = format!(
-            "DELETE FROM {} WHERE {} = ?1",
-            quote_ident(&table.sqlite_name),
-            table.rowid
-        );
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.execute([rowid]))
+        let deleted = prepared
+            .and_then(|mut s| s.execute([found.rowid]))
             .with_context(context)?;
+        if deleted == 0 {
+            return Err(table.missing_row(at, &describe_identity(table, &self.identity, &found.matched)));
+        }
         if table.keeps_exact_text {
             self.conn
                 .prepare_cached(exact_text_sql::DELETE_ROW)
-                .and_then(|mut s| s.execute(params![table.sqlite_name, rowid]))
+                .and_then(|mut s| s.execute(params![table.sqlite_name, found.rowid]))
                 .with_context(context)?;
         }
         table.rows -= 1;
@@ -405,60 +459,28 @@ impl<'m> Applier<'m> {
 
     /// Decodes a tuple into the scratch row; returns which columns were sent as unchanged.
     fn decode(&mut self, index: usize, datums: &[Datum<'_>], at: At, what: &str) -> Result<Vec<bool>> {
-        let table = &self.tables[index];
-        if datums.len() != table.columns.len() {
-            return Err(table.error(
-                at,
-                &format!(
-                    "a {what} has {} values, the table {} columns",
-                    datums.len(),
-                    table.columns.len()
-                ),
-            ));
-        }
-        self.scratch.clear();
-        self.scratch.columns = table.columns.len();
-        let mut unchanged = vec![false; datums.len()];
-        for (i, (datum, column)) in datums.iter().zip(&table.columns).enumerate() {
-            match datum {
-                Datum::Null => self.scratch.push_null(),
-                Datum::UnchangedToast => {
-                    unchanged[i] = true;
-                    self.scratch.push_null();
-                }
-                Datum::Binary(bytes) => {
-                    decode_sent_into(column.codec, column.select_as, bytes, &mut self.scratch).map_err(
-                        |e| {
-                            Error::new(
-                                format!(
-                                    "{}, column {:?} ({})",
-                                    table.context(at, what),
-                                    column.name,
-                                    column.pg_type
-                                ),
-                                ErrorKind::Copy(e),
-                            )
-                        },
-                    )?
-                }
-                Datum::Text(_) => {
-                    return Err(table.error(
-                        at,
-                        &format!(
-                            "column {:?} ({}) arrived as text: its type has no binary form",
-                            column.name, column.pg_type
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(unchanged)
+        decode_tuple(&self.tables[index], datums, at, what, &mut self.scratch)
     }
 
     /// The rowid of the row a change is about: by its key, or by every value it had
-    /// (REPLICA IDENTITY FULL; the first of equal rows).
-    fn find_row(&mut self, index: usize, kind: OldKind, datums: &[Datum<'_>], at: At) -> Result<i64> {
-        let unchanged = self.decode(index, datums, at, "changed row's identity")?;
+    /// (REPLICA IDENTITY FULL; the first of equal rows), numbers compared by their exact
+    /// text too. A key that is the INTEGER PRIMARY KEY is the rowid itself: then whether
+    /// the row exists is left to the statement that changes it, unless `must_exist`.
+    fn find_row(
+        &mut self,
+        index: usize,
+        kind: OldKind,
+        datums: &[Datum<'_>],
+        at: At,
+        must_exist: bool,
+    ) -> Result<Found> {
+        let unchanged = decode_tuple(
+            &self.tables[index],
+            datums,
+            at,
+            "changed row's identity",
+            &mut self.identity,
+        )?;
         let table = &self.tables[index];
         let matched: Vec<usize> = match kind {
             OldKind::Key => table.key.clone(),
@@ -467,23 +489,50 @@ impl<'m> Applier<'m> {
         if matched.iter().any(|&i| unchanged[i]) || matched.is_empty() {
             return Err(table.error(at, "the changed row's identity has no values to find it by"));
         }
-        let conditions: Vec<String> = matched
+        if let ([key], Some(rowid_column), false) = (matched.as_slice(), table.rowid_column, must_exist) {
+            if let (true, Cell::Integer(rowid)) = (*key == rowid_column, &self.identity.cells[*key]) {
+                return Ok(Found {
+                    rowid: *rowid,
+                    matched,
+                });
+            }
+        }
+        let exact: Vec<usize> = matched
             .iter()
-            .map(|&i| format!("{} IS ?", quote_ident(&table.columns[i].name)))
+            .copied()
+            .filter(|&i| table.columns[i].codec.keeps_exact_text())
             .collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {} LIMIT 1",
-            table.rowid,
-            quote_ident(&table.sqlite_name),
-            conditions.join(" AND ")
-        );
+        let prepared = self
+            .conn
+            .prepare_cached(self.tables[index].statement(Shape::Find(matched.clone())));
+        let table = &self.tables[index];
+        let identity = &self.identity;
         let context = || table.context(at, "finding a changed row");
-        let mut statement = self.conn.prepare_cached(&sql).with_context(context)?;
+        let mut statement = prepared.with_context(context)?;
         for (parameter, &column) in matched.iter().enumerate() {
-            let cell = &self.scratch.cells[column];
+            let cell = &identity.cells[column];
             statement
-                .raw_bind_parameter(parameter + 1, self.scratch.value_of(cell))
+                .raw_bind_parameter(parameter + 1, identity.value_of(cell))
                 .with_context(context)?;
+        }
+        // Numbers equal as doubles are told apart by the exact text kept beside them.
+        let mut parameter = matched.len();
+        for &column in &exact {
+            let text = identity
+                .exact
+                .iter()
+                .find(|(cell, _)| *cell == column)
+                .map(|(_, range)| identity.text_of(range));
+            for value in [
+                Some(table.sqlite_name.as_str()),
+                Some(table.columns[column].name.as_str()),
+                text,
+            ] {
+                parameter += 1;
+                statement
+                    .raw_bind_parameter(parameter, value)
+                    .with_context(context)?;
+            }
         }
         let found: Option<i64> = statement
             .raw_query()
@@ -492,26 +541,10 @@ impl<'m> Applier<'m> {
             .map(|row| row.get(0))
             .transpose()
             .with_context(context)?;
-        found.ok_or_else(|| {
-            let shown: Vec<String> = matched
-                .iter()
-                .map(|&i| {
-                    format!(
-                        "{} = {}",
-                        table.columns[i].name,
-                        describe_cell(&self.scratch, &self.scratch.cells[i])
-                    )
-                })
-                .collect();
-            table.error(
-                at,
-                &format!(
-                    "the source changed a row the mirror does not have ({}): the mirror no longer \
-                     matches its source; re-create the replica (pgmirror sync --drop, then --init)",
-                    shown.join(", ")
-                ),
-            )
-        })
+        match found {
+            Some(rowid) => Ok(Found { rowid, matched }),
+            None => Err(table.missing_row(at, &describe_identity(table, identity, &matched))),
+        }
     }
 
     /// Keeps the exact texts the scratch row's numbers need, for the columns it set.
@@ -542,7 +575,95 @@ impl<'m> Applier<'m> {
     }
 }
 
+/// A row found for a change, and the identity columns it was found by.
+struct Found {
+    rowid: i64,
+    matched: Vec<usize>,
+}
+
+/// `column = value, ...` of the identity a change named, for messages.
+fn describe_identity(table: &FollowedTable, identity: &RowBatch, matched: &[usize]) -> String {
+    matched
+        .iter()
+        .map(|&i| {
+            format!(
+                "{} = {}",
+                table.columns[i].name,
+                describe_cell(identity, &identity.cells[i])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decodes a tuple into `batch` as export would store it; returns which columns were sent
+/// as unchanged (TOASTed values the change left as they were).
+fn decode_tuple(
+    table: &FollowedTable,
+    datums: &[Datum<'_>],
+    at: At,
+    what: &str,
+    batch: &mut RowBatch,
+) -> Result<Vec<bool>> {
+    if datums.len() != table.columns.len() {
+        return Err(table.error(
+            at,
+            &format!(
+                "a {what} has {} values, the table {} columns",
+                datums.len(),
+                table.columns.len()
+            ),
+        ));
+    }
+    batch.clear();
+    batch.columns = table.columns.len();
+    let mut unchanged = vec![false; datums.len()];
+    for (i, (datum, column)) in datums.iter().zip(&table.columns).enumerate() {
+        match datum {
+            Datum::Null => batch.push_null(),
+            Datum::UnchangedToast => {
+                unchanged[i] = true;
+                batch.push_null();
+            }
+            Datum::Binary(bytes) => {
+                decode_sent_into(column.codec, column.select_as, bytes, batch).map_err(|e| {
+                    Error::new(
+                        format!(
+                            "{}, column {:?} ({})",
+                            table.context(at, what),
+                            column.name,
+                            column.pg_type
+                        ),
+                        ErrorKind::Copy(e),
+                    )
+                })?
+            }
+            Datum::Text(_) => {
+                return Err(table.error(
+                    at,
+                    &format!(
+                        "column {:?} ({}) arrived as text: its type has no binary form",
+                        column.name, column.pg_type
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(unchanged)
+}
+
 impl FollowedTable {
+    fn missing_row(&self, at: At, shown: &str) -> Error {
+        self.error(
+            at,
+            &format!(
+                "the source changed a row the mirror does not have ({shown}): the mirror no longer \
+                 matches its source; copy the table again: pgmirror sync --resync {}",
+                self.display_name
+            ),
+        )
+    }
+
     fn context(&self, at: At, what: &str) -> String {
         format!("table {}, change at LSN {}: {what}", self.display_name, at.lsn)
     }
@@ -614,6 +735,7 @@ fn followed_table(mirror: &Mirror, table: &MirrorTable, catalog: &Catalog) -> Re
         rows: recorded_rows(&mirror.conn, &table.sqlite_name)?,
         rows_changed: false,
         key: Vec::new(),
+        sql: HashMap::new(),
     })
 }
 

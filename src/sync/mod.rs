@@ -84,11 +84,14 @@ pub fn init(options: &InitOptions) -> Result<InitSummary> {
         .map(|r| r.display_name())
         .collect();
     let system_identifier = runtime.block_on(setup::system_identifier(&client))?;
+    runtime.block_on(setup::check_names_free(&client, &name))?;
 
     runtime.block_on(setup::create_publication(&client, &name, &lock_first))?;
+    let mut slot_created = false;
     let created = runtime
         .block_on(setup::create_slot(&client, &name))
         .and_then(|start_lsn| {
+            slot_created = true;
             let mut export = options.export.clone();
             export.replica = Some(ReplicaStart {
                 lock_first,
@@ -119,7 +122,7 @@ pub fn init(options: &InitOptions) -> Result<InitSummary> {
             // A fresh connection: the first may be the one that failed.
             let cleanup = async {
                 let client = options.export.source.connect().await?;
-                setup::drop_replication(&client, &name, &name).await
+                setup::drop_created(&client, slot_created.then_some(name.as_str()), &name).await
             };
             if let Err(cleanup_error) = runtime.block_on(cleanup) {
                 return Err(Error::new(
@@ -230,6 +233,19 @@ impl SyncSummary {
 /// Applies everything committed on the source so far (and, with `follow`, keeps doing so
 /// until a stop is requested).
 pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
+    let _lock = lock_replica(&options.mirror)?;
+    sync_locked(options)
+}
+
+/// One run at a time on a replica: two would both read the same applied position and
+/// apply the same transactions.
+fn lock_replica(mirror: &std::path::Path) -> Result<crate::lock::Lock> {
+    let mut name = mirror.as_os_str().to_owned();
+    name.push(".sync-lock");
+    crate::lock::Lock::acquire_file(std::path::Path::new(&name), mirror, "replica")
+}
+
+fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
     let started = Instant::now();
     let mirror = Mirror::open_writable(&options.mirror)?;
     let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
@@ -330,6 +346,7 @@ async fn connect_to_source(
 /// publication), each from a new snapshot whose transactions the stream then skips for
 /// that table, and replaces them in the replica in one SQLite transaction; then syncs.
 pub fn resync(options: &SyncOptions, tables: &[String]) -> Result<SyncSummary> {
+    let _lock = lock_replica(&options.mirror)?;
     {
         let mirror = Mirror::open_writable(&options.mirror)?;
         let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
@@ -407,7 +424,7 @@ pub fn resync(options: &SyncOptions, tables: &[String]) -> Result<SyncSummary> {
         let _ = std::fs::remove_file(&copy);
         copied?;
     }
-    sync(options)
+    sync_locked(options)
 }
 
 /// Where `--resync` writes its copy: beside the replica, on the same filesystem.
@@ -460,6 +477,10 @@ pub fn drop(
     mirror: Option<&std::path::Path>,
     slot: Option<&str>,
 ) -> Result<Dropped> {
+    let _lock = match mirror {
+        Some(path) if path.is_file() => Some(lock_replica(path)?),
+        _ => None,
+    };
     let opened = match mirror {
         Some(path) if path.is_file() => Some(Mirror::open_writable(path)?),
         _ => None,
@@ -468,6 +489,15 @@ pub fn drop(
         Some(mirror) => SyncState::read(&mirror.conn, &mirror.path)?,
         None => None,
     };
+    if let (Some(named), Some(state)) = (slot, &state) {
+        if named != state.slot {
+            return Err(Error::usage(format!(
+                "the replica's slot is {}, not {named}; dropping {named} would leave {} pinning WAL: \
+                 leave out --slot, or --mirror",
+                state.slot, state.slot
+            )));
+        }
+    }
     let (slot, publication) = match (slot, &state) {
         (Some(slot), _) => (slot.to_owned(), slot.to_owned()),
         (None, Some(state)) => (state.slot.clone(), state.publication.clone()),
@@ -533,10 +563,17 @@ fn seconds_since(time: Option<&str>) -> f64 {
 /// Microseconds since 2000-01-01 UTC as RFC 3339.
 fn commit_time_text(micros: i64) -> String {
     const UNIX_TO_2000: u64 = 946_684_800;
+    // RFC 3339 has four-digit years: the end of 9999 at most.
+    const LAST_MICROS: u64 = 252_455_615_999_999_999;
     let time = std::time::UNIX_EPOCH
         + Duration::from_secs(UNIX_TO_2000)
-        + Duration::from_micros(micros.max(0) as u64);
-    humantime::format_rfc3339_micros(time).to_string()
+        + Duration::from_micros((micros.max(0) as u64).min(LAST_MICROS));
+    let mut text = String::new();
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!("{}", humantime::format_rfc3339_micros(time)),
+    );
+    text
 }
 
 /// How a run ended.
@@ -599,7 +636,8 @@ impl Follower<'_> {
             idle = if round > 0 {
                 self.options.interval
             } else {
-                (idle * 2).min(self.options.interval * 10)
+                idle.saturating_mul(2)
+                    .min(self.options.interval.saturating_mul(10))
             };
             if sleep_unless_stopped(idle).await {
                 ending.interrupted = true;
@@ -614,7 +652,7 @@ impl Follower<'_> {
         let before = self.applier.counts.transactions;
         // A lost or missing slot is an error that says what to do, before decoding fails.
         setup::slot_status(client, &state.slot).await?;
-        let target = decodable_position(client).await?;
+        let (target, complete) = decodable_position(client).await?;
         loop {
             crate::stop::check_stop()?;
             let messages = crate::stop::until_stopped(None, self.apply_call(client, state, target)).await;
@@ -630,8 +668,9 @@ impl Follower<'_> {
                 break;
             }
         }
-        if self.applied < target {
-            // Nothing of ours before `target`: the slot may let go of the WAL up to it.
+        if complete && self.applied < target {
+            // Nothing of ours before `target`, a record boundary every record before which
+            // was decodable: the slot may let go of the WAL up to it.
             self.applied = target;
             self.commit(state, false)?;
             self.advance(client, state).await?;
@@ -707,10 +746,10 @@ impl Follower<'_> {
         let mut current_xid = 0;
         while let Some(row) = stream.next().await {
             let row = row.with_context(context)?;
-            let lsn_text: String = crate::pg::field(&row, "a change", "lsn")?;
+            let lsn_text: &str = crate::pg::field(&row, "a change", "lsn")?;
             let data: &[u8] = crate::pg::field(&row, "a change", "data")?;
             let at = apply::At {
-                lsn: Lsn::parse(&lsn_text).unwrap_or_default(),
+                lsn: Lsn::parse(lsn_text).unwrap_or_default(),
             };
             messages += 1;
             let message = pgoutput::decode(data).map_err(|e| {
@@ -721,10 +760,18 @@ impl Follower<'_> {
             })?;
             match message {
                 Message::Begin { final_lsn, xid } => {
+                    if in_transaction {
+                        return Err(Error::unsupported(
+                            context(),
+                            format!("a BEGIN at {} inside a transaction", at.lsn),
+                        ));
+                    }
                     in_transaction = true;
                     current_xid = xid;
-                    skipping =
-                        final_lsn < self.applied || self.snapshot.as_ref().is_some_and(|s| s.sees(xid));
+                    // Only a transaction that committed before the copy's snapshot can be in it.
+                    let in_copy = final_lsn < self.consistent_lsn
+                        && self.snapshot.as_ref().is_some_and(|s| s.sees(xid));
+                    skipping = final_lsn < self.applied || in_copy;
                     if skipping {
                         self.applier.counts.skipped_transactions += 1;
                     } else {
@@ -734,6 +781,12 @@ impl Follower<'_> {
                 Message::Commit {
                     end_lsn, commit_time, ..
                 } => {
+                    if !in_transaction {
+                        return Err(Error::unsupported(
+                            context(),
+                            format!("a COMMIT at {} outside a transaction", at.lsn),
+                        ));
+                    }
                     in_transaction = false;
                     if !skipping {
                         self.applier.end_transaction()?;
@@ -749,6 +802,12 @@ impl Follower<'_> {
                 }
                 Message::Relation(relation) => self.applier.relation(&relation)?,
                 Message::Type | Message::Origin | Message::Logical => {}
+                _ if !in_transaction => {
+                    return Err(Error::unsupported(
+                        context(),
+                        format!("a change at {} outside a transaction", at.lsn),
+                    ));
+                }
                 _ if skipping => {}
                 Message::Insert { relation, .. }
                 | Message::Update { relation, .. }
@@ -871,11 +930,12 @@ impl Follower<'_> {
 /// it to the WAL writer, which flushes within a few wal_writer_delay).
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
 
-/// The position up to which every committed transaction can be decoded now: the current
-/// insert position once the server has flushed up to it (decoding reads only flushed WAL,
-/// and a transaction before the target that decoding did not reach would be skipped
-/// later), else the flush position.
-async fn decodable_position(client: &Client) -> Result<Lsn> {
+/// The position up to which to decode, and whether every transaction that committed
+/// before it can be decoded now: the current insert position (a record boundary) once the
+/// server has flushed up to it (decoding reads only flushed WAL), else the flush position,
+/// which may fall inside a record and so is only a limit for this call, never a place to
+/// advance an idle slot to.
+async fn decodable_position(client: &Client) -> Result<(Lsn, bool)> {
     let context = "reading the source's WAL position";
     let row = client
         .query_one(
@@ -899,17 +959,17 @@ async fn decodable_position(client: &Client) -> Result<Lsn> {
             .context(context)?;
         flushed = read(&row, "flushed")?;
     }
-    Ok(inserted.min(flushed))
+    Ok((inserted.min(flushed), flushed >= inserted))
 }
 
 /// Sleeps, waking early for a stop request; true when one came.
 async fn sleep_unless_stopped(duration: Duration) -> bool {
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
+    let started = Instant::now();
+    while started.elapsed() < duration {
         if crate::stop::stop_requested() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50).min(deadline - Instant::now())).await;
+        tokio::time::sleep(Duration::from_millis(50).min(duration.saturating_sub(started.elapsed()))).await;
     }
     crate::stop::stop_requested()
 }

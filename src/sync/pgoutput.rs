@@ -282,8 +282,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, ProtocolError> {
             let name = r.cstring("the relation name")?;
             let replica_identity = r.u8("the replica identity")?;
             let count = r.i16("the column count")?;
-            let mut columns = Vec::with_capacity(count.max(0) as usize);
-            for _ in 0..count.max(0) {
+            if count < 0 {
+                return Err(r.fail(format!("negative column count {count}")));
+            }
+            let mut columns = Vec::with_capacity(count as usize);
+            for _ in 0..count {
                 let flags = r.u8("a column's flags")?;
                 let name = r.cstring("a column name")?;
                 let type_oid = r.u32("a column's type")?;

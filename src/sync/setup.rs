@@ -140,6 +140,15 @@ pub async fn check_tables(client: &Client, catalog: &Catalog, selected: &[&Relat
         let identity: String = crate::pg::field(row, q, "replica_identity")?;
         let has_primary_key: bool = crate::pg::field(row, q, "has_primary_key")?;
         let has_identity_index: bool = crate::pg::field(row, q, "has_identity_index")?;
+        let has_deferrable_unique: bool = crate::pg::field(row, q, "has_deferrable_unique")?;
+        if has_deferrable_unique {
+            problems.push(format!(
+                "table {schema}.{name} has a DEFERRABLE primary key or unique constraint: inside a transaction \
+                 its rows may collide for a moment, which the mirror's unique index refuses; leave the \
+                 table out (--exclude-table)"
+            ));
+            continue;
+        }
         let identifiable = match identity.as_str() {
             "f" => true,
             "d" => has_primary_key,
@@ -208,22 +217,34 @@ pub async fn add_to_publication(client: &Client, publication: &str, qualified: &
     Ok(())
 }
 
-/// Creates the slot; returns the LSN its stream starts after.
-pub async fn create_slot(client: &Client, name: &str) -> Result<String> {
-    let context = || format!("creating replication slot {name}");
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+/// Refuses a name whose slot or publication exists: `--init` must not take over, or on
+/// failure drop, what another replica or tool made.
+pub async fn check_names_free(client: &Client, name: &str) -> Result<()> {
+    let context = || format!("checking that slot and publication {name} are free");
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS slot, \
+                    EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication",
             &[&name],
         )
         .await
         .with_context(context)?;
-    if exists.is_some() {
+    let q = "the slot and publication names";
+    let slot: bool = crate::pg::field(&row, q, "slot")?;
+    let publication: bool = crate::pg::field(&row, q, "publication")?;
+    if slot || publication {
         return Err(Error::usage(format!(
-            "a replication slot named {name} exists already; choose another --slot, or drop it \
-             (pgmirror sync --drop --slot {name})"
+            "a replication {} named {name} exists already; choose another --slot (if it is an abandoned \
+             pgmirror replica's, pgmirror sync --drop --slot {name} removes it)",
+            if slot { "slot" } else { "publication" }
         )));
     }
+    Ok(())
+}
+
+/// Creates the slot; returns the LSN its stream starts after.
+pub async fn create_slot(client: &Client, name: &str) -> Result<String> {
+    let context = || format!("creating replication slot {name}");
     let row = client
         .query_one(
             "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -239,6 +260,26 @@ pub async fn create_slot(client: &Client, name: &str) -> Result<String> {
 pub struct Dropped {
     pub slot: Option<String>,
     pub publication: Option<String>,
+}
+
+/// After a failed `--init`: drops the publication it made and the slot, if it made one.
+pub async fn drop_created(client: &Client, slot: Option<&str>, publication: &str) -> Result<()> {
+    if let Some(slot) = slot {
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .with_context(|| format!("dropping replication slot {slot}"))?;
+    }
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(publication)
+        ))
+        .await
+        .with_context(|| format!("dropping publication {publication}"))
 }
 
 /// Drops the slot and the publication of that name, where they exist.

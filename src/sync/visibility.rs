@@ -35,9 +35,8 @@ impl Snapshot {
     }
 
     /// Whether the transaction with this 32-bit xid (as pgoutput's BEGIN carries it) had
-    /// committed when the snapshot was taken. The xid is widened to 64 bits in the epoch
-    /// that puts it nearest below `xmax`: transactions in the stream started at most about
-    /// 2^31 xids before any snapshot that could still see them running.
+    /// committed when the snapshot was taken. The xid is widened to the 64-bit xid nearest
+    /// to `xmax`: PostgreSQL keeps every live xid within 2^31 of the next one.
     pub fn sees(&self, xid: u32) -> bool {
         let xid = self.widen(xid);
         if xid < self.xmin {
@@ -46,16 +45,11 @@ impl Snapshot {
         xid < self.xmax && !self.in_progress.contains(&xid)
     }
 
+    /// The 64-bit xid within 2^31 of xmax (either side) whose low half is `xid`; one that
+    /// would lie before xid 0 cannot have committed before the snapshot, so it sorts last.
     fn widen(&self, xid: u32) -> u64 {
-        let epoch = self.xmax >> 32;
-        let candidate = epoch << 32 | xid as u64;
-        // An xid numerically above xmax's low half belongs to the previous epoch unless it
-        // is within 2^31 above xmax (then it started after the snapshot).
-        if candidate > self.xmax + (1 << 31) && epoch > 0 {
-            candidate - (1 << 32)
-        } else {
-            candidate
-        }
+        let distance = xid.wrapping_sub(self.xmax as u32) as i32;
+        self.xmax.checked_add_signed(distance as i64).unwrap_or(u64::MAX)
     }
 }
 
@@ -95,6 +89,20 @@ mod tests {
         );
         assert!(!snapshot.sees(6), "epoch 1, after xmax");
         assert!(snapshot.sees(4));
+    }
+
+    #[test]
+    fn xids_just_after_a_wrap_are_not_taken_for_old_ones() {
+        // xmax just below the wrap to epoch 2: a transaction started after the snapshot has
+        // xid8 0x2_0000_0010, sent as 0x10.
+        let xmax = 0x1_FFFF_FF00u64;
+        let snapshot = Snapshot::parse(&format!("{}:{xmax}:", xmax - 100)).unwrap();
+        assert!(!snapshot.sees(0x10), "started after the snapshot");
+        assert!(snapshot.sees(0xFFFF_FE00), "long committed, same epoch");
+        // Near the bottom of the xid space nothing underflows.
+        let low = Snapshot::parse("3:5:").unwrap();
+        assert!(!low.sees(u32::MAX));
+        assert!(low.sees(4));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! One run per backup directory: an OS file lock (flock) on `DIR/.pgmirror.lock`, held for
-//! the run's lifetime and released by the kernel however the process ends. The pid written
-//! inside only names the holder in the refusal message.
+//! One run at a time on a backup directory or a replica: an OS file lock (flock) on a lock
+//! file beside what it guards, held for the run's lifetime and released by the kernel however
+//! the process ends. The pid written inside only names the holder in the refusal message.
+//! A leaf: any layer may take a lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -13,9 +14,14 @@ use crate::error::{Context, Error, Result};
 pub struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
-    /// Takes DIR's lock, or fails naming the pid that holds it.
+    /// Takes DIR's lock (`DIR/.pgmirror.lock`), or fails naming the pid that holds it.
     pub fn acquire(dir: &Path) -> Result<Lock> {
-        let path = dir.join(".pgmirror.lock");
+        Self::acquire_file(&dir.join(".pgmirror.lock"), dir, "directory")
+    }
+
+    /// Takes the lock file `path` guarding `guarded` (a `what`: "directory", "replica"), or
+    /// fails naming the pid that holds it.
+    pub fn acquire_file(path: &Path, guarded: &Path, what: &str) -> Result<Lock> {
         let context = || format!("locking {}", path.display());
         let mut file = OpenOptions::new()
             .read(true)
@@ -23,7 +29,7 @@ impl Lock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
+            .open(path)
             .with_context(context)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -35,9 +41,9 @@ impl Lock {
                     pid => format!("pid {pid}"),
                 };
                 return Err(Error::unsupported(
-                    format!("locking {}", dir.display()),
+                    format!("locking {}", guarded.display()),
                     format!(
-                        "another pgmirror run ({holder}) is working in this directory; it holds {}",
+                        "another pgmirror run ({holder}) is working on this {what}; it holds {}",
                         path.display()
                     ),
                 ));
