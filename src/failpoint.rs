@@ -1,7 +1,9 @@
 //! Test-only failure injection, compiled into debug builds alone: `PGMIRROR_FAILPOINT=
 //! POINT:OBJECT` makes the code at POINT panic while it works on OBJECT, so the tests can
 //! show that a bug in one table's work ends the run cleanly. `POINT:OBJECT:abort` aborts
-//! the process there instead, as a crash or SIGKILL would end it. Release builds have none.
+//! the process there instead, as a crash or SIGKILL would end it; `POINT:OBJECT:pause`
+//! sleeps there for a second, so a test can make something happen in between. Release
+//! builds have none.
 
 /// Panics when `PGMIRROR_FAILPOINT` names this point and object (debug builds only).
 #[cfg(debug_assertions)]
@@ -11,15 +13,16 @@ pub fn hit(point: &str, object: &str) {
     let Some(armed) = ARMED.get_or_init(|| std::env::var("PGMIRROR_FAILPOINT").ok()) else {
         return;
     };
-    let (armed, abort) = match armed.strip_suffix(":abort") {
-        Some(armed) => (armed, true),
-        None => (armed.as_str(), false),
+    let (armed, action) = match armed.rsplit_once(':') {
+        Some((armed, action @ ("abort" | "pause"))) => (armed, action),
+        _ => (armed.as_str(), "panic"),
     };
     if armed.split_once(':') == Some((point, object)) {
-        if abort {
-            std::process::abort();
+        match action {
+            "abort" => std::process::abort(),
+            "pause" => std::thread::sleep(std::time::Duration::from_secs(1)),
+            _ => panic!("failpoint {point} reached for {object}"),
         }
-        panic!("failpoint {point} reached for {object}");
     }
 }
 

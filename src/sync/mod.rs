@@ -92,6 +92,8 @@ pub fn init(options: &InitOptions) -> Result<InitSummary> {
         .block_on(setup::create_slot(&client, &name))
         .and_then(|start_lsn| {
             slot_created = true;
+            // Tests make transactions commit between the slot and the snapshot here.
+            crate::failpoint::hit("sync-init", "slot-created");
             let mut export = options.export.clone();
             export.replica = Some(ReplicaStart {
                 lock_first,

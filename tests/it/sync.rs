@@ -314,7 +314,22 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
     let replica = dir.path().join("replica.db");
     let workload = Workload::start(&db, 7);
     workload.wait_for_transactions(50);
-    let made = init(&db, &replica, &["--jobs", "2"]);
+    // A second between the slot and the copy's snapshot: the transactions committed in it
+    // are both in the copy and in the stream, and must be applied once.
+    let made = pgmirror_with_env(
+        &[
+            "sync",
+            "--init",
+            "--quiet",
+            "--jobs",
+            "2",
+            "--source",
+            &db.url,
+            "--mirror",
+            path_text(&replica),
+        ],
+        &[("PGMIRROR_FAILPOINT", "sync-init:slot-created:pause")],
+    );
     assert_ok(&made);
     workload.truncates.store(true, Ordering::Relaxed);
     workload.wait_for_transactions(100);
@@ -324,12 +339,13 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
         "sync",
         "--follow",
         "--quiet",
+        "--json",
         "--interval",
         "100ms",
         "--mirror",
         path_text(&replica),
     ])
-    .stdout(Stdio::null())
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
     .expect("starting sync --follow");
@@ -356,10 +372,18 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(follow.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "--follow ends with 0 on SIGINT: {stderr}");
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(follow.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let followed: serde_json::Value = serde_json::from_slice(&stdout).expect("--follow --json summary");
+    assert_eq!(followed["interrupted"], true, "{followed}");
+    assert!(
+        followed["skipped_transactions"].as_u64().unwrap() > 0,
+        "no transaction was both in the copy and in the stream: {followed}"
+    );
+    assert!(followed["transactions"].as_u64().unwrap() > 100, "{followed}");
 
     let summary = sync_json(&replica);
     assert_eq!(summary["consistent"], true, "{summary}");
-    assert_eq!(summary["lag_bytes"], 0, "caught up: {summary}");
     let rows = assert_same_as_fresh_export(&db, &replica, dir.path());
     assert!(rows > 300, "{rows} rows compared");
     assert_restores_to_source(&db, &replica, "sync_under_load_restored");
@@ -436,6 +460,79 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
     assert_eq!(summary["transactions"], 0, "{summary}");
     assert_eq!(summary["skipped_transactions"], 2, "{summary}");
     assert_same_as_fresh_export(&db, &replica, dir.path());
+
+    // A crash before the commit leaves nothing: the same changes are applied next time.
+    db.execute("DELETE FROM logs WHERE a = 1; UPDATE accounts SET balance = 0 WHERE id < 10");
+    let crashed = pgmirror_with_env(
+        &["sync", "--quiet", "--mirror", path_text(&replica)],
+        &[("PGMIRROR_FAILPOINT", "sync-commit:before:abort")],
+    );
+    assert_eq!(
+        crashed.status.code(),
+        None,
+        "{}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+    let logs: i64 = open_mirror(&replica)
+        .query_row("SELECT count(*) FROM logs WHERE a = 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        logs > 0,
+        "the aborted transaction's deletes are not in the mirror"
+    );
+    let summary = sync_json(&replica);
+    assert_eq!(summary["transactions"], 1, "{summary}");
+    assert_eq!(summary["skipped_transactions"], 0, "{summary}");
+    assert_same_as_fresh_export(&db, &replica, dir.path());
+    drop_replica(&replica);
+}
+
+#[test]
+fn a_second_sync_on_the_same_replica_is_refused_while_one_runs() {
+    let db = load_fixture("sync_concurrent");
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    let mut follow = pgmirror_command(&["sync", "--follow", "--quiet", "--mirror", path_text(&replica)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting sync --follow");
+    let lock = dir.path().join("replica.db.sync-lock");
+    wait_for("the follower's lock", Duration::from_secs(20), || {
+        std::fs::read_to_string(&lock).is_ok_and(|pid| pid.trim() == follow.id().to_string())
+    });
+    let second = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another pgmirror run") && stderr.contains(&follow.id().to_string()),
+        "{stderr}"
+    );
+    signal(&follow, libc::SIGTERM);
+    assert_eq!(exit_within(&mut follow, Duration::from_secs(20)).code(), Some(0));
+    assert_ok(&pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]));
+    drop_replica(&replica);
+}
+
+#[test]
+fn rows_of_a_table_without_key_are_told_apart_by_their_exact_numbers() {
+    let db = fresh_db("sync_exact_identity");
+    db.execute(
+        "CREATE TABLE measures (v numeric, f double precision); ALTER TABLE measures REPLICA IDENTITY FULL; \
+         INSERT INTO measures VALUES (1.000000000000000001, 1), (1.000000000000000002, 1), (1.50, -0.0), (1.5, 0.0)",
+    );
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    // Equal as doubles, different as numbers: each change must reach its own row.
+    db.execute(
+        "UPDATE measures SET f = 2 WHERE v = 1.000000000000000002; DELETE FROM measures WHERE v = 1.50 AND scale(v) = 2; \
+         UPDATE measures SET f = 3 WHERE f = 0 AND v = 1.5",
+    );
+    assert_eq!(sync_json(&replica)["updates"], 2);
+    assert_same_as_fresh_export(&db, &replica, dir.path());
+    assert_restores_to_source(&db, &replica, "sync_exact_identity_restored");
     drop_replica(&replica);
 }
 
@@ -487,8 +584,18 @@ fn a_table_without_key_is_refused_before_anything_is_created() {
     db.execute(
         "INSERT INTO \"no key\" VALUES (1, 'x'); UPDATE \"no key\" SET b = 'y'; DELETE FROM \"no key\"",
     );
-    // Leaving it out works.
-    assert_ok(&init(&db, &replica, &["--exclude-table", "no key"]));
+    // PostgreSQL does not identify rows by a deferrable key.
+    db.execute("CREATE TABLE deferred (id int PRIMARY KEY DEFERRABLE, v text)");
+    let output = init(&db, &replica, &["--exclude-table", "no key"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("public.deferred"));
+    assert_eq!(slot_count(&db), "0");
+    // Leaving them out works.
+    assert_ok(&init(
+        &db,
+        &replica,
+        &["--exclude-table", "no key", "--exclude-table", "deferred"],
+    ));
     assert_eq!(slot_count(&db), "1");
     assert_ok(&pgmirror(&[
         "sync",
@@ -506,6 +613,20 @@ fn drop_leaves_no_slot_or_publication_behind() {
     let replica = dir.path().join("replica.db");
     assert_ok(&init(&db, &replica, &["--slot", "pgm_drop_test"]));
     assert_eq!(slot_count(&db), "1");
+    // A slot of that name that is not ours is left alone.
+    db.execute("SELECT pg_create_logical_replication_slot('pgm_foreign', 'pgoutput')");
+    let taken = init(&db, &dir.path().join("other.db"), &["--slot", "pgm_foreign"]);
+    assert_eq!(taken.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("exists already"));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgm_foreign'"),
+        "1"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_publication WHERE pubname = 'pgm_foreign'"),
+        "0"
+    );
+    db.execute("SELECT pg_drop_replication_slot('pgm_foreign')");
     // A replica is not replaced by another --init: its slot would be orphaned.
     let again = init(&db, &replica, &[]);
     assert_eq!(again.status.code(), Some(2));
@@ -554,17 +675,17 @@ fn the_recorded_source_holds_no_password_and_max_lag_is_enforced() {
     let made = pgmirror(&[
         "sync",
         "--init",
-        "--quiet",
+        "--json",
         "--source",
         &source,
         "--mirror",
         path_text(&replica),
     ]);
     assert_ok(&made);
-    let bytes = std::fs::read(&replica).unwrap();
+    let said = [made.stdout.clone(), made.stderr.clone()].concat();
     assert!(
-        !bytes.windows(14).any(|w| w == b"hunter2-secret"),
-        "the password is in the mirror file"
+        !said.windows(14).any(|w| w == b"hunter2-secret"),
+        "the password is in the output"
     );
     let recorded: String = open_mirror(&replica)
         .query_row("SELECT value FROM _pgmirror_sync WHERE key = 'source'", [], |r| {
@@ -590,6 +711,38 @@ fn the_recorded_source_holds_no_password_and_max_lag_is_enforced() {
     assert_eq!(summary["inserts"], 1001, "applied before the warning: {summary}");
     assert_eq!(summary["max_lag_exceeded"], true, "{summary}");
     assert_eq!(sync_json(&replica)["inserts"], 0);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"hunter2-secret"),
+            "the password is in {}",
+            path.display()
+        );
+    }
+    let roomy = pgmirror(&[
+        "sync",
+        "--quiet",
+        "--max-lag",
+        "1GB",
+        "--mirror",
+        path_text(&replica),
+    ]);
+    assert_eq!(roomy.status.code(), Some(0));
+    // Changes to tables the replica does not follow still let the slot move on.
+    db.execute("CREATE TABLE unfollowed (a int); INSERT INTO unfollowed SELECT generate_series(1, 1000)");
+    let before = sync_json(&replica)["applied_lsn"].as_str().unwrap().to_owned();
+    db.execute("INSERT INTO unfollowed SELECT generate_series(1, 1000)");
+    let after = sync_json(&replica);
+    let parse = |text: &str| {
+        let (high, low) = text.split_once('/').unwrap();
+        u64::from_str_radix(high, 16).unwrap() << 32 | u64::from_str_radix(low, 16).unwrap()
+    };
+    assert!(
+        parse(after["applied_lsn"].as_str().unwrap()) > parse(&before),
+        "{after}"
+    );
+    assert_eq!(after["transactions"], 0, "{after}");
     let status = pgmirror(&["status", "--json", "--mirror", path_text(&replica)]);
     assert_ok(&status);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -630,6 +783,18 @@ fn a_lost_slot_and_a_server_without_logical_decoding_get_clear_errors() {
     let dir = temp_dir();
     let replica = dir.path().join("replica.db");
     assert_ok(&init(&db, &replica, &[]));
+    // The shared cluster is another cluster: its changes are never applied here.
+    let elsewhere = fresh_db("sync_other_cluster");
+    let other = pgmirror(&[
+        "sync",
+        "--quiet",
+        "--source",
+        &elsewhere.url,
+        "--mirror",
+        path_text(&replica),
+    ]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("another cluster"));
     wait_for("the slot to be invalidated", Duration::from_secs(60), || {
         db.execute(
             "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1000 + (random() * 1e6)::int, 1000 + (random() * 1e6)::int + 20000) g ON CONFLICT DO NOTHING; \
