@@ -666,7 +666,9 @@ impl Follower<'_> {
                 }
             };
             self.advance(client, state).await?;
-            if messages == 0 {
+            // Fewer rows than asked for: decoding reached the target. Each call decodes
+            // again from the slot's restart position, so an empty call is not free.
+            if messages < self.options.changes_per_call.max(1) as u64 {
                 break;
             }
         }
