@@ -44,6 +44,28 @@ impl Progress {
         }
     }
 
+    /// A status line without a bar (`sync --follow`), drawn only on a terminal and not `quiet`.
+    pub fn status_line(quiet: bool) -> Self {
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let bar = if visible {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        if visible {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Progress {
+            bar,
+            bytes: AtomicU64::new(0),
+            active: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn rows_done(&self, rows: u64, bytes: u64) {
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.bar.inc(rows);

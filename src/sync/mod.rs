@@ -604,6 +604,18 @@ struct Follower<'m> {
 
 impl Follower<'_> {
     async fn run(&mut self, client: &Client, state: &mut SyncState) -> Result<Ending> {
+        let progress = crate::progress::Progress::status_line(self.options.quiet || !self.options.follow);
+        let ending = self.rounds(client, state, &progress).await;
+        progress.finish();
+        ending
+    }
+
+    async fn rounds(
+        &mut self,
+        client: &Client,
+        state: &mut SyncState,
+        progress: &crate::progress::Progress,
+    ) -> Result<Ending> {
         let mut ending = Ending::default();
         let mut idle = self.options.interval;
         loop {
@@ -628,12 +640,10 @@ impl Follower<'_> {
             if !self.options.follow {
                 return Ok(ending);
             }
-            if !self.options.quiet {
-                eprintln!(
-                    "pgmirror sync: at {} ({} transactions so far), {} bytes of WAL retained",
-                    self.applied, self.applier.counts.transactions, status.retained_bytes
-                );
-            }
+            progress.set_stage(&format!(
+                "at {}: {} transactions applied, {} bytes behind, the slot keeps {} bytes of WAL",
+                self.applied, self.applier.counts.transactions, status.lag_bytes, status.retained_bytes
+            ));
             // Poll at the interval while changes come; back off to 10x when idle.
             idle = if round > 0 {
                 self.options.interval
