@@ -17,13 +17,8 @@ pub struct Progress {
 impl Progress {
     /// A bar over `estimated_rows`, drawn only when stderr is a terminal and not `quiet`.
     pub fn new(estimated_rows: u64, quiet: bool) -> Self {
-        let visible = !quiet && std::io::stderr().is_terminal();
-        let bar = if visible {
-            ProgressBar::with_draw_target(Some(estimated_rows.max(1)), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
+        Self::drawn(Some(estimated_rows.max(1)), quiet, |bar| {
+            bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/~{human_len} rows {rate} eta {eta}\n  {msg}",
             )
@@ -33,29 +28,29 @@ impl Progress {
                 })
             })
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        if visible {
-            bar.enable_steady_tick(Duration::from_millis(200));
-        }
-        Progress {
-            bar,
-            bytes: AtomicU64::new(0),
-            active: Mutex::new(Vec::new()),
-        }
+            )
+        })
     }
 
     /// A status line without a bar (`sync --follow`), drawn only on a terminal and not `quiet`.
     pub fn status_line(quiet: bool) -> Self {
+        Self::drawn(None, quiet, |bar| {
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            )
+        })
+    }
+
+    /// A bar of `length` styled by `style`, ticking on a terminal, hidden otherwise.
+    fn drawn(length: Option<u64>, quiet: bool, style: impl FnOnce(&ProgressBar)) -> Self {
         let visible = !quiet && std::io::stderr().is_terminal();
         let bar = if visible {
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+            ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr())
         } else {
             ProgressBar::hidden()
         };
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        style(&bar);
         if visible {
             bar.enable_steady_tick(Duration::from_millis(200));
         }

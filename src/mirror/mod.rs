@@ -21,7 +21,7 @@ pub use read::{
     Mirror, MirrorColumn, MirrorConstraint, MirrorIndex, MirrorObject, MirrorSequence, MirrorTable,
     MirrorType,
 };
-pub use rows::{rowid_alias, rowid_expression, MirrorRow, RowCursor, RowReader};
+pub use rows::{integer_primary_key, rowid_alias, rowid_expression, MirrorRow, RowCursor, RowReader};
 pub use sync_state::{
     exact_text_sql, record_row_count, record_sequence_value, SyncState, TableResync, SYNC_SCHEMA,
 };

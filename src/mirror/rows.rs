@@ -31,10 +31,15 @@ pub fn rowid_expression(
     if let Some(alias) = rowid_alias(&columns) {
         return Ok(Some(alias.to_owned()));
     }
+    Ok(integer_primary_key(conn, &table.sqlite_name)?.map(|name| quote_ident(&name)))
+}
+
+/// The table's INTEGER PRIMARY KEY column (its rowid), if it has one.
+pub fn integer_primary_key(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<Option<String>> {
     // A key with an index of its own (DESC, WITHOUT ROWID) is not the rowid.
     let key_has_index: bool = conn.query_row(
         "SELECT count(*) > 0 FROM pragma_index_list(?1) WHERE origin = 'pk'",
-        [&table.sqlite_name],
+        [table],
         |r| r.get(0),
     )?;
     if key_has_index {
@@ -42,10 +47,10 @@ pub fn rowid_expression(
     }
     let keys: Vec<(String, String)> = conn
         .prepare("SELECT name, upper(type) FROM pragma_table_info(?1) WHERE pk > 0")?
-        .query_map([&table.sqlite_name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(match keys.as_slice() {
-        [(name, declared)] if declared == "INTEGER" => Some(quote_ident(name)),
+        [(name, declared)] if declared == "INTEGER" => Some(name.clone()),
         _ => None,
     })
 }

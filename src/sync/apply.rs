@@ -722,7 +722,7 @@ fn followed_table(mirror: &Mirror, table: &MirrorTable, catalog: &Catalog) -> Re
                  so its rows cannot be addressed",
             )
         })?;
-    let rowid_column = integer_primary_key(&mirror.conn, &table.sqlite_name)
+    let rowid_column = crate::mirror::integer_primary_key(&mirror.conn, &table.sqlite_name)
         .with_context(context)?
         .and_then(|name| columns.iter().position(|c| c.name == name));
     Ok(FollowedTable {
@@ -736,26 +736,6 @@ fn followed_table(mirror: &Mirror, table: &MirrorTable, catalog: &Catalog) -> Re
         rows_changed: false,
         key: Vec::new(),
         sql: HashMap::new(),
-    })
-}
-
-/// The table's INTEGER PRIMARY KEY column (its rowid), if it has one.
-fn integer_primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
-    let own_index: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_index_list(?1) WHERE origin = 'pk'",
-        [table],
-        |r| r.get(0),
-    )?;
-    if own_index {
-        return Ok(None);
-    }
-    let keys: Vec<(String, String)> = conn
-        .prepare("SELECT name, upper(type) FROM pragma_table_info(?1) WHERE pk > 0")?
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(match keys.as_slice() {
-        [(name, declared)] if declared == "INTEGER" => Some(name.clone()),
-        _ => None,
     })
 }
 

@@ -247,16 +247,22 @@ fn lock_replica(mirror: &std::path::Path) -> Result<crate::lock::Lock> {
     crate::lock::Lock::acquire_file(std::path::Path::new(&name), mirror, "replica")
 }
 
-fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
-    let started = Instant::now();
-    let mirror = Mirror::open_writable(&options.mirror)?;
-    let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
+/// The replica, opened for changes, and its state.
+fn open_replica(path: &std::path::Path) -> Result<(Mirror, SyncState)> {
+    let mirror = Mirror::open_writable(path)?;
+    let state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
         Error::usage(format!(
             "{} is a plain mirror, not a replica; make one with pgmirror sync --init",
             mirror.path
         ))
     })?;
     prepare_mirror(&mirror)?;
+    Ok((mirror, state))
+}
+
+fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let (mirror, mut state) = open_replica(&options.mirror)?;
     let runtime = crate::pg::runtime()?;
     let (_, client) = runtime.block_on(connect_to_source(options.source.as_ref(), &state))?;
     let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;
@@ -350,14 +356,7 @@ async fn connect_to_source(
 pub fn resync(options: &SyncOptions, tables: &[String]) -> Result<SyncSummary> {
     let _lock = lock_replica(&options.mirror)?;
     {
-        let mirror = Mirror::open_writable(&options.mirror)?;
-        let mut state = SyncState::read(&mirror.conn, &mirror.path)?.ok_or_else(|| {
-            Error::usage(format!(
-                "{} is a plain mirror, not a replica; make one with pgmirror sync --init",
-                mirror.path
-            ))
-        })?;
-        prepare_mirror(&mirror)?;
+        let (mirror, mut state) = open_replica(&options.mirror)?;
         let runtime = crate::pg::runtime()?;
         let (spec, client) = runtime.block_on(connect_to_source(options.source.as_ref(), &state))?;
         let catalog = runtime.block_on(crate::stop::until_stopped(None, catalog::load(&client)))?;

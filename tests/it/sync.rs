@@ -147,6 +147,20 @@ fn assert_restores_to_source(db: &TestDb, replica: &Path, target_name: &str) {
     );
 }
 
+/// A sync that the failpoint aborts where it says, as a crash would end it.
+fn crash_at(replica: &Path, failpoint: &str) {
+    let crashed = pgmirror_with_env(
+        &["sync", "--quiet", "--mirror", path_text(replica)],
+        &[("PGMIRROR_FAILPOINT", failpoint)],
+    );
+    assert_eq!(
+        crashed.status.code(),
+        None,
+        "the failpoint {failpoint} aborts the run: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
+}
+
 /// Removes the replica's slot: slots are the cluster's, and each pins WAL.
 fn drop_replica(replica: &Path) {
     assert_ok(&pgmirror(&[
@@ -438,16 +452,7 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
     assert_ok(&init(&db, &replica, &[]));
     db.execute("INSERT INTO logs VALUES (1, 'line 1'); UPDATE bank SET balance = balance + 1 WHERE id = 1");
     db.execute("UPDATE bank SET balance = balance - 1 WHERE id = 1");
-    let crashed = pgmirror_with_env(
-        &["sync", "--quiet", "--mirror", path_text(&replica)],
-        &[("PGMIRROR_FAILPOINT", "sync-commit:after:abort")],
-    );
-    assert_eq!(
-        crashed.status.code(),
-        None,
-        "the failpoint aborts the run: {}",
-        String::from_utf8_lossy(&crashed.stderr)
-    );
+    crash_at(&replica, "sync-commit:after:abort");
     // The changes are in the mirror, the slot still holds them.
     let conn = open_mirror(&replica);
     let logs: i64 = conn
@@ -463,16 +468,7 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
 
     // A crash before the commit leaves nothing: the same changes are applied next time.
     db.execute("DELETE FROM logs WHERE a = 1; UPDATE accounts SET balance = 0 WHERE id < 10");
-    let crashed = pgmirror_with_env(
-        &["sync", "--quiet", "--mirror", path_text(&replica)],
-        &[("PGMIRROR_FAILPOINT", "sync-commit:before:abort")],
-    );
-    assert_eq!(
-        crashed.status.code(),
-        None,
-        "{}",
-        String::from_utf8_lossy(&crashed.stderr)
-    );
+    crash_at(&replica, "sync-commit:before:abort");
     let logs: i64 = open_mirror(&replica)
         .query_row("SELECT count(*) FROM logs WHERE a = 1", [], |r| r.get(0))
         .unwrap();
