@@ -147,6 +147,20 @@ fn assert_restores_to_source(db: &TestDb, replica: &Path, target_name: &str) {
     );
 }
 
+/// A database loaded with fixtures/sync.sql and a replica of it made by `--init`.
+fn new_replica(name: &str) -> (TestDb, tempfile::TempDir, std::path::PathBuf) {
+    let db = load_fixture(name);
+    let dir = temp_dir();
+    let replica = dir.path().join("replica.db");
+    assert_ok(&init(&db, &replica, &[]));
+    (db, dir, replica)
+}
+
+/// The single number a query over the mirror returns.
+fn count_rows(mirror: &Path, sql: &str) -> i64 {
+    open_mirror(mirror).query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
 /// A sync that the failpoint aborts where it says, as a crash would end it.
 fn crash_at(replica: &Path, failpoint: &str) {
     let crashed = pgmirror_with_env(
@@ -407,10 +421,7 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
 
 #[test]
 fn a_sigkill_while_applying_a_large_transaction_loses_and_repeats_nothing() {
-    let db = load_fixture("sync_sigkill");
-    let dir = temp_dir();
-    let replica = dir.path().join("replica.db");
-    assert_ok(&init(&db, &replica, &[]));
+    let (db, dir, replica) = new_replica("sync_sigkill");
     db.execute(
         "BEGIN; INSERT INTO items SELECT g, 'big' || g, g / 3.0 FROM generate_series(1000, 200999) g; \
          UPDATE accounts SET balance = balance * 2; COMMIT",
@@ -432,9 +443,7 @@ fn a_sigkill_while_applying_a_large_transaction_loses_and_repeats_nothing() {
     signal(&child, libc::SIGKILL);
     child.wait().unwrap();
     let conn = open_mirror(&replica);
-    let items: i64 = conn
-        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
-        .unwrap();
+    let items: i64 = count_rows(&replica, "SELECT count(*) FROM items");
     assert_eq!(items, 50, "none of the killed transaction's rows are visible");
     drop(conn);
 
@@ -446,18 +455,13 @@ fn a_sigkill_while_applying_a_large_transaction_loses_and_repeats_nothing() {
 
 #[test]
 fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_twice() {
-    let db = load_fixture("sync_crash_commit");
-    let dir = temp_dir();
-    let replica = dir.path().join("replica.db");
-    assert_ok(&init(&db, &replica, &[]));
+    let (db, dir, replica) = new_replica("sync_crash_commit");
     db.execute("INSERT INTO logs VALUES (1, 'line 1'); UPDATE bank SET balance = balance + 1 WHERE id = 1");
     db.execute("UPDATE bank SET balance = balance - 1 WHERE id = 1");
     crash_at(&replica, "sync-commit:after:abort");
     // The changes are in the mirror, the slot still holds them.
     let conn = open_mirror(&replica);
-    let logs: i64 = conn
-        .query_row("SELECT count(*) FROM logs", [], |r| r.get(0))
-        .unwrap();
+    let logs: i64 = count_rows(&replica, "SELECT count(*) FROM logs");
     assert_eq!(logs, 61);
     drop(conn);
 
@@ -469,9 +473,7 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
     // A crash before the commit leaves nothing: the same changes are applied next time.
     db.execute("DELETE FROM logs WHERE a = 1; UPDATE accounts SET balance = 0 WHERE id < 10");
     crash_at(&replica, "sync-commit:before:abort");
-    let logs: i64 = open_mirror(&replica)
-        .query_row("SELECT count(*) FROM logs WHERE a = 1", [], |r| r.get(0))
-        .unwrap();
+    let logs: i64 = count_rows(&replica, "SELECT count(*) FROM logs WHERE a = 1");
     assert!(
         logs > 0,
         "the aborted transaction's deletes are not in the mirror"
@@ -485,10 +487,7 @@ fn a_crash_after_the_mirror_commit_and_before_the_slot_advance_applies_nothing_t
 
 #[test]
 fn a_second_sync_on_the_same_replica_is_refused_while_one_runs() {
-    let db = load_fixture("sync_concurrent");
-    let dir = temp_dir();
-    let replica = dir.path().join("replica.db");
-    assert_ok(&init(&db, &replica, &[]));
+    let (_db, dir, replica) = new_replica("sync_concurrent");
     let mut follow = pgmirror_command(&["sync", "--follow", "--quiet", "--mirror", path_text(&replica)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -534,10 +533,7 @@ fn rows_of_a_table_without_key_are_told_apart_by_their_exact_numbers() {
 
 #[test]
 fn a_changed_table_stops_the_sync_naming_table_and_column() {
-    let db = load_fixture("sync_schema_change");
-    let dir = temp_dir();
-    let replica = dir.path().join("replica.db");
-    assert_ok(&init(&db, &replica, &[]));
+    let (db, _dir, replica) = new_replica("sync_schema_change");
     db.execute("INSERT INTO items VALUES (900, 'before', 1)");
     db.execute(
         "ALTER TABLE items ADD COLUMN extra int DEFAULT 42; INSERT INTO items VALUES (901, 'after', 2, 3)",
@@ -551,9 +547,7 @@ fn a_changed_table_stops_the_sync_naming_table_and_column() {
     );
     // What came before the change is applied and kept.
     let conn = open_mirror(&replica);
-    let before: i64 = conn
-        .query_row("SELECT count(*) FROM items WHERE k1 = 900", [], |r| r.get(0))
-        .unwrap();
+    let before: i64 = count_rows(&replica, "SELECT count(*) FROM items WHERE k1 = 900");
     assert_eq!(before, 1);
     drop(conn);
     drop_replica(&replica);
@@ -832,10 +826,7 @@ fn a_lost_slot_and_a_server_without_logical_decoding_get_clear_errors() {
 
 #[test]
 fn resync_copies_a_changed_table_again_and_adds_a_new_one_under_load() {
-    let db = load_fixture("sync_resync");
-    let dir = temp_dir();
-    let replica = dir.path().join("replica.db");
-    assert_ok(&init(&db, &replica, &[]));
+    let (db, dir, replica) = new_replica("sync_resync");
     let workload = Workload::start(&db, 11);
     workload.wait_for_transactions(50);
     db.execute("ALTER TABLE items ADD COLUMN extra int DEFAULT 42");
@@ -864,9 +855,7 @@ fn resync_copies_a_changed_table_again_and_adds_a_new_one_under_load() {
     assert_eq!(summary["consistent"], true, "{summary}");
     let conn = open_mirror(&replica);
     assert!(followed_tables(&conn).contains(&"later ü".to_owned()));
-    let extra: i64 = conn
-        .query_row("SELECT count(*) FROM items WHERE extra = 42", [], |r| r.get(0))
-        .unwrap();
+    let extra: i64 = count_rows(&replica, "SELECT count(*) FROM items WHERE extra = 42");
     assert!(extra > 0, "the rows from before the new column have its default");
     drop(conn);
     assert_same_as_fresh_export(&db, &replica, dir.path());
