@@ -152,12 +152,21 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     options.interval = args.interval;
     options.max_lag = args.max_lag;
     options.quiet = args.report.quiet;
-    let summary = if args.resync.is_empty() {
+    let summary = match if args.resync.is_empty() {
         pgmirror::sync::sync(&options)
     } else {
         pgmirror::sync::resync(&options, &args.resync)
-    }
-    .context("sync failed; the mirror holds the last complete source transaction it applied")?;
+    } {
+        Ok(summary) => summary,
+        // A stop before the first round (while connecting) still ends --follow normally.
+        Err(e) if args.follow && e.is_stop() && pgmirror::stop::stop_requested() => {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("sync failed; the mirror holds the last complete source transaction it applied"))
+        }
+    };
     if args.report.json {
         print_stdout(&serde_json::to_string_pretty(&summary)?)?;
     }

@@ -299,13 +299,13 @@ fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
         commit_time: state.applied_commit_time.clone(),
         options,
     };
-    let outcome = runtime.block_on(follower.run(&client, &mut state));
-    let status = match &outcome {
-        Ok(_) => Some(runtime.block_on(setup::slot_status(&client, &state.slot))?),
-        Err(_) => None,
+    let ending = runtime.block_on(follower.run(&client, &mut state))?;
+    let status = match runtime.block_on(setup::slot_status(&client, &state.slot)) {
+        Ok(status) => status,
+        // A stop may have cancelled the statement; the summary still says what was applied.
+        Err(_) if ending.interrupted => SlotStatus::default(),
+        Err(e) => return Err(e),
     };
-    let ending = outcome?;
-    let status = status.unwrap_or_default();
     let caught_up = status.lag_bytes <= 0 || ending.caught_up;
     Ok(SyncSummary {
         counts: follower.applier.counts,
@@ -604,7 +604,14 @@ struct Follower<'m> {
 impl Follower<'_> {
     async fn run(&mut self, client: &Client, state: &mut SyncState) -> Result<Ending> {
         let progress = crate::progress::Progress::status_line(self.options.quiet || !self.options.follow);
-        let ending = self.rounds(client, state, &progress).await;
+        let ending = match self.rounds(client, state, &progress).await {
+            // SIGINT/SIGTERM is how --follow is meant to end, wherever it lands.
+            Err(e) if self.options.follow && crate::stop::stop_requested() && e.is_stop() => Ok(Ending {
+                interrupted: true,
+                ..Ending::default()
+            }),
+            other => other,
+        };
         progress.finish();
         ending
     }
@@ -618,14 +625,7 @@ impl Follower<'_> {
         let mut ending = Ending::default();
         let mut idle = self.options.interval;
         loop {
-            let round = match self.catch_up(client, state).await {
-                Ok(applied) => applied,
-                Err(e) if self.options.follow && e.is_stop() && crate::stop::stop_requested() => {
-                    ending.interrupted = true;
-                    return Ok(ending);
-                }
-                Err(e) => return Err(e),
-            };
+            let round = self.catch_up(client, state).await?;
             ending.caught_up = true;
             let status = setup::slot_status(client, &state.slot).await?;
             if self

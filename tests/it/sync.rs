@@ -490,7 +490,7 @@ fn a_second_sync_on_the_same_replica_is_refused_while_one_runs() {
     let (_db, dir, replica) = new_replica("sync_concurrent");
     let mut follow = pgmirror_command(&["sync", "--follow", "--quiet", "--mirror", path_text(&replica)])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starting sync --follow");
     let lock = dir.path().join("replica.db.sync-lock");
@@ -505,7 +505,10 @@ fn a_second_sync_on_the_same_replica_is_refused_while_one_runs() {
         "{stderr}"
     );
     signal(&follow, libc::SIGTERM);
-    assert_eq!(exit_within(&mut follow, Duration::from_secs(20)).code(), Some(0));
+    let status = exit_within(&mut follow, Duration::from_secs(20));
+    let mut said = String::new();
+    std::io::Read::read_to_string(follow.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(0), "--follow ends with 0 on SIGTERM: {said}");
     assert_ok(&pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]));
     drop_replica(&replica);
 }
