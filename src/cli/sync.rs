@@ -66,8 +66,8 @@ pub struct SyncArgs {
     /// --drop: the slot to remove when the mirror file is gone).
     #[arg(long, value_name = "NAME")]
     slot: Option<String>,
-    /// --init: how long to wait for each table's ACCESS SHARE lock (a concurrent ALTER,
-    /// DROP or TRUNCATE holds or queues a conflicting one; --init then fails cleanly).
+    /// --init and --resync: how long to wait for each table's lock (a concurrent ALTER, DROP
+    /// or TRUNCATE holds or queues a conflicting one; the run then fails cleanly).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     lock_wait_timeout: Duration,
     /// --init: worker connections for the initial copy [default: the number of cores].
@@ -152,6 +152,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     options.interval = args.interval;
     options.max_lag = args.max_lag;
     options.quiet = args.report.quiet;
+    options.lock_wait_timeout = args.lock_wait_timeout;
     let summary = match if args.resync.is_empty() {
         pgmirror::sync::sync(&options)
     } else {

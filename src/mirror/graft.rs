@@ -53,13 +53,17 @@ fn graft(conn: &Connection, table: &str) -> rusqlite::Result<()> {
         )?
         .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    if !definitions.iter().any(|(kind, _)| kind == "table") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!("the copy has no table {table:?}")),
+        ));
+    }
     for (kind, sql) in &definitions {
         // Unqualified CREATE statements make their objects in main.
         conn.execute_batch(sql)?;
         if kind == "table" {
-            conn.execute_batch(&format!(
-                "INSERT INTO main.{quoted} SELECT * FROM pgmirror_fresh.{quoted}"
-            ))?;
+            copy_rows(conn, table)?;
         }
     }
     for (meta, key) in PER_TABLE {
@@ -79,11 +83,33 @@ fn graft(conn: &Connection, table: &str) -> rusqlite::Result<()> {
          WHERE sqlite_table = ?1 ORDER BY position",
         [table],
     )?;
-    // Types a new column needs, for `restore --create`.
+    // Types and sequences as the copy found them (a new column's type, a new table's sequence).
     conn.execute_batch(
-        "INSERT INTO main._pgmirror_types SELECT * FROM pgmirror_fresh._pgmirror_types f \
-         WHERE NOT EXISTS (SELECT 1 FROM main._pgmirror_types m WHERE m.schema_name = f.schema_name \
-                           AND m.type_name = f.type_name AND m.kind = f.kind)",
+        "DELETE FROM main._pgmirror_types WHERE EXISTS (SELECT 1 FROM pgmirror_fresh._pgmirror_types f \
+             WHERE f.schema_name = main._pgmirror_types.schema_name AND f.type_name = main._pgmirror_types.type_name \
+             AND f.kind = main._pgmirror_types.kind); \
+         INSERT INTO main._pgmirror_types SELECT * FROM pgmirror_fresh._pgmirror_types; \
+         INSERT OR REPLACE INTO main._pgmirror_sequences SELECT * FROM pgmirror_fresh._pgmirror_sequences;",
     )?;
     Ok(())
+}
+
+/// The rows with their rowids: exact texts are keyed by rowid, and a scan of the copy need
+/// not come in rowid order.
+fn copy_rows(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    let quoted = quote_ident(table);
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1, 'pgmirror_fresh')")?
+        .query_map([table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let list = crate::pg::quote_list(&columns);
+    let sql = match super::rowid_alias(&names) {
+        Some(alias) => format!(
+            "INSERT INTO main.{quoted} ({alias}, {list}) SELECT {alias}, {list} FROM pgmirror_fresh.{quoted} ORDER BY {alias}"
+        ),
+        // Every alias is a column: the INTEGER PRIMARY KEY, if any, carries the rowid.
+        None => format!("INSERT INTO main.{quoted} ({list}) SELECT {list} FROM pgmirror_fresh.{quoted}"),
+    };
+    conn.execute_batch(&sql)
 }

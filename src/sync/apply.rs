@@ -31,6 +31,8 @@ pub struct ChangeCounts {
     pub updates: u64,
     pub deletes: u64,
     pub truncates: u64,
+    /// Changes not applied because a `--resync` copy of their table holds them.
+    pub changes_in_copies: u64,
 }
 
 impl ChangeCounts {
@@ -45,6 +47,7 @@ impl ChangeCounts {
         self.updates += other.updates;
         self.deletes += other.deletes;
         self.truncates += other.truncates;
+        self.changes_in_copies += other.changes_in_copies;
     }
 }
 
@@ -246,8 +249,10 @@ impl<'m> Applier<'m> {
         Err(match self.unfollowed.get(&relation) {
             Some(shown) => Error::unsupported(
                 format!("table {shown}"),
-                "the stream has changes of a table this mirror does not follow (was a followed table \
-                 renamed?); re-create the replica: pgmirror sync --drop, then --init",
+                format!(
+                    "the stream has changes of a table this replica does not follow (renamed, or added to \
+                     its publication by hand?); copy it in and go on: pgmirror sync --resync {shown}"
+                ),
             ),
             None => Error::new(
                 "applying changes",
@@ -676,12 +681,20 @@ impl FollowedTable {
     }
 }
 
+/// A value for a message: short, since a row's values may be long or private.
 fn describe_cell(batch: &RowBatch, cell: &Cell) -> String {
+    const SHOWN: usize = 40;
     match cell {
         Cell::Null => "NULL".into(),
         Cell::Integer(v) => v.to_string(),
         Cell::Real(v) => v.to_string(),
-        Cell::Text(range) => format!("{:?}", batch.text_of(range)),
+        Cell::Text(range) => {
+            let text = batch.text_of(range);
+            match text.char_indices().nth(SHOWN) {
+                Some((end, _)) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
+                None => format!("{text:?}"),
+            }
+        }
         Cell::Blob(range) => format!("a {}-byte blob", range.len()),
     }
 }

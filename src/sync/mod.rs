@@ -60,6 +60,7 @@ pub struct InitSummary {
 pub fn init(options: &InitOptions) -> Result<InitSummary> {
     let name = options.slot.clone().unwrap_or_else(setup::new_name);
     setup::check_name(&name)?;
+    let _lock = lock_replica(&options.export.output)?;
     refuse_existing_replica(&options.export.output)?;
     let runtime = crate::pg::runtime()?;
     let client = runtime.block_on(options.export.source.connect())?;
@@ -171,6 +172,8 @@ pub struct SyncOptions {
     pub max_lag: Option<i64>,
     /// Changes asked for per decoding call (whole transactions always arrive whole).
     pub changes_per_call: i32,
+    /// `--resync`: how long to wait for each table's lock, and for running transactions.
+    pub lock_wait_timeout: Duration,
     pub quiet: bool,
 }
 
@@ -183,6 +186,7 @@ impl SyncOptions {
             interval: Duration::from_secs(1),
             max_lag: None,
             changes_per_call: 50_000,
+            lock_wait_timeout: Duration::from_secs(10),
             quiet: true,
         }
     }
@@ -242,6 +246,8 @@ pub fn sync(options: &SyncOptions) -> Result<SyncSummary> {
 /// One run at a time on a replica: two would both read the same applied position and
 /// apply the same transactions.
 fn lock_replica(mirror: &std::path::Path) -> Result<crate::lock::Lock> {
+    // The same file under another name (a symlink) takes the same lock.
+    let mirror = &std::fs::canonicalize(mirror).unwrap_or_else(|_| mirror.to_path_buf());
     let mut name = mirror.as_os_str().to_owned();
     name.push(".sync-lock");
     crate::lock::Lock::acquire_file(std::path::Path::new(&name), mirror, "replica")
@@ -369,63 +375,109 @@ pub fn resync(options: &SyncOptions, tables: &[String]) -> Result<SyncSummary> {
                 "--resync takes tables; views and materialized views are not followed",
             ));
         }
-        for relation in &selected {
-            let published = runtime.block_on(setup::publishes(
+        let mut added = Vec::new();
+        let copied = runtime
+            .block_on(publish_missing(
                 &client,
                 &state.publication,
-                &relation.schema,
-                &relation.name,
-            ))?;
-            if !published {
-                runtime.block_on(setup::add_to_publication(
+                &selected,
+                options.lock_wait_timeout,
+                &mut added,
+            ))
+            .and_then(|_| {
+                runtime.block_on(setup::wait_for_running_transactions(
                     &client,
-                    &state.publication,
-                    &relation.qualified_name(),
-                ))?;
-            }
-        }
-        let names: Vec<String> = selected
-            .iter()
-            .map(|r| crate::mirror::sqlite_table_name(&r.schema, &r.name))
-            .collect();
-        let copy = resync_copy_path(&options.mirror);
-        let mut export = ExportOptions::new(spec, copy.clone());
-        export.filter = crate::config::TableFilter::new(
-            &[],
-            &selected.iter().map(|r| r.display_name()).collect::<Vec<_>>(),
-            &[],
-        )?;
-        export.quiet = true;
-        export.replica = Some(ReplicaStart {
-            lock_first: qualified,
-            state: state.clone(),
-        });
-        let copied = crate::pipeline::export(&export).and_then(|_| {
-            let fresh = Mirror::open(&copy)?;
-            let point = SyncState::read(&fresh.conn, &fresh.path)?.ok_or_else(|| {
-                Error::new(
-                    format!("reading {}", copy.display()),
-                    ErrorKind::Internal("the copy has no _pgmirror_sync".into()),
+                    options.lock_wait_timeout,
+                ))
+            })
+            .and_then(|_| {
+                // A bug while copying still takes the added tables out of the publication.
+                crate::error::catch_panic(
+                    || "copying the tables again".to_owned(),
+                    || copy_and_graft(options, &spec, &mirror, &mut state, &selected, qualified),
                 )
-            })?;
-            for name in &names {
-                if !state.tables.contains(name) {
-                    state.tables.push(name.clone());
-                }
-                state.resyncs.retain(|r| &r.table != name);
-                state.resyncs.push(crate::mirror::TableResync {
-                    table: name.clone(),
-                    snapshot: point.snapshot.clone().unwrap_or_default(),
-                    lsn: point.consistent_lsn.clone(),
-                });
+            });
+        if let Err(error) = copied {
+            // A table published but not followed would stop every later sync.
+            for table in &added {
+                let _ = runtime.block_on(setup::remove_from_publication(&client, &state.publication, table));
             }
-            crate::mirror::graft_tables(&mirror.conn, &copy, &names, |conn| state.write(conn))
-                .with_context(|| format!("replacing the copied tables in {}", mirror.path))
-        });
-        let _ = std::fs::remove_file(&copy);
-        copied?;
+            return Err(error);
+        }
     }
     sync_locked(options)
+}
+
+/// Adds the tables the publication lacks, noting which it added.
+async fn publish_missing(
+    client: &Client,
+    publication: &str,
+    selected: &[&crate::pg::catalog::Relation],
+    timeout: Duration,
+    added: &mut Vec<String>,
+) -> Result<()> {
+    for relation in selected {
+        if !setup::publishes(client, publication, &relation.schema, &relation.name).await? {
+            setup::add_to_publication(client, publication, &relation.qualified_name(), timeout).await?;
+            added.push(relation.qualified_name());
+        }
+    }
+    Ok(())
+}
+
+/// Exports `selected` from a new snapshot (its tables locked first) and swaps them into
+/// the replica with the copy's snapshot and position, in one SQLite transaction.
+fn copy_and_graft(
+    options: &SyncOptions,
+    spec: &ConnectionSpec,
+    mirror: &Mirror,
+    state: &mut SyncState,
+    selected: &[&crate::pg::catalog::Relation],
+    lock_first: Vec<String>,
+) -> Result<()> {
+    let names: Vec<String> = selected
+        .iter()
+        .map(|r| crate::mirror::sqlite_table_name(&r.schema, &r.name))
+        .collect();
+    let copy = resync_copy_path(&options.mirror);
+    let mut export = ExportOptions::new(spec.clone(), copy.clone());
+    // Names as patterns that match only themselves (a table may be called "v[12]").
+    let patterns: Vec<String> = selected
+        .iter()
+        .map(|r| glob::Pattern::escape(&r.display_name()))
+        .collect();
+    export.filter = crate::config::TableFilter::new(&[], &patterns, &[])?;
+    export.quiet = true;
+    export.lock_wait_timeout = options.lock_wait_timeout;
+    export.replica = Some(ReplicaStart {
+        lock_first,
+        state: state.clone(),
+    });
+    let grafted = crate::pipeline::export(&export).and_then(|_| {
+        let fresh = Mirror::open(&copy)?;
+        let point = SyncState::read(&fresh.conn, &fresh.path)?.ok_or_else(|| {
+            Error::new(
+                format!("reading {}", copy.display()),
+                ErrorKind::Internal("the copy has no _pgmirror_sync".into()),
+            )
+        })?;
+        for name in &names {
+            if !state.tables.contains(name) {
+                state.tables.push(name.clone());
+            }
+            state.resyncs.retain(|r| &r.table != name);
+            state.resyncs.push(crate::mirror::TableResync {
+                table: name.clone(),
+                snapshot: point.snapshot.clone().unwrap_or_default(),
+                lsn: point.consistent_lsn.clone(),
+            });
+        }
+        crate::failpoint::hit("sync-resync", "graft");
+        crate::mirror::graft_tables(&mirror.conn, &copy, &names, |conn| state.write(conn))
+            .with_context(|| format!("replacing the copied tables in {}", mirror.path))
+    });
+    let _ = std::fs::remove_file(&copy);
+    grafted
 }
 
 /// Where `--resync` writes its copy: beside the replica, on the same filesystem.
@@ -623,7 +675,9 @@ impl Follower<'_> {
         progress: &crate::progress::Progress,
     ) -> Result<Ending> {
         let mut ending = Ending::default();
-        let mut idle = self.options.interval;
+        // A zero interval would poll without pause.
+        let interval = self.options.interval.max(Duration::from_millis(10));
+        let mut idle = interval;
         loop {
             let round = self.catch_up(client, state).await?;
             ending.caught_up = true;
@@ -645,10 +699,9 @@ impl Follower<'_> {
             ));
             // Poll at the interval while changes come; back off to 10x when idle.
             idle = if round > 0 {
-                self.options.interval
+                interval
             } else {
-                idle.saturating_mul(2)
-                    .min(self.options.interval.saturating_mul(10))
+                idle.saturating_mul(2).min(interval.saturating_mul(10))
             };
             if sleep_unless_stopped(idle).await {
                 ending.interrupted = true;
@@ -757,6 +810,7 @@ impl Follower<'_> {
         let mut changes_since_commit = 0u64;
         let mut in_transaction = false;
         let mut current_xid = 0;
+        let mut current_final_lsn = Lsn::default();
         while let Some(row) = stream.next().await {
             let row = row.with_context(context)?;
             let lsn_text: &str = crate::pg::field(&row, "a change", "lsn")?;
@@ -781,6 +835,7 @@ impl Follower<'_> {
                     }
                     in_transaction = true;
                     current_xid = xid;
+                    current_final_lsn = final_lsn;
                     // Only a transaction that committed before the copy's snapshot can be in it.
                     let in_copy = final_lsn < self.consistent_lsn
                         && self.snapshot.as_ref().is_some_and(|s| s.sees(xid));
@@ -825,7 +880,10 @@ impl Follower<'_> {
                 Message::Insert { relation, .. }
                 | Message::Update { relation, .. }
                 | Message::Delete { relation, .. }
-                    if self.copied_again(relation, current_xid) => {}
+                    if self.copied_again(relation, current_xid, current_final_lsn) =>
+                {
+                    self.applier.counts.changes_in_copies += 1;
+                }
                 Message::Insert { relation, new } => {
                     self.applier.insert(relation, &new, at)?;
                     changes_since_commit += 1;
@@ -844,7 +902,7 @@ impl Follower<'_> {
                 Message::Truncate { relations, .. } => {
                     let relations: Vec<u32> = relations
                         .into_iter()
-                        .filter(|&r| !self.copied_again(r, current_xid))
+                        .filter(|&r| !self.copied_again(r, current_xid, current_final_lsn))
                         .collect();
                     self.applier.truncate(&relations, at)?;
                     changes_since_commit += 1;
@@ -861,14 +919,15 @@ impl Follower<'_> {
         Ok(messages)
     }
 
-    /// Whether a change of `relation` in transaction `xid` is in a --resync copy already.
-    fn copied_again(&self, relation: u32, xid: u32) -> bool {
+    /// Whether a change of `relation` in the transaction (`xid`, committing at `final_lsn`)
+    /// is in a --resync copy already.
+    fn copied_again(&self, relation: u32, xid: u32, final_lsn: Lsn) -> bool {
         let Some(table) = self.applier.table_name(relation) else {
             return false;
         };
         self.resyncs
             .iter()
-            .any(|(name, snapshot, _)| name == table && snapshot.sees(xid))
+            .any(|(name, snapshot, lsn)| name == table && final_lsn < *lsn && snapshot.sees(xid))
     }
 
     /// After a failure: undoes the unfinished source transaction and commits the whole ones

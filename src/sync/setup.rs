@@ -3,6 +3,8 @@
 //! makes UPDATE and DELETE fail on the source for tables without a replica identity) and
 //! the pgoutput slot.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use crate::convert::{choose_codec, SelectAs};
@@ -199,12 +201,19 @@ pub async fn publishes(client: &Client, publication: &str, schema: &str, name: &
         .is_some())
 }
 
-/// Adds a table to the publication. SHARE mode waits for the transactions writing it:
-/// changes they made before the table was published would be in neither the stream nor a
-/// copy taken before they commit.
-pub async fn add_to_publication(client: &Client, publication: &str, qualified: &str) -> Result<()> {
+/// Adds a table to the publication. SHARE mode waits (at most `timeout`) for the
+/// transactions writing it: changes they made before the table was published would be in
+/// neither the stream nor a copy taken before they commit.
+pub async fn add_to_publication(
+    client: &Client,
+    publication: &str,
+    qualified: &str,
+    timeout: Duration,
+) -> Result<()> {
     let sql = format!(
-        "BEGIN; LOCK TABLE {qualified} IN SHARE MODE; ALTER PUBLICATION {} ADD TABLE {qualified}; COMMIT",
+        "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {qualified} IN SHARE MODE; \
+         ALTER PUBLICATION {} ADD TABLE {qualified}; COMMIT",
+        timeout.as_millis().max(1),
         quote_ident(publication)
     );
     if let Err(e) = client.batch_execute(&sql).await {
@@ -215,6 +224,58 @@ pub async fn add_to_publication(client: &Client, publication: &str, qualified: &
         ));
     }
     Ok(())
+}
+
+/// Takes a table out of the publication again (a `--resync` that added it failed).
+pub async fn remove_from_publication(client: &Client, publication: &str, qualified: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {} DROP TABLE {qualified}",
+            quote_ident(publication)
+        ))
+        .await
+        .with_context(|| format!("removing {qualified} from publication {publication}"))
+}
+
+/// Waits (at most `timeout`) until every transaction running now has ended. With
+/// synchronous replication a commit can be in the WAL, and so applied, before other
+/// sessions see it: a copy's snapshot taken then would miss it while the stream skips it.
+pub async fn wait_for_running_transactions(client: &Client, timeout: Duration) -> Result<()> {
+    let context = "waiting for running transactions";
+    let row = client
+        .query_one(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax",
+            &[],
+        )
+        .await
+        .context(context)?;
+    let xmax: String = crate::pg::field(&row, "the current snapshot", "xmax")?;
+    let started = std::time::Instant::now();
+    loop {
+        let done: bool = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8 AS done",
+                &[&xmax],
+            )
+            .await
+            .context(context)?
+            .try_get("done")
+            .context(context)?;
+        if done {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::unsupported(
+                context,
+                format!(
+                    "transactions that were running when --resync began are still running after {}s \
+                     (--lock-wait-timeout); try again when they have ended",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Refuses a name whose slot or publication exists: `--init` must not take over, or on

@@ -518,7 +518,7 @@ fn rows_of_a_table_without_key_are_told_apart_by_their_exact_numbers() {
     let db = fresh_db("sync_exact_identity");
     db.execute(
         "CREATE TABLE measures (v numeric, f double precision); ALTER TABLE measures REPLICA IDENTITY FULL; \
-         INSERT INTO measures VALUES (1.000000000000000001, 1), (1.000000000000000002, 1), (1.50, -0.0), (1.5, 0.0)",
+         INSERT INTO measures VALUES (1.000000000000000001, 1), (1.000000000000000002, 1), (1.5, 0.0), (1.50, -0.0)",
     );
     let dir = temp_dir();
     let replica = dir.path().join("replica.db");
@@ -545,7 +545,9 @@ fn a_changed_table_stops_the_sync_naming_table_and_column() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("public.items") && stderr.contains("column \"extra\" added"),
+        stderr.contains("public.items")
+            && stderr.contains("column \"extra\" added")
+            && stderr.contains("--resync public.items"),
         "{stderr}"
     );
     // What came before the change is applied and kept.
@@ -835,22 +837,44 @@ fn resync_copies_a_changed_table_again_and_adds_a_new_one_under_load() {
     db.execute("ALTER TABLE items ADD COLUMN extra int DEFAULT 42");
     db.execute("CREATE TABLE \"later ü\" (id int PRIMARY KEY, v text); INSERT INTO \"later ü\" SELECT g, 'v' || g FROM generate_series(1, 30) g");
     workload.wait_for_transactions(50);
-    let stopped = pgmirror(&["sync", "--quiet", "--mirror", path_text(&replica)]);
-    assert_eq!(stopped.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(stderr.contains("--resync public.items"), "{stderr}");
+    // A failed --resync takes the table it added out of the publication again: a table
+    // published but not followed would stop every later sync.
+    let failed = pgmirror_with_env(
+        &[
+            "sync",
+            "--quiet",
+            "--mirror",
+            path_text(&replica),
+            "--resync",
+            "later ü",
+        ],
+        &[("PGMIRROR_FAILPOINT", "sync-resync:graft")],
+    );
+    assert_eq!(failed.status.code(), Some(2));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_publication_tables WHERE tablename = 'later ü'"),
+        "0"
+    );
 
-    // Copied again while the workload keeps writing it; the new table joins the replica.
-    assert_ok(&pgmirror(&[
+    // Copied again while the workload keeps writing it, with the replica still behind the
+    // ALTER: the old layout's changes are all in the copy. The new table joins the replica.
+    let resynced = pgmirror(&[
         "sync",
         "--quiet",
+        "--json",
         "--mirror",
         path_text(&replica),
         "--resync",
         "items",
         "--resync",
         "later ü",
-    ]));
+    ]);
+    assert_ok(&resynced);
+    let resynced: serde_json::Value = serde_json::from_slice(&resynced.stdout).unwrap();
+    assert!(
+        resynced["changes_in_copies"].as_u64().unwrap() > 0,
+        "no change of items was both in the copy and in the stream: {resynced}"
+    );
     workload.wait_for_transactions(100);
     db.execute("INSERT INTO items (k1, k2, v, extra) VALUES (7000, 'new', 1.5, 7); UPDATE \"later ü\" SET v = 'w' WHERE id < 10; DELETE FROM \"later ü\" WHERE id = 30");
     workload.finish();
