@@ -198,6 +198,9 @@ pub struct Curation {
     /// (table name in the mirror, SELECT statement)
     pub queries: Vec<(String, String)>,
     pub include_views: Vec<String>,
+    /// The data tables are created by this DDL file and filled by the queries or tables of
+    /// their names (`--sqlite-schema`).
+    pub sqlite_schema: Option<crate::plan::given::GivenSchema>,
 }
 
 impl Curation {
@@ -271,13 +274,23 @@ pub struct Profile {
     pub queries: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub include_views: Vec<String>,
+    /// A SQLite DDL file the data tables are created from; relative to the profile's directory.
+    pub sqlite_schema: Option<std::path::PathBuf>,
 }
 
 impl Profile {
     pub fn load(path: &std::path::Path) -> Result<Profile> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::usage(format!("reading profile {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::usage(format!("profile {}: {e}", path.display())))
+        let mut profile: Profile =
+            toml::from_str(&text).map_err(|e| Error::usage(format!("profile {}: {e}", path.display())))?;
+        // A path in a profile means the same wherever pgmirror is run from.
+        if let (Some(schema), Some(dir)) = (&profile.sqlite_schema, path.parent()) {
+            if schema.is_relative() {
+                profile.sqlite_schema = Some(dir.join(schema));
+            }
+        }
+        Ok(profile)
     }
 }
 

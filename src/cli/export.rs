@@ -77,8 +77,15 @@ pub struct ExportArgs {
     /// Export a view's rows as a table (repeatable).
     #[arg(long, value_name = "VIEW")]
     include_view: Vec<String>,
+    /// Create the data tables from this SQLite DDL file, exactly as written (column order,
+    /// types, keys, AUTOINCREMENT, foreign keys, indexes), and fill each from the --query,
+    /// or else the source table, of its name, matching columns by name: a column on one
+    /// side only is an error before any work. The file is then not a mirror of tables
+    /// (restore refuses it). In a profile: sqlite_schema = "FILE", relative to the profile.
+    #[arg(long, value_name = "FILE")]
+    sqlite_schema: Option<PathBuf>,
     /// A TOML file with tables, exclude_tables, schemas, where, exclude_columns, redact,
-    /// redact_with, queries and include_views; flags add to it. See the README.
+    /// redact_with, queries, include_views and sqlite_schema; flags add to it. See the README.
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     #[command(flatten)]
@@ -122,6 +129,9 @@ fn curation(args: &ExportArgs, profile: &Profile) -> anyhow::Result<Curation> {
         .chain(&args.include_view)
         .cloned()
         .collect();
+    if let Some(path) = args.sqlite_schema.as_ref().or(profile.sqlite_schema.as_ref()) {
+        curation.sqlite_schema = Some(pgmirror::plan::given::GivenSchema::load(path)?);
+    }
     let hash = match (args.redact_with, profile.redact_with.as_deref()) {
         (Some(RedactArg::Hash), _) | (None, Some("hash")) => true,
         (Some(RedactArg::Null), _) | (None, Some("null") | None) => false,

@@ -436,6 +436,17 @@ pub fn run_facts(
         ("options", options_json.to_string()),
     ]
     .into_iter()
+    .chain(
+        options
+            .curation
+            .sqlite_schema
+            .as_ref()
+            .map(|given| (SQLITE_SCHEMA_KEY, given.path.display().to_string())),
+    )
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
+
+/// `_pgmirror_meta` key naming the DDL file an export created its data tables from: such
+/// a file is not a mirror of tables, and restore refuses it.
+pub const SQLITE_SCHEMA_KEY: &str = "sqlite_schema";

@@ -15,6 +15,7 @@ pub use ddl::ObjectKind;
 pub use graft::graft_tables;
 pub use metadata::{
     run_facts, IndexOutcome, Metadata, MetadataInputs, EXACT_TEXT_SCHEMA, SCHEMA as METADATA_SCHEMA,
+    SQLITE_SCHEMA_KEY,
 };
 use read::has_table;
 pub use read::{

@@ -22,7 +22,15 @@ pub(super) async fn prepare(
             ),
         ));
     }
-    let selected = plan::select(&catalog, &options.filter, &options.curation.include_views)?;
+    let mut selected = plan::select(&catalog, &options.filter, &options.curation.include_views)?;
+    if let Some(given) = &options.curation.sqlite_schema {
+        // Only what fills the DDL's tables: a table of that name, unless a query fills it.
+        let queried = |name: &str| options.curation.queries.iter().any(|(q, _)| q == name);
+        selected.retain(|r| {
+            let name = crate::mirror::sqlite_table_name(&r.schema, &r.name);
+            given.table(&name).is_some() && !queried(&name)
+        });
+    }
     let curation = plan::curation::resolve(&selected, &options.curation)?;
     snapshot::set_lock_timeout(client, options.lock_wait_timeout).await?;
     let mut sized = Vec::new();

@@ -22,6 +22,8 @@ pub struct ResolvedCuration {
     pub excluded: HashMap<u32, HashSet<String>>,
     pub redacted: HashMap<u32, HashSet<String>>,
     pub redaction: Option<Redaction>,
+    /// The DDL file the data tables are created from, if one is given.
+    pub given: Option<super::given::GivenSchema>,
 }
 
 impl ResolvedCuration {
@@ -84,7 +86,10 @@ fn column_of(relation: &Relation, option: &str, table: &str, column: &str) -> Re
 }
 
 pub fn resolve(relations: &[&Relation], curation: &Curation) -> Result<ResolvedCuration> {
-    let mut resolved = ResolvedCuration::default();
+    let mut resolved = ResolvedCuration {
+        given: curation.sqlite_schema.clone(),
+        ..ResolvedCuration::default()
+    };
     for (table, condition) in &curation.wheres {
         super::sql_text::enclosable(condition)
             .map_err(|why| Error::usage(format!("--where {table}:{condition}: {why}")))?;

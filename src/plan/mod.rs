@@ -3,6 +3,7 @@
 //! without a server and printed.
 
 pub mod curation;
+pub mod given;
 mod schema;
 pub mod sql_text;
 
@@ -46,6 +47,8 @@ pub struct PlannedTable {
     pub count_query: Option<String>,
     /// That count, once `count_query` ran.
     pub counted_rows: Option<u64>,
+    /// The table as a given DDL file creates it (`--sqlite-schema`).
+    pub given: Option<given::GivenTable>,
 }
 
 impl PlannedTable {
@@ -329,6 +332,15 @@ pub fn build(
             ));
             continue;
         }
+        let sqlite_name = mirror::sqlite_table_name(&relation.schema, &relation.name);
+        let columns = match &curation.given {
+            Some(given) => given.arrange(
+                &sqlite_name,
+                &format!("table {}", relation.display_name()),
+                columns,
+            )?,
+            None => columns,
+        };
         let index = tables.len();
         let count_query = columns.is_empty().then(|| {
             // Partitioned: count through the whole tree; else ONLY, like the COPY.
@@ -377,7 +389,6 @@ pub fn build(
                 });
             }
         }
-        let sqlite_name = mirror::sqlite_table_name(&relation.schema, &relation.name);
         tables.push(PlannedTable {
             relation_oid: relation.oid,
             schema: relation.schema.clone(),
@@ -395,6 +406,7 @@ pub fn build(
             query: None,
             count_query,
             counted_rows: None,
+            given: None,
         });
     }
     for query in queries {
@@ -433,6 +445,10 @@ pub fn build(
                 plan_column(&column, None, catalog.server.money_scale)
             })
             .collect();
+        let columns = match &curation.given {
+            Some(given) => given.arrange(&query.name, &format!("--query {}", query.name), columns)?,
+            None => columns,
+        };
         tasks.push(CopyTask {
             table: tables.len(),
             source_name: format!("query {}", query.name),
@@ -459,6 +475,7 @@ pub fn build(
             query: Some(query.sql.clone()),
             count_query: None,
             counted_rows: None,
+            given: None,
         });
     }
     let targets: HashMap<u32, schema::ForeignKeyTarget> = tables
@@ -477,6 +494,9 @@ pub fn build(
             table.sqlite = schema::translate(relation, &table.columns, &targets);
         }
     }
+    if let Some(given) = &curation.given {
+        take_given_tables(&mut tables, given)?;
+    }
     // Largest first, so the longest COPY starts early and the run ends evenly.
     tasks.sort_by_key(|task| std::cmp::Reverse(task.estimated_bytes));
     Ok(ExportPlan {
@@ -484,6 +504,29 @@ pub fn build(
         tasks,
         skipped,
     })
+}
+
+/// Each table of the DDL file takes its statements, and its keys and indexes only from
+/// them; a DDL table nothing fills is an error.
+fn take_given_tables(tables: &mut [PlannedTable], given: &given::GivenSchema) -> Result<()> {
+    for wanted in &given.tables {
+        let table = tables
+            .iter_mut()
+            .find(|t| t.sqlite_name == wanted.name)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "table {:?} of {} is filled by no --query and no source table of that name",
+                    wanted.name,
+                    given.path.display()
+                ))
+            })?;
+        table.sqlite = SqliteSchema {
+            integer_primary_key: wanted.integer_primary_key.clone(),
+            ..SqliteSchema::default()
+        };
+        table.given = Some(wanted.clone());
+    }
+    Ok(())
 }
 
 fn select_list(columns: &[PlannedColumn]) -> String {

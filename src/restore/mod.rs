@@ -82,6 +82,15 @@ struct Job<'m> {
 pub fn restore(options: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let mirror = Mirror::open(&options.from)?;
+    if let Some(schema) = mirror.meta(crate::mirror::SQLITE_SCHEMA_KEY) {
+        return Err(Error::unsupported(
+            format!("restoring {}", mirror.path),
+            format!(
+                "it was exported into the SQLite schema of {schema}: its tables are query results in that \
+                 schema's layout, not a mirror of the database's tables, so there is nothing to put back"
+            ),
+        ));
+    }
     let selected = select(&mirror, &options.filter)?;
     let problems = mirror.problems_of(&selected);
     if !problems.is_empty() {

@@ -84,7 +84,11 @@ impl SqliteSink {
         for table in tables {
             // A table without columns has no SQLite table: its row count is the mirror's record.
             if !table.columns.is_empty() {
-                conn.execute_batch(&create_table_sql(table))
+                let create = match &table.given {
+                    Some(given) => given.create_sql.clone(),
+                    None => create_table_sql(table),
+                };
+                conn.execute_batch(&create)
                     .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
             }
             writers.push(TableWriter::new(table));
@@ -214,6 +218,14 @@ impl SqliteSink {
         self.conn
             .execute_batch("COMMIT")
             .with_context(|| format!("committing to {}", self.path))?;
+        // A given DDL's index is part of the file it describes: one that fails is an error.
+        for table in tables {
+            for sql in table.given.iter().flat_map(|g| &g.index_sql) {
+                self.conn
+                    .execute_batch(sql)
+                    .with_context(|| format!("creating an index of table {:?}: {sql}", table.sqlite_name))?;
+            }
+        }
         Ok(create_indexes(&self.conn, tables))
     }
 

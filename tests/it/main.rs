@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (see support.rs for the throwaway cluster).
 
 mod archive;
+mod backup_db;
 mod backupset;
 mod cancel;
 mod cluster;
