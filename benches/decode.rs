@@ -134,6 +134,7 @@ fn narrow_table() -> PlannedTable {
         query: None,
         count_query: None,
         counted_rows: None,
+        given: None,
     }
 }
 
