@@ -47,7 +47,10 @@ fn text(value: ValueRef<'_>) -> Option<String> {
     }
 }
 
-fn file_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<Option<String>>> {
+/// A row as text values, NULL as None.
+type Row = Vec<Option<String>>;
+
+fn file_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Row> {
     let mut statement = conn.prepare(sql).unwrap();
     let columns = statement.column_count();
     let mut rows = statement.query([]).unwrap();
@@ -61,7 +64,7 @@ fn file_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<Option<String>>>
 /// The app's rules, computed from the source rows: a prompt is written when its root is
 /// not a draft; prompts in id order get ids 1..n; world infos are those whose PromptId1
 /// names a written prompt, in (prompt, world info id) order, pointing at the new id.
-fn expected_rows(db: &TestDb) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+fn expected_rows(db: &TestDb) -> (Vec<Row>, Vec<Row>) {
     let prompts = db.query(
         "SELECT \"Id\", \"ParentId\", \"IsDraft\", \"AuthorsNote\", \"Description\", \"Memory\", \
                 CASE WHEN \"Nsfw\" THEN '1' ELSE '0' END, \"PromptContent\", \"PublishDate\", \"Quests\", \
