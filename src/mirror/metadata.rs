@@ -96,8 +96,12 @@ impl<'a> Metadata<'a> {
             meta.execute(params![key, value])?;
         }
         self.write_tables(conn)?;
-        self.write_sequences_and_views(conn)?;
-        self.write_schema_objects(conn)?;
+        // A file in a given schema is made to be published: the source's views, functions,
+        // types and sequences are not its business.
+        if !inputs.plan.tables.iter().any(|t| t.given.is_some()) {
+            self.write_sequences_and_views(conn)?;
+            self.write_schema_objects(conn)?;
+        }
         match inputs.replica {
             Some(state) => state.write(conn),
             None => Ok(()),
@@ -436,14 +440,19 @@ pub fn run_facts(
         ("options", options_json.to_string()),
     ]
     .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .map(|(k, v)| match (&options.curation.sqlite_schema, k.as_str()) {
+        // Made to be published: the database's name, not where it runs.
+        (Some(_), "source") => (k, catalog.server.database.clone()),
+        _ => (k, v),
+    })
     .chain(
         options
             .curation
             .sqlite_schema
             .as_ref()
-            .map(|given| (SQLITE_SCHEMA_KEY, given.path.display().to_string())),
+            .map(|given| (SQLITE_SCHEMA_KEY.to_owned(), given.describe())),
     )
-    .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
 

@@ -22,15 +22,35 @@ pub(super) async fn prepare(
             ),
         ));
     }
-    let mut selected = plan::select(&catalog, &options.filter, &options.curation.include_views)?;
-    if let Some(given) = &options.curation.sqlite_schema {
-        // Only what fills the DDL's tables: a table of that name, unless a query fills it.
-        let queried = |name: &str| options.curation.queries.iter().any(|(q, _)| q == name);
-        selected.retain(|r| {
-            let name = crate::mirror::sqlite_table_name(&r.schema, &r.name);
-            given.table(&name).is_some() && !queried(&name)
-        });
-    }
+    let selected = match &options.curation.sqlite_schema {
+        None => plan::select(&catalog, &options.filter, &options.curation.include_views)?,
+        Some(given) => {
+            if !options.filter.is_everything() || !options.curation.include_views.is_empty() {
+                return Err(Error::usage(
+                    "with a given SQLite schema the exported tables are the schema's: --table, --schema, \
+                     --exclude-table and --include-view do not apply",
+                ));
+            }
+            // Only what fills the DDL's tables: a table of that name, unless a query fills it.
+            let queried = |name: &str| options.curation.queries.iter().any(|(q, _)| q == name);
+            catalog
+                .relations
+                .iter()
+                .filter(|r| {
+                    let name = crate::mirror::sqlite_table_name(&r.schema, &r.name);
+                    r.partition_root.is_none()
+                        && matches!(
+                            r.kind,
+                            RelationKind::Table
+                                | RelationKind::PartitionedTable
+                                | RelationKind::MaterializedView
+                        )
+                        && given.table(&name).is_some()
+                        && !queried(&name)
+                })
+                .collect()
+        }
+    };
     let curation = plan::curation::resolve(&selected, &options.curation)?;
     snapshot::set_lock_timeout(client, options.lock_wait_timeout).await?;
     let mut sized = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::batch::{Cell, RowBatch};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -81,7 +81,10 @@ impl SqliteSink {
             .with_context(context)?;
         conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
         let mut writers = Vec::with_capacity(tables.len());
-        for table in tables {
+        // Tables of a given DDL file are created in the file's order, after any others.
+        let mut creation: Vec<&PlannedTable> = tables.iter().collect();
+        creation.sort_by_key(|t| t.given.as_ref().map(|g| g.order + 1).unwrap_or(0));
+        for table in creation {
             // A table without columns has no SQLite table: its row count is the mirror's record.
             if !table.columns.is_empty() {
                 let create = match &table.given {
@@ -91,6 +94,8 @@ impl SqliteSink {
                 conn.execute_batch(&create)
                     .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
             }
+        }
+        for table in tables {
             writers.push(TableWriter::new(table));
         }
         conn.execute_batch("BEGIN").with_context(context)?;
@@ -218,12 +223,29 @@ impl SqliteSink {
         self.conn
             .execute_batch("COMMIT")
             .with_context(|| format!("committing to {}", self.path))?;
-        // A given DDL's index is part of the file it describes: one that fails is an error.
-        for table in tables {
+        // A given DDL's index is part of the file it describes: one that fails is an error;
+        // so is a row its foreign keys refuse (the load ran with them off).
+        for table in tables.iter().filter(|t| t.given.is_some()) {
             for sql in table.given.iter().flat_map(|g| &g.index_sql) {
                 self.conn
                     .execute_batch(sql)
                     .with_context(|| format!("creating an index of table {:?}: {sql}", table.sqlite_name))?;
+            }
+            let context = || format!("checking the foreign keys of table {:?}", table.sqlite_name);
+            let dangling: Option<(i64, String)> = self
+                .conn
+                .query_row(
+                    "SELECT rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 1",
+                    [&table.sqlite_name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .with_context(context)?;
+            if let Some((rowid, parent)) = dangling {
+                return Err(Error::unsupported(
+                    context(),
+                    format!("row {rowid} refers to a row table {parent:?} does not have"),
+                ));
             }
         }
         Ok(create_indexes(&self.conn, tables))

@@ -2,7 +2,7 @@
 //! profile (fixtures/profiles/aidungeonprompts-backup.toml), checked against the reference
 //! DDL and against the app's rules computed here, independently, from the source rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::ValueRef;
@@ -17,6 +17,13 @@ fn app_db(name: &str, schema: &str) -> TestDb {
     let db = fresh_db(name);
     db.psql_file(&fixtures_dir().join("aidungeonprompts").join(schema));
     db.psql_file(&fixtures_dir().join("aidungeonprompts/seed.sql"));
+    // Tags whose PromptTags order is not their tag order, and a date whose fraction ends in
+    // zeros (EF Core's FFFFFFF drops them).
+    db.execute(
+        "INSERT INTO \"PromptTags\" (\"Id\", \"PromptId\", \"TagId\", \"DateCreated\") VALUES \
+           (100, 8, 5, '2021-06-20 12:01:00'), (101, 8, 1, '2021-06-20 12:01:00'); \
+         UPDATE \"Prompts\" SET \"DateEdited\" = '2021-06-21 10:00:00.120000' WHERE \"Id\" = 8",
+    );
     db
 }
 
@@ -115,15 +122,30 @@ fn expected_rows(db: &TestDb) -> (Vec<Row>, Vec<Row>) {
     (expected_prompts, expected_world_infos)
 }
 
-/// Each prompt's tag names as a set, by PostgreSQL id.
-fn expected_tags(db: &TestDb) -> BTreeMap<String, BTreeSet<String>> {
-    let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// Each prompt's tag names joined with ", " in the order EF loads them (PromptTags.Id), by
+/// PostgreSQL id.
+fn expected_tags(db: &TestDb) -> BTreeMap<String, String> {
+    let mut tags: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
     for row in db.query(
-        "SELECT pt.\"PromptId\", t.\"Name\" FROM \"PromptTags\" pt JOIN \"Tags\" t ON t.\"Id\" = pt.\"TagId\"",
+        "SELECT pt.\"PromptId\", pt.\"Id\", t.\"Name\" FROM \"PromptTags\" pt JOIN \"Tags\" t ON t.\"Id\" = pt.\"TagId\"",
     ) {
-        tags.entry(row[0].clone().unwrap()).or_default().insert(row[1].clone().unwrap());
+        tags.entry(row[0].clone().unwrap())
+            .or_default()
+            .push((row[1].as_ref().unwrap().parse().unwrap(), row[2].clone().unwrap()));
     }
-    tags
+    tags.into_iter()
+        .map(|(prompt, mut names)| {
+            names.sort();
+            (
+                prompt,
+                names
+                    .into_iter()
+                    .map(|(_, name)| name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+        .collect()
 }
 
 fn assert_is_the_apps_backup(db: &TestDb, file: &Path) {
@@ -158,19 +180,29 @@ fn assert_is_the_apps_backup(db: &TestDb, file: &Path) {
     );
     assert_eq!(world_infos, expected_world_infos, "WorldInfos, value by value");
 
-    // Tags: the names joined with ", " (compared as sets: their order is EF's load order).
+    // Tags: the names joined with ", " in EF's load order, "" without tags.
     let tags = expected_tags(db);
     for row in file_rows(&conn, "SELECT CorrelationId, Tags FROM Prompts") {
-        let got: BTreeSet<String> = row[1]
-            .as_deref()
-            .unwrap()
-            .split(", ")
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect();
         let want = tags.get(row[0].as_deref().unwrap()).cloned().unwrap_or_default();
-        assert_eq!(got, want, "tags of prompt {:?}", row[0]);
+        assert_eq!(
+            row[1].as_deref(),
+            Some(want.as_str()),
+            "tags of prompt {:?}",
+            row[0]
+        );
     }
+    let minimal = file_rows(
+        &conn,
+        "SELECT Tags, DateEdited FROM Prompts WHERE CorrelationId = 8",
+    );
+    assert_eq!(
+        minimal,
+        vec![vec![
+            Some("日本語, fantasy".to_owned()),
+            Some("2021-06-21 10:00:00.12".to_owned())
+        ]],
+        "PromptTags order, not tag order; EF Core's date text"
+    );
 }
 
 #[test]
@@ -279,6 +311,31 @@ fn a_query_that_does_not_fit_the_given_schema_is_refused_naming_both_sides() {
         stderr.contains("--query Extra fills a table \"Extra\""),
         "{stderr}"
     );
+    // A number into a TEXT column would become SQLite's rendering of it.
+    let numeric_title = "Prompts=SELECT row_number() OVER () AS \"Id\", \"AuthorsNote\", \"Description\", \"Memory\", \
+        \"Nsfw\", \"ParentId\", \"PromptContent\", \"PublishDate\", \"Quests\", '' AS \"Tags\", 1.5 AS \"Title\", \
+        \"Id\" AS \"CorrelationId\", \"DateCreated\", \"DateEdited\", \"ScriptZip\", \"NovelAiScenario\", \"HoloAiScenario\" \
+        FROM \"Prompts\"";
+    let refused = run(&[numeric_title, world_infos]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("column \"Title\"") && stderr.contains("::text"),
+        "{stderr}"
+    );
+    // Rows the DDL's foreign keys refuse: world infos pointing at prompts not in the file.
+    let fitting_prompts = numeric_title.replace("1.5 AS \"Title\"", "\"Title\"");
+    let refused = run(&[
+        &fitting_prompts,
+        &world_infos.replace("\"PromptId\",", "\"PromptId\" + 1000 AS \"PromptId\","),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("WorldInfos") && stderr.contains("refers to a row table \"Prompts\" does not have"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
     // The source table of the DDL's name fills it when no query does: the app's Prompts has
     // columns the DDL lacks, named.
     let refused = run(&[world_infos]);
