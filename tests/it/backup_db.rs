@@ -216,6 +216,13 @@ fn the_apps_public_backup_is_reproduced_from_its_profile() {
         let file = dir.path().join("backup.db");
         export(&db, &file, &["--quiet", "--profile", profile().to_str().unwrap()]);
         assert_is_the_apps_backup(&db, &file);
+        let verified = pgmirror(&["verify", file.to_str().unwrap()]);
+        assert_eq!(
+            verified.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verified.stdout)
+        );
         // A draft root's descendants and a world info without PromptId1 are not in it.
         let conn = open_mirror(&file);
         let correlations: Vec<i64> = conn
