@@ -15,6 +15,8 @@
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
 
+use cluster::{connect, runtime};
+
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::{Command, Stdio};
@@ -89,21 +91,6 @@ fn main() {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn connect(conninfo: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connecting");
-    tokio::spawn(connection);
-    client
 }
 
 fn db_url(conninfo: &str, database: &str) -> String {

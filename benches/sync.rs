@@ -11,6 +11,8 @@
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
 
+use cluster::{connect, runtime};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,21 +153,6 @@ fn schema(accounts: u64) -> String {
            END LOOP;
          END $$;"
     )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connecting");
-    tokio::spawn(connection);
-    client
 }
 
 fn execute(url: &str, sql: &str) {

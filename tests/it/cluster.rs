@@ -167,3 +167,20 @@ impl Cluster {
         format!("host={} port={} user=postgres", self.dir.display(), self.port)
     }
 }
+
+/// The single-threaded runtime a test or benchmark drives its client connections on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A plain client connection (the server is local: no TLS), driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+    tokio::spawn(connection);
+    client
+}

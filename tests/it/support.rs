@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::cluster::{free_port, postgres_bin_dir, Cluster};
 
@@ -123,20 +123,7 @@ pub struct TestDb {
     pub url: String,
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-    tokio::spawn(connection);
-    client
-}
+pub use crate::cluster::{connect, runtime};
 
 /// Drops and recreates database `name`.
 pub fn fresh_db(name: &str) -> TestDb {
