@@ -300,6 +300,11 @@ fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
                 Ok((r.table.clone(), snapshot, parse_lsn(&r.lsn, &mirror.path)?))
             })
             .collect::<Result<_>>()?,
+        sequences: mirror
+            .sequences
+            .iter()
+            .map(|s| ((s.schema.clone(), s.name.clone()), s.last_value))
+            .collect(),
         applied: parse_lsn(&state.applied_lsn, &mirror.path)?,
         consistent_lsn: parse_lsn(&state.consistent_lsn, &mirror.path)?,
         commit_time: state.applied_commit_time.clone(),
@@ -647,6 +652,8 @@ struct Follower<'m> {
     snapshot: Option<visibility::Snapshot>,
     /// Tables copied again by --resync: (table, its copy's snapshot, the position past it).
     resyncs: Vec<(String, visibility::Snapshot, Lsn)>,
+    /// The mirror's sequences and the values last recorded for them.
+    sequences: std::collections::HashMap<(String, String), Option<i64>>,
     applied: Lsn,
     consistent_lsn: Lsn,
     commit_time: Option<String>,
@@ -747,8 +754,8 @@ impl Follower<'_> {
 
     /// Sequences are not in the change stream: their values are read after the changes are
     /// applied, so each is at least what any applied row took from it.
-    async fn record_sequences(&self, client: &Client) -> Result<()> {
-        if self.mirror.sequences.is_empty() {
+    async fn record_sequences(&mut self, client: &Client) -> Result<()> {
+        if self.sequences.is_empty() {
             return Ok(());
         }
         let rows = client
@@ -761,23 +768,36 @@ impl Follower<'_> {
             .await
             .context("reading the source's sequences")?;
         let q = "the sequences";
+        let mut changed = Vec::new();
+        for row in &rows {
+            let key = (
+                crate::pg::field::<String>(row, q, "schema_name")?,
+                crate::pg::field::<String>(row, q, "name")?,
+            );
+            let value: Option<i64> = crate::pg::field(row, q, "last_value")?;
+            if let Some(recorded) = self.sequences.get_mut(&key) {
+                if *recorded != value {
+                    *recorded = value;
+                    changed.push((key, value));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
         let conn = &self.mirror.conn;
         let context = || format!("recording sequence values in {}", self.mirror.path);
         conn.execute_batch("BEGIN IMMEDIATE").with_context(context)?;
-        for row in &rows {
-            let schema: String = crate::pg::field(row, q, "schema_name")?;
-            let name: String = crate::pg::field(row, q, "name")?;
-            let value: Option<i64> = crate::pg::field(row, q, "last_value")?;
-            let recorded = self
-                .mirror
-                .sequences
-                .iter()
-                .any(|s| s.schema == schema && s.name == name);
-            if recorded {
-                crate::mirror::record_sequence_value(conn, &schema, &name, value).with_context(context)?;
-            }
+        let written = changed
+            .iter()
+            .try_for_each(|((schema, name), value)| {
+                crate::mirror::record_sequence_value(conn, schema, name, *value)
+            })
+            .and_then(|_| conn.execute_batch("COMMIT"));
+        if written.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
-        conn.execute_batch("COMMIT").with_context(context)
+        written.with_context(context)
     }
 
     /// One decoding call: its messages applied and committed. Returns how many came.
