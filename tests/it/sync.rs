@@ -412,6 +412,21 @@ fn replica_made_and_followed_under_load_equals_a_fresh_export() {
 
     let summary = sync_json(&replica);
     assert_eq!(summary["consistent"], true, "{summary}");
+    // Sequences are not in the stream: sync records their values after each catch-up
+    // (rolled-back inserts moved them past any row's id).
+    let source_sequences: Vec<(String, Option<i64>)> = db
+        .query("SELECT sequencename, last_value FROM pg_sequences ORDER BY 1")
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].as_ref().map(|v| v.parse().unwrap())))
+        .collect();
+    let recorded: Vec<(String, Option<i64>)> = open_mirror(&replica)
+        .prepare("SELECT sequence_name, last_value FROM _pgmirror_sequences ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(recorded, source_sequences, "the replica's recorded sequences");
     let rows = assert_same_as_fresh_export(&db, &replica, dir.path());
     assert!(rows > 300, "{rows} rows compared");
     assert_restores_to_source(&db, &replica, "sync_under_load_restored");
