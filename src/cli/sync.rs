@@ -29,10 +29,10 @@ use super::{parse_duration, parse_size, print_stdout, ConnectionArgs, ReportArgs
 ///
 /// Examples:
 ///   pgmirror sync --init --source postgres://app@db/prompts --mirror replica.db
-///   pgmirror sync --mirror replica.db                  # the connection is recorded (never its password)
+///   pgmirror sync --mirror replica.db         (the connection is recorded, never its password)
 ///   pgmirror sync --follow --mirror replica.db --interval 1s
-///   pgmirror sync --resync Prompts --mirror replica.db  # after ALTER TABLE "Prompts" ..., or to add a table
-///   pgmirror sync --drop --mirror replica.db           # or --drop --slot NAME --source URL
+///   pgmirror sync --resync Prompts --mirror replica.db     (after ALTER TABLE, or to add one)
+///   pgmirror sync --drop --mirror replica.db  (or --drop --slot NAME --source URL)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SyncArgs {
