@@ -57,11 +57,7 @@ fn main() {
     let scale = if quick { 5 } else { 1 };
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let mut server = cluster::Cluster::prepare(root.join("bench-cluster"));
-    if !server.data.join("PG_VERSION").exists() {
-        server.initdb(&["--auth=trust"]);
-    }
-    server.start("-c shared_buffers=512MB -c max_connections=50 -c work_mem=64MB");
+    let server = cluster::bench_server(&root);
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out).expect("creating target/bench-out");
     let conninfo = server.conninfo();

@@ -73,6 +73,11 @@ impl SyncState {
         Ok(())
     }
 
+    /// Makes a replica a plain mirror again (`sync --drop`): no state, the default journal.
+    pub fn remove(conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DROP TABLE IF EXISTS _pgmirror_sync; PRAGMA journal_mode = DELETE")
+    }
+
     /// The replica state of an open mirror; `None` when it is a plain mirror.
     pub fn read(conn: &Connection, path: &str) -> Result<Option<SyncState>> {
         let context = || format!("reading the replication state of {path}");

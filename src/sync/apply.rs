@@ -89,7 +89,16 @@ enum Shape {
 }
 
 impl FollowedTable {
-    fn statement(&mut self, shape: Shape) -> &str {
+    /// The statement text of `shape`, built the first time it is needed.
+    fn statement(&mut self, shape: &Shape) -> &str {
+        if !self.sql.contains_key(shape) {
+            let text = self.build_statement(shape);
+            self.sql.insert(shape.clone(), text);
+        }
+        &self.sql[shape]
+    }
+
+    fn build_statement(&self, shape: &Shape) -> String {
         let (table, rowid) = (quote_ident(&self.sqlite_name), &self.rowid);
         let columns = &self.columns;
         let names = |list: &[usize], suffix: &str| -> Vec<String> {
@@ -97,7 +106,7 @@ impl FollowedTable {
                 .map(|&i| format!("{}{suffix}", quote_ident(&columns[i].name)))
                 .collect()
         };
-        self.sql.entry(shape).or_insert_with_key(|shape| match shape {
+        match shape {
             Shape::Insert => {
                 let all: Vec<usize> = (0..columns.len()).collect();
                 format!(
@@ -109,7 +118,10 @@ impl FollowedTable {
             Shape::Delete => format!("DELETE FROM {table} WHERE {rowid} = ?1"),
             Shape::Find(matched) => {
                 let mut conditions = names(matched, " IS ?");
-                let exact = matched.iter().filter(|&&i| columns[i].codec.keeps_exact_text()).count();
+                let exact = matched
+                    .iter()
+                    .filter(|&&i| columns[i].codec.keeps_exact_text())
+                    .count();
                 conditions.extend(std::iter::repeat_n(
                     format!(
                         "(SELECT exact_text FROM _pgmirror_exact_text WHERE sqlite_table = ? AND row = {table}.{rowid} \
@@ -117,13 +129,26 @@ impl FollowedTable {
                     ),
                     exact,
                 ));
-                format!("SELECT {rowid} FROM {table} WHERE {} LIMIT 1", conditions.join(" AND "))
+                format!(
+                    "SELECT {rowid} FROM {table} WHERE {} LIMIT 1",
+                    conditions.join(" AND ")
+                )
             }
             Shape::Update(set) => format!(
                 "UPDATE {table} SET {} WHERE {rowid} = ?",
                 names(set, " = ?").join(", ")
             ),
-        })
+        }
+    }
+}
+
+impl Shape {
+    /// The columns a Find or Update names.
+    fn columns(&self) -> &[usize] {
+        match self {
+            Shape::Find(columns) | Shape::Update(columns) => columns,
+            Shape::Insert | Shape::Delete => &[],
+        }
     }
 }
 
@@ -308,7 +333,7 @@ impl<'m> Applier<'m> {
         }
         let prepared = self
             .conn
-            .prepare_cached(self.tables[index].statement(Shape::Insert));
+            .prepare_cached(self.tables[index].statement(&Shape::Insert));
         let table = &self.tables[index];
         let context = || table.context(at, "inserting a row");
         let mut statement = prepared.with_context(context)?;
@@ -336,15 +361,14 @@ impl<'m> Applier<'m> {
     ) -> Result<()> {
         let index = self.table_of(relation)?;
         let unchanged = self.decode(index, new, at, "new row")?;
-        let set: Vec<usize> = (0..unchanged.len()).filter(|&i| !unchanged[i]).collect();
+        let shape = Shape::Update((0..unchanged.len()).filter(|&i| !unchanged[i]).collect());
+        let set = shape.columns();
         let old_rowid = match old {
             Some((kind, old)) => self.find_row(index, *kind, old, at, set.is_empty())?,
             None => self.find_row(index, OldKind::Key, new, at, set.is_empty())?,
         };
         if !set.is_empty() {
-            let prepared = self
-                .conn
-                .prepare_cached(self.tables[index].statement(Shape::Update(set.clone())));
+            let prepared = self.conn.prepare_cached(self.tables[index].statement(&shape));
             let table = &self.tables[index];
             let context = || table.context(at, "updating a row");
             let mut statement = prepared.with_context(context)?;
@@ -359,9 +383,10 @@ impl<'m> Applier<'m> {
                 .with_context(context)?;
             let changed = statement.raw_execute().with_context(context)?;
             if changed == 0 {
-                return Err(
-                    table.missing_row(at, &describe_identity(table, &self.identity, &old_rowid.matched))
-                );
+                return Err(table.missing_row(
+                    at,
+                    &describe_identity(table, &self.identity, old_rowid.by.columns()),
+                ));
             }
         }
         let table = &self.tables[index];
@@ -385,7 +410,7 @@ impl<'m> Applier<'m> {
                 .conn
                 .prepare_cached(exact_text_sql::DELETE_COLUMN)
                 .with_context(context)?;
-            for &column in &set {
+            for &column in set {
                 if table.columns[column].codec.keeps_exact_text() {
                     delete
                         .execute(params![table.sqlite_name, new_rowid, table.columns[column].name])
@@ -403,14 +428,14 @@ impl<'m> Applier<'m> {
         let found = self.find_row(index, kind, old, at, false)?;
         let prepared = self
             .conn
-            .prepare_cached(self.tables[index].statement(Shape::Delete));
+            .prepare_cached(self.tables[index].statement(&Shape::Delete));
         let table = &mut self.tables[index];
         let context = || table.context(at, "deleting a row");
         let deleted = prepared
             .and_then(|mut s| s.execute([found.rowid]))
             .with_context(context)?;
         if deleted == 0 {
-            return Err(table.missing_row(at, &describe_identity(table, &self.identity, &found.matched)));
+            return Err(table.missing_row(at, &describe_identity(table, &self.identity, found.by.columns())));
         }
         if table.keeps_exact_text {
             self.conn
@@ -498,7 +523,7 @@ impl<'m> Applier<'m> {
             if let (true, Cell::Integer(rowid)) = (*key == rowid_column, &self.identity.cells[*key]) {
                 return Ok(Found {
                     rowid: *rowid,
-                    matched,
+                    by: Shape::Find(matched),
                 });
             }
         }
@@ -507,9 +532,9 @@ impl<'m> Applier<'m> {
             .copied()
             .filter(|&i| table.columns[i].codec.keeps_exact_text())
             .collect();
-        let prepared = self
-            .conn
-            .prepare_cached(self.tables[index].statement(Shape::Find(matched.clone())));
+        let shape = Shape::Find(matched);
+        let prepared = self.conn.prepare_cached(self.tables[index].statement(&shape));
+        let matched = shape.columns();
         let table = &self.tables[index];
         let identity = &self.identity;
         let context = || table.context(at, "finding a changed row");
@@ -547,8 +572,8 @@ impl<'m> Applier<'m> {
             .transpose()
             .with_context(context)?;
         match found {
-            Some(rowid) => Ok(Found { rowid, matched }),
-            None => Err(table.missing_row(at, &describe_identity(table, identity, &matched))),
+            Some(rowid) => Ok(Found { rowid, by: shape }),
+            None => Err(table.missing_row(at, &describe_identity(table, identity, matched))),
         }
     }
 
@@ -583,7 +608,7 @@ impl<'m> Applier<'m> {
 /// A row found for a change, and the identity columns it was found by.
 struct Found {
     rowid: i64,
-    matched: Vec<usize>,
+    by: Shape,
 }
 
 /// `column = value, ...` of the identity a change named, for messages.

@@ -4,7 +4,7 @@
 //! --init: checks → publication (chosen tables) → pgoutput slot → export whose snapshot is
 //!         taken after the slot, its tables locked first; `_pgmirror_sync` records slot,
 //!         snapshot and positions in the same file
-//! sync:   L := flush LSN; peek pgoutput (binary) up to L over an ordinary connection →
+//! sync:   L := insert LSN, once flushed; peek pgoutput (binary) up to L over an ordinary connection →
 //!         decode (pgoutput.rs) → skip what the copy holds (visibility.rs) or what was
 //!         applied → apply whole transactions (apply.rs) + applied LSN in one SQLite
 //!         transaction → COMMIT → advance the slot
@@ -275,31 +275,24 @@ fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
     let mut follower = Follower {
         applier: apply::Applier::new(&mirror, &state.tables, &catalog)?,
         mirror: &mirror,
-        snapshot: match &state.snapshot {
-            Some(text) => Some(visibility::Snapshot::parse(text).ok_or_else(|| {
-                Error::unsupported(
-                    format!("mirror {}", mirror.path),
-                    format!("_pgmirror_sync has an unreadable snapshot {text:?}"),
-                )
-            })?),
-            None => None,
-        },
+        snapshot: state
+            .snapshot
+            .as_deref()
+            .map(|text| parse_snapshot(text, &mirror.path))
+            .transpose()?,
         resyncs: state
             .resyncs
             .iter()
             .map(|r| {
-                let snapshot = visibility::Snapshot::parse(&r.snapshot).ok_or_else(|| {
-                    Error::unsupported(
-                        format!("mirror {}", mirror.path),
-                        format!(
-                            "_pgmirror_sync has an unreadable snapshot {:?} for table {}",
-                            r.snapshot, r.table
-                        ),
-                    )
-                })?;
-                Ok((r.table.clone(), snapshot, parse_lsn(&r.lsn, &mirror.path)?))
+                Ok((
+                    r.table.clone(),
+                    parse_snapshot(&r.snapshot, &mirror.path)?,
+                    parse_lsn(&r.lsn, &mirror.path)?,
+                ))
             })
             .collect::<Result<_>>()?,
+        confirmed: Lsn::default(),
+        last_commit_micros: None,
         sequences: mirror
             .sequences
             .iter()
@@ -317,13 +310,12 @@ fn sync_locked(options: &SyncOptions) -> Result<SyncSummary> {
         Err(_) if ending.interrupted => SlotStatus::default(),
         Err(e) => return Err(e),
     };
-    let caught_up = status.lag_bytes <= 0 || ending.caught_up;
     Ok(SyncSummary {
         counts: follower.applier.counts,
         applied_lsn: follower.applied.to_string(),
         applied_commit_time: follower.commit_time.clone(),
         lag_bytes: status.lag_bytes.max(0),
-        lag_seconds: if caught_up {
+        lag_seconds: if ending.caught_up {
             0.0
         } else {
             seconds_since(follower.commit_time.as_deref())
@@ -343,10 +335,7 @@ async fn connect_to_source(
     source: Option<&ConnectionSpec>,
     state: &SyncState,
 ) -> Result<(ConnectionSpec, Client)> {
-    let spec = match source {
-        Some(spec) => spec.clone(),
-        None => ConnectionSpec::parse(&state.source)?,
-    };
+    let spec = source_spec(source, Some(state))?;
     let client = spec.connect().await?;
     let identifier = setup::system_identifier(&client).await?;
     if identifier != state.system_identifier {
@@ -359,6 +348,15 @@ async fn connect_to_source(
         ));
     }
     Ok((spec, client))
+}
+
+/// The connection given, else the one the replica recorded, else the environment's.
+fn source_spec(source: Option<&ConnectionSpec>, state: Option<&SyncState>) -> Result<ConnectionSpec> {
+    match (source, state) {
+        (Some(spec), _) => Ok(spec.clone()),
+        (None, Some(state)) => ConnectionSpec::parse(&state.source),
+        (None, None) => ConnectionSpec::parse(""),
+    }
 }
 
 /// `sync --resync TABLE...`: copies the tables again (adding those not followed yet to the
@@ -511,12 +509,8 @@ pub fn status(source: Option<&ConnectionSpec>, path: &std::path::Path) -> Result
     let mirror = Mirror::open(path)?;
     let state = SyncState::read(&mirror.conn, &mirror.path)?
         .ok_or_else(|| Error::usage(format!("{} is a plain mirror, not a replica", mirror.path)))?;
-    let spec = match source {
-        Some(spec) => spec.clone(),
-        None => ConnectionSpec::parse(&state.source)?,
-    };
     let runtime = crate::pg::runtime()?;
-    let client = runtime.block_on(spec.connect())?;
+    let (_, client) = runtime.block_on(connect_to_source(source, &state))?;
     let slot_status = runtime.block_on(setup::slot_status(&client, &state.slot))?;
     Ok(ReplicaStatus {
         mirror: mirror.path.clone(),
@@ -570,23 +564,23 @@ pub fn drop(
         }
     };
     setup::check_name(&slot)?;
-    let spec = match (source, &state) {
-        (Some(spec), _) => spec.clone(),
-        (None, Some(state)) => ConnectionSpec::parse(&state.source)?,
-        (None, None) => ConnectionSpec::parse("")?,
-    };
+    let spec = source_spec(source, state.as_ref())?;
     let runtime = crate::pg::runtime()?;
     let client = runtime.block_on(spec.connect())?;
     let dropped = runtime.block_on(setup::drop_replication(&client, &slot, &publication))?;
-    if let Some(mirror) = &opened {
-        if state.is_some() {
-            mirror
-                .conn
-                .execute_batch("DROP TABLE _pgmirror_sync; PRAGMA journal_mode = DELETE")
-                .with_context(|| format!("making {} a plain mirror", mirror.path))?;
-        }
+    if let (Some(mirror), Some(_)) = (&opened, &state) {
+        SyncState::remove(&mirror.conn).with_context(|| format!("making {} a plain mirror", mirror.path))?;
     }
     Ok(dropped)
+}
+
+fn parse_snapshot(text: &str, path: &str) -> Result<visibility::Snapshot> {
+    visibility::Snapshot::parse(text).ok_or_else(|| {
+        Error::unsupported(
+            format!("mirror {path}"),
+            format!("_pgmirror_sync has an unreadable snapshot {text:?}"),
+        )
+    })
 }
 
 fn parse_lsn(text: &str, path: &str) -> Result<Lsn> {
@@ -656,7 +650,12 @@ struct Follower<'m> {
     sequences: std::collections::HashMap<(String, String), Option<i64>>,
     applied: Lsn,
     consistent_lsn: Lsn,
+    /// The slot's confirmed position: nothing is advanced below it.
+    confirmed: Lsn,
+    /// RFC 3339 time of the last applied commit, as recorded.
     commit_time: Option<String>,
+    /// The last applied commit's time as the stream sends it, formatted only when recorded.
+    last_commit_micros: Option<i64>,
     options: &'m SyncOptions,
 }
 
@@ -722,7 +721,8 @@ impl Follower<'_> {
     async fn catch_up(&mut self, client: &Client, state: &mut SyncState) -> Result<u64> {
         let before = self.applier.counts.transactions;
         // A lost or missing slot is an error that says what to do, before decoding fails.
-        setup::slot_status(client, &state.slot).await?;
+        let status = setup::slot_status(client, &state.slot).await?;
+        self.confirmed = Lsn::parse(&status.confirmed_flush_lsn).unwrap_or_default();
         let (target, complete) = decodable_position(client).await?;
         loop {
             crate::stop::check_stop()?;
@@ -879,7 +879,7 @@ impl Follower<'_> {
                     if !skipping {
                         self.applier.end_transaction()?;
                         self.applier.counts.transactions += 1;
-                        self.commit_time = Some(commit_time_text(commit_time));
+                        self.last_commit_micros = Some(commit_time);
                     }
                     self.applied = self.applied.max(end_lsn);
                     skipping = false;
@@ -942,6 +942,9 @@ impl Follower<'_> {
     /// Whether a change of `relation` in the transaction (`xid`, committing at `final_lsn`)
     /// is in a --resync copy already.
     fn copied_again(&self, relation: u32, xid: u32, final_lsn: Lsn) -> bool {
+        if self.resyncs.is_empty() {
+            return false;
+        }
         let Some(table) = self.applier.table_name(relation) else {
             return false;
         };
@@ -982,6 +985,9 @@ impl Follower<'_> {
         state
             .resyncs
             .retain(|r| Lsn::parse(&r.lsn).is_some_and(|lsn| lsn > applied));
+        if let Some(micros) = self.last_commit_micros.take() {
+            self.commit_time = Some(commit_time_text(micros));
+        }
         state.applied_lsn = self.applied.to_string();
         state.applied_commit_time = self.commit_time.clone();
         state.snapshot = match self.snapshot {
@@ -1000,10 +1006,9 @@ impl Follower<'_> {
     }
 
     /// Lets the slot go of everything the mirror holds durably.
-    async fn advance(&self, client: &Client, state: &SyncState) -> Result<()> {
-        let status = setup::slot_status(client, &state.slot).await?;
-        let confirmed = Lsn::parse(&status.confirmed_flush_lsn).unwrap_or_default();
-        if self.applied <= confirmed {
+    async fn advance(&mut self, client: &Client, state: &SyncState) -> Result<()> {
+        // The replica's lock makes this run the slot's only consumer: its position is ours.
+        if self.applied <= self.confirmed {
             return Ok(());
         }
         let target = self.applied.to_string();
@@ -1014,6 +1019,7 @@ impl Follower<'_> {
             )
             .await
             .with_context(|| format!("advancing replication slot {} to {target}", state.slot))?;
+        self.confirmed = self.applied;
         Ok(())
     }
 }

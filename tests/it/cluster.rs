@@ -184,3 +184,14 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// The benchmarks' PostgreSQL in `target/bench-cluster`, kept between runs so generated
+/// datasets are made once, and started with memory for large COPYs.
+pub fn bench_server(target: &Path) -> Cluster {
+    let mut server = Cluster::prepare(target.join("bench-cluster"));
+    if !server.data.join("PG_VERSION").exists() {
+        server.initdb(&["--auth=trust"]);
+    }
+    server.start("-c shared_buffers=512MB -c max_connections=50 -c work_mem=64MB");
+    server
+}
