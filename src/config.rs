@@ -333,12 +333,19 @@ mod curation_tests {
 /// dir = "/var/backups/prompts"
 /// kind = "both"            # mirror, archive or both
 /// compress = "zstd:9"      # the mirror file
+/// max_age = "26h"          # status and serve: the newest backup must be younger
 /// [retention]
 /// daily = 7
 /// weekly = 4
 /// monthly = 12
 /// yearly = "all"
 /// last = 0
+/// [[jobs]]                 # pgmirror serve (see service::config)
+/// name = "nightly"
+/// run = "backup"
+/// schedule = "0 3 * * *"
+/// [alerts]
+/// webhook = "https://hooks.example/backup"
 /// ```
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,8 +354,46 @@ pub struct BackupConfig {
     pub dir: Option<std::path::PathBuf>,
     pub kind: Option<String>,
     pub compress: Option<String>,
+    pub max_age: Option<String>,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// What `pgmirror serve` runs; the one-shot commands ignore it.
+    #[serde(default)]
+    pub jobs: Vec<crate::service::JobConfig>,
+    pub alerts: Option<crate::service::AlertConfig>,
+}
+
+/// `mirror`, `archive` or `both`, as `--kind` and the config's `kind` take it.
+pub fn parse_backup_kind(text: &str) -> Result<crate::backupset::BackupKind> {
+    use crate::backupset::BackupKind;
+    match text {
+        "mirror" => Ok(BackupKind::Mirror),
+        "archive" => Ok(BackupKind::Archive),
+        "both" => Ok(BackupKind::Both),
+        other => Err(Error::usage(format!(
+            "kind must be mirror, archive or both, not {other:?}"
+        ))),
+    }
+}
+
+/// `zstd` or `zstd:LEVEL`, as `--compress` and the config's `compress` take it.
+pub fn parse_zstd_level(text: &str) -> Result<i32> {
+    let bad = || Error::usage(format!("compress {text:?}: expected zstd or zstd:LEVEL (1-22)"));
+    match text.split_once(':') {
+        None if text == "zstd" => Ok(3),
+        Some(("zstd", level)) => level
+            .parse()
+            .ok()
+            .filter(|l| (1..=22).contains(l))
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// A duration such as 26h, 2d or 90s, as the config file writes them.
+pub fn parse_config_duration(key: &str, text: &str) -> Result<Duration> {
+    humantime::parse_duration(text)
+        .map_err(|e| Error::usage(format!("{key} = {text:?}: {e} (try 90s, 26h or 2d)")))
 }
 
 /// A number of periods, or "all".
@@ -384,7 +429,46 @@ pub struct RetentionConfig {
     pub yearly: Option<Keep>,
 }
 
+/// Retention rules given on a command line or in a job, each overriding the config's.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionOverrides {
+    pub last: Option<usize>,
+    pub daily: Option<usize>,
+    pub weekly: Option<usize>,
+    pub monthly: Option<usize>,
+    pub yearly: Option<Keep>,
+}
+
+impl RetentionConfig {
+    /// The policy: each rule from `overrides`, else from the config, else the guide's default.
+    pub fn policy(&self, overrides: &RetentionOverrides) -> crate::backupset::Policy {
+        let defaults = crate::backupset::Policy::default();
+        let pick = |given: Option<usize>, configured: Option<Keep>, default: Option<usize>| match given {
+            Some(n) => Some(n),
+            None => configured.map(Keep::limit).unwrap_or(default),
+        };
+        crate::backupset::Policy {
+            last: pick(overrides.last, self.last, defaults.last),
+            daily: pick(overrides.daily, self.daily, defaults.daily),
+            weekly: pick(overrides.weekly, self.weekly, defaults.weekly),
+            monthly: pick(overrides.monthly, self.monthly, defaults.monthly),
+            yearly: match overrides.yearly.or(self.yearly) {
+                Some(keep) => keep.limit(),
+                None => defaults.yearly,
+            },
+        }
+    }
+}
+
 impl BackupConfig {
+    /// The config's `max_age`, parsed.
+    pub fn max_age(&self) -> Result<Option<Duration>> {
+        self.max_age
+            .as_deref()
+            .map(|text| parse_config_duration("max_age", text))
+            .transpose()
+    }
+
     /// `--config FILE`, else PGMIRROR_CONFIG, else $XDG_CONFIG_HOME (or ~/.config)
     /// /pgmirror/config.toml when it exists, else nothing.
     pub fn load(explicit: Option<&std::path::Path>) -> Result<BackupConfig> {

@@ -75,6 +75,30 @@ impl Error {
         matches!(self.kind, ErrorKind::Cancelled)
     }
 
+    /// Whether the server could not be reached or dropped the connection: worth another
+    /// try later (a restart, a failover, too many connections), unlike a refused statement.
+    pub fn is_connection(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Postgres(e) => match e.code() {
+                None => {
+                    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                }
+                Some(code) => {
+                    let code = code.code();
+                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                }
+            },
+            ErrorKind::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether this is what a stop request itself causes: the interruption, the rest of
     /// the run cancelled, a statement cancelled on the server or its connection closed.
     pub fn is_stop(&self) -> bool {

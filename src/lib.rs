@@ -39,6 +39,7 @@ pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod restore;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod stop;

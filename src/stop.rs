@@ -260,21 +260,71 @@ pub fn cancel_everything() {
 pub fn install_signal_handlers() {
     extern "C" fn on_signal(_: libc::c_int) {
         if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
-            const NOTICE: &[u8] = b"pgmirror: stopped at once (second signal); partial files may remain\n";
-            // SAFETY: write and _exit are async-signal-safe; NOTICE is a static buffer.
-            unsafe {
-                libc::write(libc::STDERR_FILENO, NOTICE.as_ptr().cast(), NOTICE.len());
-                libc::_exit(2);
-            }
+            exit_at_once();
         }
     }
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only touches an atomic and calls write and _exit, all
-    // async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+    set_handler(&[libc::SIGINT, libc::SIGTERM], on_signal);
+    spawn_stop_watcher();
+}
+
+static SHUTDOWN_REQUESTED: AtomicBool = AtomicBool::new(false);
+static RELOAD_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// For a long-running service (`pgmirror serve`): SIGINT and SIGTERM ask it to shut down
+/// (stop scheduling, give running work its grace period) without stopping that work; a
+/// second one requests the stop at once, a third exits. SIGHUP asks for a reload.
+pub fn install_service_signal_handlers() {
+    extern "C" fn on_shutdown(_: libc::c_int) {
+        if SHUTDOWN_REQUESTED.swap(true, Ordering::SeqCst) && STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+            exit_at_once();
+        }
     }
+    extern "C" fn on_reload(_: libc::c_int) {
+        RELOAD_REQUESTED.store(true, Ordering::SeqCst);
+    }
+    set_handler(&[libc::SIGINT, libc::SIGTERM], on_shutdown);
+    set_handler(&[libc::SIGHUP], on_reload);
+    spawn_stop_watcher();
+}
+
+pub fn shutdown_requested() -> bool {
+    SHUTDOWN_REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Whether a reload was asked for since the last call.
+pub fn take_reload_request() -> bool {
+    RELOAD_REQUESTED.swap(false, Ordering::SeqCst)
+}
+
+/// Async-signal-safe: write and _exit only.
+fn exit_at_once() {
+    const NOTICE: &[u8] = b"pgmirror: stopped at once (second signal); partial files may remain\n";
+    // SAFETY: write and _exit are async-signal-safe; NOTICE is a static buffer.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, NOTICE.as_ptr().cast(), NOTICE.len());
+        libc::_exit(2);
+    }
+}
+
+fn set_handler(signals: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
+    let handler = handler as libc::sighandler_t;
+    for &signal in signals {
+        // SAFETY: the handlers only touch atomics and call write and _exit, all
+        // async-signal-safe.
+        unsafe {
+            libc::signal(signal, handler);
+        }
+    }
+}
+
+/// Once a stop is requested, cancels what runs on the server and stops child processes.
+/// One watcher per process, however often handlers are installed.
+fn spawn_stop_watcher() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(start_stop_watcher);
+}
+
+fn start_stop_watcher() {
     let _ = std::thread::Builder::new()
         .name("pgmirror-stop".into())
         .spawn(|| {

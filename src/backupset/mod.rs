@@ -9,11 +9,13 @@
 //!   .<id>.partial/                a backup being written; never listed, never pruned
 //!   .pgmirror.lock                flock'ed by the running backup, prune or pin; its pid inside
 //!   .pgmirror-last-run.json       the outcome of the last run, for `status`
+//!   .pgmirror-jobs.json           the runs of `pgmirror serve`'s jobs (history.rs)
 //!
 //! One file per job: run.rs (backup), status.rs, prune.rs (with pins and the guide's file
 //! names), verify.rs (with the live comparison and the drill); this file has what they
 //! share: the manifest and the listing.
 
+pub mod history;
 mod prune;
 pub mod retention;
 mod run;

@@ -32,6 +32,8 @@ pub struct Status {
     pub newest_age_seconds: Option<i64>,
     pub newest_verified_age_seconds: Option<i64>,
     pub last_failure: Option<LastRun>,
+    /// Each scheduled job's last run (`pgmirror serve`), by job name.
+    pub jobs: std::collections::BTreeMap<String, super::history::JobRun>,
 }
 
 pub fn status(dir: &Path) -> Result<Status> {
@@ -62,6 +64,11 @@ pub fn status(dir: &Path) -> Result<Status> {
         newest_age_seconds: entries.first().map(|b| b.age_seconds),
         newest_verified_age_seconds: entries.iter().find(|b| b.verified).map(|b| b.age_seconds),
         last_failure: last_run(dir).filter(|run| !run.ok),
+        jobs: super::history::JobHistory::load(dir)
+            .jobs
+            .into_iter()
+            .filter_map(|(job, mut runs)| Some((job, runs.pop()?)))
+            .collect(),
         backups: entries,
     })
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use pgmirror::backupset::{self, BackupKind, BackupOptions, Policy};
-use pgmirror::config::{BackupConfig, Keep};
+use pgmirror::backupset::{self, BackupKind, BackupOptions};
+use pgmirror::config::{BackupConfig, Keep, RetentionOverrides};
 use pgmirror::pg::ConnectionSpec;
 
 use super::{parse_duration, print_stdout, ReportArgs};
@@ -74,16 +74,6 @@ pub struct BackupArgs {
     report: ReportArgs,
 }
 
-fn zstd_level(text: &str) -> anyhow::Result<i32> {
-    match text.split_once(':') {
-        None if text == "zstd" => Ok(3),
-        Some(("zstd", level)) => level
-            .parse()
-            .with_context(|| format!("--compress {text}: bad level")),
-        _ => anyhow::bail!("--compress {text}: expected zstd or zstd:LEVEL"),
-    }
-}
-
 pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let (dir, config) = args.set.resolve()?;
     let source = args
@@ -92,10 +82,11 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| config.source.clone())
         .unwrap_or_default();
     let kind = match (args.kind, config.kind.as_deref()) {
-        (Some(KindArg::Mirror), _) | (None, None | Some("mirror")) => BackupKind::Mirror,
-        (Some(KindArg::Archive), _) | (None, Some("archive")) => BackupKind::Archive,
-        (Some(KindArg::Both), _) | (None, Some("both")) => BackupKind::Both,
-        (None, Some(other)) => anyhow::bail!("config: kind must be mirror, archive or both, not {other:?}"),
+        (Some(KindArg::Mirror), _) => BackupKind::Mirror,
+        (Some(KindArg::Archive), _) => BackupKind::Archive,
+        (Some(KindArg::Both), _) => BackupKind::Both,
+        (None, Some(kind)) => pgmirror::config::parse_backup_kind(kind).context("config")?,
+        (None, None) => BackupKind::Mirror,
     };
     let options = BackupOptions {
         source: ConnectionSpec::parse(&source)?,
@@ -105,7 +96,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
             .compress
             .as_deref()
             .or(config.compress.as_deref())
-            .map(zstd_level)
+            .map(pgmirror::config::parse_zstd_level)
             .transpose()?,
         jobs: args.jobs.unwrap_or_else(pgmirror::config::default_jobs),
         pg_bin: args.pg_bin,
@@ -287,28 +278,21 @@ pub struct PruneArgs {
 
 pub fn run_prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let (dir, config) = args.set.resolve()?;
-    let defaults = Policy::default();
-    let from_config = |keep: Option<Keep>, default: Option<usize>| keep.map(Keep::limit).unwrap_or(default);
-    let retention = &config.retention;
     let yearly = match args.keep_yearly.as_deref() {
-        Some("all") => None,
-        Some(n) => Some(
+        Some("all") => Some(Keep::All(pgmirror::config::AllMarker::All)),
+        Some(n) => Some(Keep::Count(
             n.parse::<usize>()
                 .with_context(|| format!("--keep-yearly {n}: a number or all"))?,
-        ),
-        None => from_config(retention.yearly, defaults.yearly),
+        )),
+        None => None,
     };
-    let policy = Policy {
-        last: args.keep_last.or(from_config(retention.last, defaults.last)),
-        daily: args.keep_daily.or(from_config(retention.daily, defaults.daily)),
-        weekly: args
-            .keep_weekly
-            .or(from_config(retention.weekly, defaults.weekly)),
-        monthly: args
-            .keep_monthly
-            .or(from_config(retention.monthly, defaults.monthly)),
+    let policy = config.retention.policy(&RetentionOverrides {
+        last: args.keep_last,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
         yearly,
-    };
+    });
     let report = backupset::prune(&dir, policy, args.include_unmanaged, args.dry_run)?;
     if args.report.json {
         print_stdout(&serde_json::to_string_pretty(&report)?)?;

@@ -6,6 +6,7 @@ mod csv;
 mod dump;
 mod export;
 mod restore;
+mod serve;
 mod sync;
 
 use std::io::Write;
@@ -40,6 +41,7 @@ enum Command {
     Pin(backupset::PinArgs),
     /// Unpin a backup.
     Unpin(backupset::PinArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Where to read from.
@@ -141,6 +143,7 @@ pub fn run() -> ExitCode {
         Command::Prune(args) => backupset::run_prune(args),
         Command::Pin(args) => backupset::run_pin(args, true),
         Command::Unpin(args) => backupset::run_pin(args, false),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -19,6 +19,7 @@ mod queryable;
 mod reader;
 mod relations;
 mod restore;
+mod serve;
 mod support;
 mod sync;
 mod types;

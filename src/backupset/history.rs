@@ -1,0 +1,107 @@
+//! The record of scheduled job runs (`pgmirror serve`), kept in the set's directory so
+//! `status`, the status page and a restarted service all read the same outcomes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::write_private_json;
+use crate::error::Result;
+
+const HISTORY: &str = ".pgmirror-jobs.json";
+/// Runs kept per job: enough for the status page's charts and a week of hourly runs.
+const KEPT_PER_JOB: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Due while the previous run still went.
+    Skipped,
+    /// Stopped by the service's shutdown after its grace period.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Skipped => "skipped",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Skipped,
+        Outcome::Cancelled,
+    ];
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRun {
+    pub job: String,
+    /// What the job does: backup, prune, verify, sync or sql.
+    pub run: String,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub started_unix: i64,
+    pub duration_seconds: f64,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    /// The backup a backup job added.
+    pub backup: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// A one-line summary: rows affected, backups deleted, transactions applied...
+    pub detail: Option<String>,
+}
+
+/// Each job's runs, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobHistory {
+    pub jobs: BTreeMap<String, Vec<JobRun>>,
+}
+
+impl JobHistory {
+    /// The recorded history; empty when there is none or it cannot be read (a record is
+    /// not worth refusing to run backups for).
+    pub fn load(dir: &Path) -> JobHistory {
+        std::fs::read(dir.join(HISTORY))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_private_json(&dir.join(HISTORY), self)
+    }
+
+    pub fn record(&mut self, run: JobRun) {
+        let runs = self.jobs.entry(run.job.clone()).or_default();
+        runs.push(run);
+        if runs.len() > KEPT_PER_JOB {
+            runs.drain(..runs.len() - KEPT_PER_JOB);
+        }
+    }
+
+    /// The job's last run that ran (skips are not outcomes of the job's work).
+    pub fn last_finished(&self, job: &str) -> Option<&JobRun> {
+        self.jobs
+            .get(job)?
+            .iter()
+            .rev()
+            .find(|run| run.outcome != Outcome::Skipped)
+    }
+
+    pub fn last_success(&self, job: &str) -> Option<&JobRun> {
+        self.jobs
+            .get(job)?
+            .iter()
+            .rev()
+            .find(|run| run.outcome == Outcome::Success)
+    }
+}

@@ -1,0 +1,144 @@
+//! One run of a job: the one-shot command's library call, retried after connection errors.
+
+use std::time::{Duration, Instant};
+
+use super::config::{Job, JobKind};
+use crate::backupset;
+use crate::error::{Context, Error, Result};
+use crate::pg::ConnectionSpec;
+
+/// What a successful run produced, for the record, the log and the alerts.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub backup: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub detail: String,
+}
+
+/// Runs the job, trying again after a connection error up to `job.retries` times, waiting
+/// `retry_delay`, then twice that, and so on. `stopping` tells it not to start another try.
+pub fn run_with_retries(job: &Job, stopping: &dyn Fn() -> bool) -> Result<Done> {
+    let mut delay = job.retry_delay;
+    let mut attempt = 0;
+    loop {
+        let outcome = crate::error::catch_panic(|| format!("job {}", job.name), || run_once(&job.kind));
+        match outcome {
+            Err(error) if error.is_connection() && attempt < job.retries && !stopping() => {
+                attempt += 1;
+                tracing::warn!(job = %job.name, attempt, retries = job.retries, delay_seconds = delay.as_secs_f64(), error = %error, "connection failed; trying again");
+                if !sleep_unless(delay, stopping) {
+                    return Err(error);
+                }
+                delay = delay.saturating_mul(2);
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Sleeps `total`, returning false early when `stopping` becomes true.
+fn sleep_unless(total: Duration, stopping: &dyn Fn() -> bool) -> bool {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        if stopping() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())));
+    }
+    true
+}
+
+fn run_once(kind: &JobKind) -> Result<Done> {
+    match kind {
+        JobKind::Backup(options) => {
+            let manifest = backupset::backup(options)?;
+            let size: u64 = manifest.files.iter().map(|f| f.size_bytes).sum();
+            if !manifest.verified {
+                return Err(Error::unsupported(
+                    format!("backup {}", manifest.id),
+                    format!(
+                        "verification found problems: {}",
+                        manifest.verify_problems.join("; ")
+                    ),
+                ));
+            }
+            Ok(Done {
+                detail: format!(
+                    "backup {} ({}), {} tables",
+                    manifest.id,
+                    backupset::kinds_label(&manifest.kinds),
+                    manifest.tables.len()
+                ),
+                backup: Some(manifest.id),
+                size_bytes: Some(size),
+            })
+        }
+        JobKind::Prune {
+            dir,
+            policy,
+            include_unmanaged,
+        } => {
+            let report = backupset::prune(dir, *policy, *include_unmanaged, false)?;
+            Ok(Done {
+                detail: format!("{} kept, {} deleted", report.kept.len(), report.deleted.len()),
+                ..Done::default()
+            })
+        }
+        JobKind::Verify { dir, pg_bin } => {
+            let report = backupset::verify_set(dir, pg_bin.as_deref())?;
+            if !report.problems.is_empty() {
+                return Err(Error::unsupported(
+                    format!("verifying {}", report.dir),
+                    report.problems.join("; "),
+                ));
+            }
+            Ok(Done {
+                detail: format!("{} backups verified", report.backups),
+                ..Done::default()
+            })
+        }
+        JobKind::Sync(options) => {
+            let summary = crate::sync::sync(options)?;
+            Ok(Done {
+                detail: summary.line(),
+                ..Done::default()
+            })
+        }
+        JobKind::Sql {
+            source,
+            sql,
+            statement_timeout,
+        } => {
+            let rows = run_sql(source, sql, *statement_timeout)?;
+            Ok(Done {
+                detail: format!("{rows} rows affected"),
+                ..Done::default()
+            })
+        }
+    }
+}
+
+/// One statement in its own transaction, under `statement_timeout`; the rows it affected.
+fn run_sql(source: &ConnectionSpec, sql: &str, timeout: Duration) -> Result<u64> {
+    let runtime = crate::pg::runtime()?;
+    runtime.block_on(crate::stop::until_stopped(None, async {
+        let mut client = source.connect().await?;
+        let transaction = client
+            .transaction()
+            .await
+            .context("starting the job's transaction")?;
+        transaction
+            .batch_execute(&format!("SET LOCAL statement_timeout = {}", timeout.as_millis()))
+            .await
+            .context("setting statement_timeout")?;
+        let rows = transaction
+            .execute(sql, &[])
+            .await
+            .context("running the job's statement")?;
+        transaction
+            .commit()
+            .await
+            .context("committing the job's statement")?;
+        Ok(rows)
+    }))
+}
