@@ -160,35 +160,33 @@ fn alert_environment(alert: &Alert) -> Vec<(&'static str, String)> {
     vars
 }
 
+/// Runs the alert command through the one place child processes start (stderr kept for
+/// the log, stopped with the process), killed when it outlives `timeout`.
 fn run_command(command: &std::path::Path, timeout: Duration, alert: &Alert) {
-    let spawned = std::process::Command::new(command)
+    let what = format!("alert command {}", command.display());
+    let mut process = std::process::Command::new(command);
+    process
         .envs(alert_environment(alert))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+        .stdout(std::process::Stdio::null());
+    let mut running = match crate::archive::tools::spawn(&mut process, &what) {
+        Ok(running) => running,
         Err(error) => {
-            tracing::warn!(target: "pgmirror::alert", command = %command.display(), %error, "alert command could not start");
+            tracing::warn!(target: "pgmirror::alert", %error, "alert command could not start");
             return;
         }
     };
     let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return,
-            Ok(Some(status)) => {
-                tracing::warn!(target: "pgmirror::alert", command = %command.display(), %status, "alert command failed");
-                return;
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                tracing::warn!(target: "pgmirror::alert", command = %command.display(), "alert command killed after its timeout");
-                return;
-            }
+    while matches!(running.child.try_wait(), Ok(None)) {
+        if Instant::now() >= deadline {
+            tracing::warn!(target: "pgmirror::alert", command = %command.display(), "alert command killed after its timeout");
+            let _ = running.child.kill();
+            break;
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Err(error) = running.wait(&what) {
+        tracing::warn!(target: "pgmirror::alert", %error, "alert command failed");
     }
 }
 
