@@ -283,7 +283,7 @@ impl Profile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::usage(format!("reading profile {}: {e}", path.display())))?;
         let mut profile: Profile =
-            toml::from_str(&text).map_err(|e| Error::usage(format!("profile {}: {e}", path.display())))?;
+            toml::from_str(&text).map_err(|e| toml_error("profile", path, &text, &e))?;
         // A path in a profile means the same wherever pgmirror is run from.
         if let (Some(schema), Some(dir)) = (&profile.sqlite_schema, path.parent()) {
             if schema.is_relative() {
@@ -297,6 +297,21 @@ impl Profile {
 #[cfg(test)]
 mod curation_tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_name_the_place_but_never_quote_the_line() {
+        let text = "source = \"postgres://u:hunter2@db/app\"\nwebhook = https://hooks/T/SECRET\n";
+        let error = toml::from_str::<BackupConfig>(text).unwrap_err();
+        let message = toml_error("config", std::path::Path::new("c.toml"), text, &error).to_string();
+        assert!(
+            message.starts_with("config c.toml, line 2, column 11: "),
+            "{message}"
+        );
+        assert!(
+            !message.contains("hunter2") && !message.contains("SECRET"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn flags_split_where_they_should() {
@@ -361,6 +376,21 @@ pub struct BackupConfig {
     #[serde(default)]
     pub jobs: Vec<crate::service::JobConfig>,
     pub alerts: Option<crate::service::AlertConfig>,
+}
+
+/// A TOML file's error with its line and column but not the line itself: toml's own
+/// text quotes the line, which may hold a password or a webhook token.
+fn toml_error(what: &str, path: &std::path::Path, text: &str, error: &toml::de::Error) -> Error {
+    let place = error
+        .span()
+        .map(|span| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!(", line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    Error::usage(format!("{what} {}{place}: {}", path.display(), error.message()))
 }
 
 /// `mirror`, `archive` or `both`, as `--kind` and the config's `kind` take it.
@@ -490,6 +520,6 @@ impl BackupConfig {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::usage(format!("reading config {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::usage(format!("config {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| toml_error("config", &path, &text, &e))
     }
 }

@@ -34,6 +34,12 @@ impl Outcome {
         }
     }
 
+    /// Whether the job's work ran to an end: skips and shutdown cancellations did not, and
+    /// say nothing about whether the job works.
+    pub fn completed(self) -> bool {
+        matches!(self, Outcome::Success | Outcome::Failure)
+    }
+
     pub const ALL: [Outcome; 4] = [
         Outcome::Success,
         Outcome::Failure,
@@ -80,21 +86,27 @@ impl JobHistory {
         write_private_json(&dir.join(HISTORY), self)
     }
 
+    /// Adds a run; past the limit the oldest skip goes first, so a job that is skipped
+    /// again and again keeps its real outcomes.
     pub fn record(&mut self, run: JobRun) {
         let runs = self.jobs.entry(run.job.clone()).or_default();
         runs.push(run);
         if runs.len() > KEPT_PER_JOB {
-            runs.drain(..runs.len() - KEPT_PER_JOB);
+            let oldest = runs
+                .iter()
+                .position(|r| r.outcome == Outcome::Skipped)
+                .unwrap_or(0);
+            runs.remove(oldest);
         }
     }
 
-    /// The job's last run that ran (skips are not outcomes of the job's work).
-    pub fn last_finished(&self, job: &str) -> Option<&JobRun> {
+    /// The job's last run that ran to an end (see [`Outcome::completed`]).
+    pub fn last_completed(&self, job: &str) -> Option<&JobRun> {
         self.jobs
             .get(job)?
             .iter()
             .rev()
-            .find(|run| run.outcome != Outcome::Skipped)
+            .find(|run| run.outcome.completed())
     }
 
     pub fn last_success(&self, job: &str) -> Option<&JobRun> {
@@ -103,5 +115,39 @@ impl JobHistory {
             .iter()
             .rev()
             .find(|run| run.outcome == Outcome::Success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: Outcome, at: i64) -> JobRun {
+        JobRun {
+            job: "j".into(),
+            run: "backup".into(),
+            started: at.to_string(),
+            started_unix: at,
+            duration_seconds: 1.0,
+            outcome,
+            error: None,
+            backup: None,
+            size_bytes: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn skips_never_push_out_the_last_real_outcome() {
+        let mut history = JobHistory::default();
+        history.record(run(Outcome::Failure, 0));
+        for at in 1..=(KEPT_PER_JOB as i64 * 2) {
+            history.record(run(Outcome::Skipped, at));
+        }
+        history.record(run(Outcome::Cancelled, 10_000));
+        assert_eq!(history.jobs["j"].len(), KEPT_PER_JOB);
+        let last = history.last_completed("j").unwrap();
+        assert_eq!((last.outcome, last.started_unix), (Outcome::Failure, 0));
+        assert!(history.last_success("j").is_none());
     }
 }

@@ -103,6 +103,23 @@ pub struct BackupManifest {
     pub verify_problems: Vec<String>,
 }
 
+impl BackupManifest {
+    /// The backup's size: all its files.
+    pub fn size_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size_bytes).sum()
+    }
+}
+
+/// Seconds since the newest verified backup was made: what `status --max-age` and
+/// `serve`'s `max_age` judge. `backups` oldest first, as [`list`] returns them.
+pub fn newest_verified_age_seconds(backups: &[(PathBuf, BackupManifest)], now_unix: i64) -> Option<i64> {
+    backups
+        .iter()
+        .rev()
+        .find(|(_, m)| m.verified)
+        .map(|(_, m)| now_unix - m.created_unix)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastRun {
     pub time: String,
@@ -153,8 +170,12 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, BackupManifest)>> {
         if hidden || !path.join(MANIFEST).is_file() {
             continue;
         }
-        let text = fs::read(path.join(MANIFEST))
-            .with_context(|| format!("reading {}", path.join(MANIFEST).display()))?;
+        let text = match fs::read(path.join(MANIFEST)) {
+            Ok(text) => text,
+            // Pruned between the listing and the read: not part of the set any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.join(MANIFEST).display())),
+        };
         let manifest: BackupManifest = serde_json::from_slice(&text).map_err(|e| {
             Error::unsupported(
                 format!("reading {}", path.join(MANIFEST).display()),

@@ -97,7 +97,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     // Free space first: the previous backup's size, else the database's (twice for both kinds).
     let previous: u64 = list(&options.dir)?
         .last()
-        .map(|(_, m)| m.files.iter().map(|f| f.size_bytes).sum())
+        .map(|(_, m)| m.size_bytes())
         .unwrap_or(0);
     let factor = if options.kind == BackupKind::Both { 2 } else { 1 };
     let estimate = if previous > 0 {

@@ -32,7 +32,7 @@ pub struct Status {
     pub newest_age_seconds: Option<i64>,
     pub newest_verified_age_seconds: Option<i64>,
     pub last_failure: Option<LastRun>,
-    /// Each scheduled job's last run (`pgmirror serve`), by job name.
+    /// Each scheduled job's last run that was not skipped (`pgmirror serve`), by job name.
     pub jobs: std::collections::BTreeMap<String, super::history::JobRun>,
 }
 
@@ -46,7 +46,7 @@ pub fn status(dir: &Path) -> Result<Status> {
             kind: super::kinds_label(&m.kinds),
             created: m.created.clone(),
             age_seconds: now - m.created_unix,
-            size_bytes: m.files.iter().map(|f| f.size_bytes).sum(),
+            size_bytes: m.size_bytes(),
             verified: m.verified,
             pinned: is_pinned(path),
         })
@@ -62,12 +62,19 @@ pub fn status(dir: &Path) -> Result<Status> {
         oldest: entries.last().map(|b| b.created.clone()),
         newest: entries.first().map(|b| b.created.clone()),
         newest_age_seconds: entries.first().map(|b| b.age_seconds),
-        newest_verified_age_seconds: entries.iter().find(|b| b.verified).map(|b| b.age_seconds),
+        newest_verified_age_seconds: super::newest_verified_age_seconds(&backups, now),
         last_failure: last_run(dir).filter(|run| !run.ok),
         jobs: super::history::JobHistory::load(dir)
             .jobs
             .into_iter()
-            .filter_map(|(job, mut runs)| Some((job, runs.pop()?)))
+            .filter_map(|(job, runs)| {
+                Some((
+                    job,
+                    runs.into_iter()
+                        .rev()
+                        .find(|r| r.outcome != super::history::Outcome::Skipped)?,
+                ))
+            })
             .collect(),
         backups: entries,
     })

@@ -104,7 +104,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let manifest = backupset::backup(&options).context("backup failed; nothing was added to the set")?;
     args.report.print_json(&manifest)?;
     if !args.report.quiet {
-        let size: u64 = manifest.files.iter().map(|f| f.size_bytes).sum();
+        let size = manifest.size_bytes();
         eprintln!(
             "backup {} ({}) of {}: {} files, {}, {}",
             manifest.id,
@@ -135,7 +135,8 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 pub struct StatusArgs {
     #[command(flatten)]
     set: SetArgs,
-    /// The newest verified backup must be younger than this (e.g. 26h, 2d).
+    /// The newest verified backup must be younger than this (e.g. 26h, 2d) [default:
+    /// `max_age` in the config file].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_age: Option<Duration>,
     /// Print the status as JSON.
@@ -189,9 +190,10 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(mirror) = &args.mirror {
         return replica_status(&args, mirror);
     }
-    let (dir, _) = args.set.resolve()?;
+    let (dir, config) = args.set.resolve()?;
     let status = backupset::status(&dir)?;
-    let stale = args.max_age.is_some_and(|max| {
+    let max_age = args.max_age.or(config.max_age()?);
+    let stale = max_age.is_some_and(|max| {
         status
             .newest_verified_age_seconds
             .is_none_or(|age| age > max.as_secs() as i64)

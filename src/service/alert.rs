@@ -160,33 +160,55 @@ fn alert_environment(alert: &Alert) -> Vec<(&'static str, String)> {
     vars
 }
 
-/// Runs the alert command through the one place child processes start (stderr kept for
-/// the log, stopped with the process), killed when it outlives `timeout`.
+/// Variables a notify script has no business reading.
+const WITHHELD_VARIABLES: &[&str] = &["PGPASSWORD", "PGMIRROR_REDACT_KEY", "PGMIRROR_IDENTITY"];
+
+/// Runs the alert command in a process group of its own, killed (with whatever it
+/// started) when it outlives `timeout`. Not registered with the stop: the alerts of a
+/// shutdown must still go out. Its output is not read, so a child it leaves behind cannot
+/// hold this thread.
 fn run_command(command: &std::path::Path, timeout: Duration, alert: &Alert) {
-    let what = format!("alert command {}", command.display());
+    use std::os::unix::process::CommandExt;
     let mut process = std::process::Command::new(command);
-    process
+    for name in WITHHELD_VARIABLES {
+        process.env_remove(name);
+    }
+    let spawned = process
         .envs(alert_environment(alert))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    let mut running = match crate::archive::tools::spawn(&mut process, &what) {
-        Ok(running) => running,
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
         Err(error) => {
-            tracing::warn!(target: "pgmirror::alert", %error, "alert command could not start");
+            tracing::warn!(target: "pgmirror::alert", command = %command.display(), %error, "alert command could not start");
             return;
         }
     };
     let deadline = Instant::now() + timeout;
-    while matches!(running.child.try_wait(), Ok(None)) {
-        if Instant::now() >= deadline {
-            tracing::warn!(target: "pgmirror::alert", command = %command.display(), "alert command killed after its timeout");
-            let _ = running.child.kill();
-            break;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => {
+                tracing::warn!(target: "pgmirror::alert", command = %command.display(), %status, "alert command failed");
+                return;
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                if let Ok(group) = libc::pid_t::try_from(child.id()) {
+                    // SAFETY: kill has no memory-safety preconditions; the group is the
+                    // child's own (process_group(0)), not yet reaped.
+                    unsafe {
+                        libc::kill(-group, libc::SIGKILL);
+                    }
+                }
+                let _ = child.wait();
+                tracing::warn!(target: "pgmirror::alert", command = %command.display(), "alert command killed after its timeout");
+                return;
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if let Err(error) = running.wait(&what) {
-        tracing::warn!(target: "pgmirror::alert", %error, "alert command failed");
     }
 }
 

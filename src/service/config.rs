@@ -138,11 +138,12 @@ impl JobKind {
         }
     }
 
-    /// The backup directory the job writes: jobs writing the same one never run at once.
-    pub fn writes_dir(&self) -> Option<&std::path::Path> {
+    /// The backup directory the job works on: jobs on the same one never run at once
+    /// (a verify must not read what a prune is deleting).
+    pub fn set_dir(&self) -> Option<&std::path::Path> {
         match self {
             JobKind::Backup(options) => Some(&options.dir),
-            JobKind::Prune { dir, .. } => Some(dir),
+            JobKind::Prune { dir, .. } | JobKind::Verify { dir, .. } => Some(dir),
             _ => None,
         }
     }
@@ -246,6 +247,22 @@ const OPTIONS_BY_KIND: &[(&str, &[&str])] = &[
     ("sql", &["source", "sql", "statement_timeout"]),
 ];
 
+/// A duration from the config within what the service can wait for: a typo such as
+/// `retry_delay = "30y"` is an error, not an overflow.
+fn bounded_duration(key: &str, text: &str, min: Duration, max: Duration) -> Result<Duration> {
+    let duration = parse_config_duration(key, text)?;
+    if duration < min || duration > max {
+        return Err(Error::usage(format!(
+            "{key} = {text:?}: must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(duration)
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
 const DEFAULT_ALERT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -321,7 +338,14 @@ fn parse_alerts(alerts: Option<&AlertConfig>) -> Result<Alerts> {
         timeout: alerts
             .timeout
             .as_deref()
-            .map(|t| parse_config_duration("alerts.timeout", t))
+            .map(|t| {
+                bounded_duration(
+                    "alerts.timeout",
+                    t,
+                    Duration::from_secs(1),
+                    Duration::from_secs(600),
+                )
+            })
             .transpose()?
             .unwrap_or(DEFAULT_ALERT_TIMEOUT),
     })
@@ -426,7 +450,8 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
             let mut sync = crate::sync::SyncOptions::new(mirror);
             sync.source = options.source.as_deref().map(ConnectionSpec::parse).transpose()?;
             if let Some(timeout) = &options.lock_wait_timeout {
-                sync.lock_wait_timeout = parse_config_duration("lock_wait_timeout", timeout)?;
+                sync.lock_wait_timeout =
+                    bounded_duration("lock_wait_timeout", timeout, Duration::from_millis(1), DAY)?;
             }
             sync.quiet = true;
             JobKind::Sync(sync)
@@ -441,7 +466,8 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
             statement_timeout: options
                 .statement_timeout
                 .as_deref()
-                .map(|t| parse_config_duration("statement_timeout", t))
+                // PostgreSQL takes milliseconds up to i32::MAX; 0 would mean no timeout.
+                .map(|t| bounded_duration("statement_timeout", t, Duration::from_millis(1), 24 * DAY))
                 .transpose()?
                 .unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
         },
@@ -456,7 +482,7 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
         retry_delay: job
             .retry_delay
             .as_deref()
-            .map(|d| parse_config_duration("retry_delay", d))
+            .map(|d| bounded_duration("retry_delay", d, Duration::ZERO, DAY))
             .transpose()?
             .unwrap_or(DEFAULT_RETRY_DELAY),
     })
@@ -515,6 +541,14 @@ mod tests {
             ("run = 'backup'", "would never run"),
             ("run = 'restore'\nat_start = true", "expected backup, prune"),
             ("run = 'backup'\nat_start = true\ncompress = 'gzip'", "zstd"),
+            (
+                "run = 'backup'\nat_start = true\nretry_delay = '30y'",
+                "must be between",
+            ),
+            (
+                "run = 'sql'\nat_start = true\nsql = 'SELECT 1'\nstatement_timeout = '100us'",
+                "must be between",
+            ),
         ];
         for (job, expected) in refused {
             let message = service(&format!("{BASE}[[jobs]]\nname = 'j'\n{job}\n"))

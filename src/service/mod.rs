@@ -48,7 +48,9 @@ pub struct ServeOptions {
 
 /// How often the scheduler looks at the clock, the signals and the set's age.
 const TICK: Duration = Duration::from_millis(100);
-const STALE_CHECK_EVERY: Duration = Duration::from_secs(1);
+const STALE_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// A longer --grace is taken as this (an Instant cannot be pushed arbitrarily far).
+const MAX_GRACE: Duration = Duration::from_secs(86_400);
 /// How long the alerts of the last runs may take to go out at shutdown.
 const ALERT_FLUSH: Duration = Duration::from_secs(5);
 
@@ -58,6 +60,8 @@ pub struct Service {
     alerter: Alerter,
     /// One lock per backup directory that jobs write.
     dir_locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Held while the job record is written.
+    saving: Mutex<()>,
     shutting_down: AtomicBool,
     finished: AtomicBool,
     host: String,
@@ -85,6 +89,22 @@ impl Service {
     fn dir_lock(&self, dir: &Path) -> Arc<Mutex<()>> {
         let mut locks = self.dir_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(dir.to_path_buf()).or_default().clone()
+    }
+
+    /// Records a run (after `also` updates the state under the same lock) and saves the
+    /// record outside the state's lock, one save at a time so the file never goes back
+    /// to an older record.
+    fn record(&self, run: JobRun, also: impl FnOnce(&mut State)) {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let (history, dir) = {
+            let mut state = self.state();
+            also(&mut state);
+            state.record(run);
+            (state.history.clone(), state.config.dir.clone())
+        };
+        if let Err(error) = history.save(&dir) {
+            tracing::warn!(%error, "the job record could not be saved");
+        }
     }
 
     fn alert(&self, event: AlertEvent, run: Option<&JobRun>, message: String) {
@@ -158,6 +178,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         state: Mutex::new(State::new(config, now)),
         alerter,
         dir_locks: Mutex::default(),
+        saving: Mutex::default(),
         shutting_down: AtomicBool::new(false),
         finished: AtomicBool::new(false),
         host: alert::host_name(),
@@ -174,12 +195,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         tracing::info!(config = %options.config.display(), jobs = jobs.len(), listen = ?options.listen, "service started");
         jobs.into_iter()
             .filter(|job| {
-                let last = state
-                    .history
-                    .jobs
-                    .get(&job.name)
-                    .and_then(|runs| runs.last())
-                    .map(|r| r.started_unix);
+                let last = state.history.last_completed(&job.name).map(|r| r.started_unix);
                 job.at_start || (job.catch_up && missed_last_run(job, last, now))
             })
             .collect()
@@ -189,14 +205,15 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     }
     let mut last_stale_check = Instant::now() - STALE_CHECK_EVERY;
     while !service.shutting_down() {
-        if crate::stop::take_reload_request() {
-            reload(&service, &options.config);
-        }
         let now = Utc::now();
         // Bound first: a guard in the loop's head would live through the loop.
         let due = due_jobs(&mut service.state(), now);
         for job in due {
             threads.extend(launch(&service, job));
+        }
+        // After the due runs started: a reload never drops a run whose time has come.
+        if crate::stop::take_reload_request() {
+            reload(&service, &options.config);
         }
         if last_stale_check.elapsed() >= STALE_CHECK_EVERY {
             check_staleness(&service, now);
@@ -255,6 +272,25 @@ fn due_jobs(state: &mut State, now: DateTime<Utc>) -> Vec<Job> {
     due
 }
 
+/// The next run times of jobs whose name and schedule a reload leaves as they were.
+fn unchanged_next_runs(state: &State, new: &ServiceConfig) -> Vec<(String, DateTime<Utc>)> {
+    let same = |a: &Job, b: &Job| match (&a.schedule, &b.schedule) {
+        (Some(a), Some(b)) => a.pattern == b.pattern && a.timezone == b.timezone,
+        _ => false,
+    };
+    new.jobs
+        .iter()
+        .filter(|job| {
+            state
+                .config
+                .jobs
+                .iter()
+                .any(|old| old.name == job.name && same(old, job))
+        })
+        .filter_map(|job| Some((job.name.clone(), *state.next_runs.get(&job.name)?)))
+        .collect()
+}
+
 fn reload(service: &Service, path: &Path) {
     match ServiceConfig::load(path) {
         Ok(config) => {
@@ -263,8 +299,10 @@ fn reload(service: &Service, path: &Path) {
                 state.history = crate::backupset::history::JobHistory::load(&config.dir);
             }
             state.alerts = Arc::new(config.alerts.clone());
+            let kept = unchanged_next_runs(&state, &config);
             state.config = config;
             schedule_all(&mut state, Utc::now());
+            state.next_runs.extend(kept);
             tracing::info!(config = %path.display(), jobs = state.config.jobs.len(), "config reloaded");
         }
         Err(error) => {
@@ -294,19 +332,9 @@ fn launch(service: &Arc<Service>, job: Job) -> Option<std::thread::JoinHandle<()
     {
         let mut state = service.state();
         if state.running.contains(&job.name) {
+            drop(state);
             tracing::warn!(job = %job.name, run = job.kind.name(), outcome = "skipped", "skipped: the previous run is still going");
-            state.record(JobRun {
-                job: job.name.clone(),
-                run: job.kind.name().into(),
-                started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                started_unix: started.timestamp(),
-                duration_seconds: 0.0,
-                outcome: Outcome::Skipped,
-                error: Some("the previous run was still going".into()),
-                backup: None,
-                size_bytes: None,
-                detail: None,
-            });
+            service.record(not_run(&job, started, "the previous run was still going"), |_| {});
             return None;
         }
         state.running.insert(job.name.clone());
@@ -326,18 +354,40 @@ fn launch(service: &Arc<Service>, job: Job) -> Option<std::thread::JoinHandle<()
     }
 }
 
+/// The record of a run that did not happen.
+fn not_run(job: &Job, started: DateTime<Utc>, why: &str) -> JobRun {
+    JobRun {
+        job: job.name.clone(),
+        run: job.kind.name().into(),
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        started_unix: started.timestamp(),
+        duration_seconds: 0.0,
+        outcome: Outcome::Skipped,
+        error: Some(why.into()),
+        backup: None,
+        size_bytes: None,
+        detail: None,
+    }
+}
+
 fn run_job(service: &Service, job: &Job) {
     let started = Utc::now();
     let clock = Instant::now();
     tracing::info!(job = %job.name, run = job.kind.name(), "job started");
-    let outcome = match job.kind.writes_dir().map(|dir| service.dir_lock(dir)) {
-        Some(lock) => {
-            // Waits for another job writing the same directory (never two at once).
-            let _writing = lock.lock().unwrap_or_else(|p| p.into_inner());
-            run::run_with_retries(job, &|| service.shutting_down())
-        }
-        None => run::run_with_retries(job, &|| service.shutting_down()),
-    };
+    let lock = job.kind.set_dir().map(|dir| service.dir_lock(dir));
+    // Waits for another job on the same directory (never two at once).
+    let _using_dir = lock
+        .as_ref()
+        .map(|lock| lock.lock().unwrap_or_else(|p| p.into_inner()));
+    if service.shutting_down() {
+        // Queued behind another job when the shutdown came: start nothing new.
+        tracing::warn!(job = %job.name, run = job.kind.name(), outcome = "skipped", "skipped: the service is shutting down");
+        service.record(not_run(job, started, "the service was shutting down"), |state| {
+            state.running.remove(&job.name);
+        });
+        return;
+    }
+    let outcome = run::run_with_retries(job, &|| service.shutting_down());
     let duration_seconds = clock.elapsed().as_secs_f64();
     let (outcome_kind, error, done) = match outcome {
         Ok(done) => (Outcome::Success, None, done),
@@ -366,16 +416,14 @@ fn run_job(service: &Service, job: &Job) {
             tracing::error!(job = %job.name, run = job.kind.name(), outcome = outcome_kind.name(), duration_seconds, error = %error, "job failed")
         }
     }
-    let previous = {
-        let mut state = service.state();
-        let previous = state.history.last_finished(&job.name).map(|r| r.outcome);
-        state.record(record.clone());
+    let mut previous = None;
+    service.record(record.clone(), |state| {
+        previous = state.history.last_completed(&job.name).map(|r| r.outcome);
         state.running.remove(&job.name);
-        previous
-    };
-    let recovered = outcome_kind == Outcome::Success && previous.is_some_and(|p| p != Outcome::Success);
+    });
+    let recovered = outcome_kind == Outcome::Success && previous == Some(Outcome::Failure);
     match outcome_kind {
-        Outcome::Failure | Outcome::Cancelled => service.alert(
+        Outcome::Failure => service.alert(
             AlertEvent::Failure,
             Some(&record),
             format!(
@@ -395,7 +443,9 @@ fn run_job(service: &Service, job: &Job) {
             Some(&record),
             format!("{} job {} succeeded", job.kind.name(), job.name),
         ),
-        Outcome::Skipped => {}
+        // A shutdown's cancellation is in the log and the record; a missed backup shows
+        // as staleness, not as a page on every deploy.
+        Outcome::Cancelled | Outcome::Skipped => {}
     }
 }
 
@@ -408,7 +458,7 @@ fn shut_down(service: &Service, threads: Vec<std::thread::JoinHandle<()>>, grace
         grace_seconds = grace.as_secs_f64(),
         "shutting down: no new runs"
     );
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now() + grace.min(MAX_GRACE);
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(TICK);
     }

@@ -73,7 +73,7 @@ fn backups_table(page: &mut String, set: &SetView, now: DateTime<Utc>) {
          <th>age</th><th>size</th><th>verified</th><th>pinned</th></tr></thead><tbody>",
     );
     for (path, manifest) in set.backups.iter().rev() {
-        let size: u64 = manifest.files.iter().map(|f| f.size_bytes).sum();
+        let size = manifest.size_bytes();
         let _ =
             write!(
             page,
@@ -159,7 +159,7 @@ fn charts(page: &mut String, set: &SetView) {
             .filter_map(|(_, m)| Some((m.created_unix as f64, value(m)?)))
             .collect()
     };
-    let sizes = points(&|m| Some(m.files.iter().map(|f| f.size_bytes).sum::<u64>() as f64));
+    let sizes = points(&|m| Some(m.size_bytes() as f64));
     let durations = points(&|m| match (m.mirror_seconds, m.archive_seconds) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),

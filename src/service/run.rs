@@ -38,7 +38,9 @@ pub fn run_with_retries(job: &Job, stopping: &dyn Fn() -> bool) -> Result<Done> 
 
 /// Sleeps `total`, returning false early when `stopping` becomes true.
 fn sleep_unless(total: Duration, stopping: &dyn Fn() -> bool) -> bool {
-    let end = Instant::now() + total;
+    let Some(end) = Instant::now().checked_add(total) else {
+        return false;
+    };
     while Instant::now() < end {
         if stopping() {
             return false;
@@ -52,7 +54,7 @@ fn run_once(kind: &JobKind) -> Result<Done> {
     match kind {
         JobKind::Backup(options) => {
             let manifest = backupset::backup(options)?;
-            let size: u64 = manifest.files.iter().map(|f| f.size_bytes).sum();
+            let size = manifest.size_bytes();
             if !manifest.verified {
                 return Err(Error::unsupported(
                     format!("backup {}", manifest.id),
@@ -135,10 +137,17 @@ fn run_sql(source: &ConnectionSpec, sql: &str, timeout: Duration) -> Result<u64>
             .execute(sql, &[])
             .await
             .context("running the job's statement")?;
-        transaction
-            .commit()
-            .await
-            .context("committing the job's statement")?;
+        // A connection lost during the commit leaves its outcome unknown: not an error to
+        // retry, or the statement could run twice.
+        transaction.commit().await.map_err(|e| {
+            Error::unsupported(
+                "committing the job's statement",
+                format!(
+                    "{}; it may or may not have been applied",
+                    crate::error::describe_postgres(&e)
+                ),
+            )
+        })?;
         Ok(rows)
     }))
 }

@@ -51,16 +51,13 @@ impl SetView {
         }
     }
 
+    /// The newest verified backup's age, as `status --max-age` judges it.
     pub fn newest_age_seconds(&self, now: DateTime<Utc>) -> Option<i64> {
-        self.backups.last().map(|(_, m)| now.timestamp() - m.created_unix)
+        backupset::newest_verified_age_seconds(&self.backups, now.timestamp())
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.backups
-            .iter()
-            .flat_map(|(_, m)| &m.files)
-            .map(|f| f.size_bytes)
-            .sum()
+        self.backups.iter().map(|(_, m)| m.size_bytes()).sum()
     }
 }
 
@@ -79,27 +76,30 @@ impl State {
         }
     }
 
+    /// Counts and records a run in memory; the caller saves the record (see
+    /// `Service::record`), outside this lock.
     pub fn record(&mut self, run: JobRun) {
         *self.counts.entry((run.job.clone(), run.outcome)).or_default() += 1;
         self.history.record(run);
-        if let Err(error) = self.history.save(&self.config.dir) {
-            tracing::warn!(%error, "the job record could not be saved");
-        }
     }
 
     /// Why the newest backup is too old, if it is: with no backup at all, the service's own
     /// age counts (a schedule that never fires is a failure too).
     pub fn staleness(&self, set: &SetView, now: DateTime<Utc>) -> Option<String> {
         let max_age = self.config.max_age?;
+        if set.error.is_some() {
+            // An unreadable set is reported as such, not as "no backup".
+            return None;
+        }
         let limit = max_age.as_secs() as i64;
         match set.newest_age_seconds(now) {
             Some(age) if age > limit => Some(format!(
-                "the newest backup is {} old, older than max_age {}",
+                "the newest verified backup is {} old, older than max_age {}",
                 human_seconds(age),
                 humantime::format_duration(max_age)
             )),
             None if (now - self.started).num_seconds() > limit => Some(format!(
-                "no backup in the set after {} of service (max_age {})",
+                "no verified backup in the set after {} of service (max_age {})",
                 human_seconds((now - self.started).num_seconds()),
                 humantime::format_duration(max_age)
             )),
@@ -114,16 +114,11 @@ impl State {
             .jobs
             .iter()
             .filter_map(|job| {
-                let run = self.history.last_finished(&job.name)?;
-                (run.outcome != Outcome::Success).then(|| {
+                let run = self.history.last_completed(&job.name)?;
+                (run.outcome == Outcome::Failure).then(|| {
                     format!(
-                        "job {} {} at {}: {}",
+                        "job {} failed at {}: {}",
                         job.name,
-                        if run.outcome == Outcome::Failure {
-                            "failed"
-                        } else {
-                            "was cancelled"
-                        },
                         run.started,
                         run.error.as_deref().unwrap_or("no error recorded")
                     )
@@ -174,7 +169,7 @@ impl State {
                     .get_or_create(&labels)
                     .set(run.started_unix as f64 + run.duration_seconds);
             }
-            if let Some(run) = self.history.last_finished(&job.name) {
+            if let Some(run) = self.history.last_completed(&job.name) {
                 duration.get_or_create(&labels).set(run.duration_seconds);
             }
             running
