@@ -106,14 +106,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
         database_size.max(0) as u64 * factor
     };
     check_free_space(&options.dir, free_bytes(&options.dir)?, estimate, previous > 0)?;
-    let created = SystemTime::now();
-    let id = backup_id(created);
-    let final_dir = options.dir.join(&id);
-    if final_dir.exists() {
-        return Err(Error::usage(format!(
-            "backup {id} already exists; wait a second and run again"
-        )));
-    }
+    let (created, id, final_dir) = fresh_backup_id(&options.dir)?;
     let pending = crate::publish::Pending::dir(&final_dir, options.dir.join(format!(".{id}.partial")))?;
     let partial_dir = pending.path().to_path_buf();
 
@@ -198,6 +191,30 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
     write_private_json(&partial_dir.join(MANIFEST), &manifest)?;
     pending.commit()?;
     Ok(manifest)
+}
+
+/// An id no backup of the set has: ids name their second, so a backup following
+/// another within the same second (a scheduled job after a one-shot run) waits for the next.
+fn fresh_backup_id(dir: &Path) -> Result<(SystemTime, String, PathBuf)> {
+    for _ in 0..3 {
+        let created = SystemTime::now();
+        let id = backup_id(created);
+        let final_dir = dir.join(&id);
+        if !final_dir.exists() && !dir.join(format!(".{id}.partial")).exists() {
+            return Ok((created, id, final_dir));
+        }
+        let into_second = created
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_nanos(
+            1_000_000_000 - u64::from(into_second),
+        ));
+    }
+    Err(Error::usage(format!(
+        "backups in {} keep taking the same id; is the clock stepping back?",
+        dir.display()
+    )))
 }
 
 fn describe_file(path: &Path, kind: BackupFileKind) -> Result<BackupFile> {

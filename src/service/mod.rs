@@ -371,14 +371,17 @@ fn not_run(job: &Job, started: DateTime<Utc>, why: &str) -> JobRun {
 }
 
 fn run_job(service: &Service, job: &Job) {
+    let lock = job.kind.set_dir().map(|dir| service.dir_lock(dir));
+    // Waits for another job on the same directory (never two at once); the run starts
+    // when it has the directory.
+    let _using_dir = lock.as_ref().map(|lock| {
+        lock.try_lock().unwrap_or_else(|_| {
+            tracing::info!(job = %job.name, run = job.kind.name(), "waiting for another job on the backup directory");
+            lock.lock().unwrap_or_else(|p| p.into_inner())
+        })
+    });
     let started = Utc::now();
     let clock = Instant::now();
-    tracing::info!(job = %job.name, run = job.kind.name(), "job started");
-    let lock = job.kind.set_dir().map(|dir| service.dir_lock(dir));
-    // Waits for another job on the same directory (never two at once).
-    let _using_dir = lock
-        .as_ref()
-        .map(|lock| lock.lock().unwrap_or_else(|p| p.into_inner()));
     if service.shutting_down() {
         // Queued behind another job when the shutdown came: start nothing new.
         tracing::warn!(job = %job.name, run = job.kind.name(), outcome = "skipped", "skipped: the service is shutting down");
@@ -387,6 +390,7 @@ fn run_job(service: &Service, job: &Job) {
         });
         return;
     }
+    tracing::info!(job = %job.name, run = job.kind.name(), "job started");
     let outcome = run::run_with_retries(job, &|| service.shutting_down());
     let duration_seconds = clock.elapsed().as_secs_f64();
     let (outcome_kind, error, done) = match outcome {

@@ -224,6 +224,7 @@ fn scheduled_backups_never_overlap_and_slow_jobs_are_skipped() {
         &format!(
             "source = {source:?}\ndir = {dir:?}\nmax_age = \"1h\"\n\
              [[jobs]]\nname = \"often\"\nrun = \"backup\"\nschedule = \"*/2 * * * * *\"\nat_start = true\ncompress = \"zstd\"\n\
+             [[jobs]]\nname = \"also\"\nrun = \"backup\"\nschedule = \"*/4 * * * * *\"\nat_start = true\n\
              [[jobs]]\nname = \"slow\"\nrun = \"sql\"\nschedule = \"* * * * * *\"\nsql = \"SELECT pg_sleep(2.5)\"\n\
              [[jobs]]\nname = \"logs\"\nrun = \"sql\"\nat_start = true\n\
              sql = \"DELETE FROM \\\"ApplicationLogs\\\" WHERE \\\"TimeStamp\\\" < now() - interval '30 days'\"\n",
@@ -241,8 +242,19 @@ fn scheduled_backups_never_overlap_and_slow_jobs_are_skipped() {
         served.log_text()
     );
     let events = served.events();
-    let backup_runs = run_intervals(&events, "often");
+    // Two backup jobs on one directory: never two backups written at once.
+    let mut backup_runs = run_intervals(&events, "often");
+    let second_job = run_intervals(&events, "also");
+    assert!(!second_job.is_empty());
+    backup_runs.extend(second_job);
+    backup_runs.sort();
     assert_no_overlap(&backup_runs, "backups");
+    assert!(
+        served.count("often", "waiting for another job on the backup directory")
+            + served.count("also", "waiting for another job on the backup directory")
+            > 0,
+        "the jobs never met at the directory (both run at start)"
+    );
     let slow_runs = run_intervals(&events, "slow");
     assert_no_overlap(&slow_runs, "the slow job");
     assert!(slow_runs.len() >= 2, "{slow_runs:?}");
@@ -266,11 +278,14 @@ fn scheduled_backups_never_overlap_and_slow_jobs_are_skipped() {
     let (_, status) = served.get("/status");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let now_backups = backups(&dir);
-    let successes = sample(
-        &samples,
-        "pgmirror_job_runs_total",
-        &[("job", "often"), ("outcome", "success")],
-    );
+    let runs_of = |job: &str, outcome: &str| {
+        sample(
+            &samples,
+            "pgmirror_job_runs_total",
+            &[("job", job), ("outcome", outcome)],
+        )
+    };
+    let successes = runs_of("often", "success") + runs_of("also", "success");
     // Read after /metrics: a backup may have finished in between, never fewer.
     // A backup is in the set a moment before its run is recorded: one may be uncounted.
     assert!(
@@ -278,20 +293,9 @@ fn scheduled_backups_never_overlap_and_slow_jobs_are_skipped() {
         "{successes} successes, {} backups",
         now_backups.len()
     );
-    let skipped_metric = sample(
-        &samples,
-        "pgmirror_job_runs_total",
-        &[("job", "slow"), ("outcome", "skipped")],
-    );
+    let skipped_metric = runs_of("slow", "skipped");
     assert!(skipped_metric >= skipped as f64, "{skipped_metric} < {skipped}");
-    assert_eq!(
-        sample(
-            &samples,
-            "pgmirror_job_runs_total",
-            &[("job", "often"), ("outcome", "failure")]
-        ),
-        0.0
-    );
+    assert_eq!(runs_of("often", "failure") + runs_of("also", "failure"), 0.0);
     assert!(
         sample(
             &samples,
@@ -599,8 +603,6 @@ fn sigterm_mid_backup_exits_within_the_grace_period_leaving_nothing_partial() {
             db.url
         ),
     );
-    // Backup ids are the second they were made in.
-    std::thread::sleep(Duration::from_millis(1100));
     // Every row of Prompts pauses a second: the backup is still running when the signal comes.
     let served = Served::start(
         &config,
