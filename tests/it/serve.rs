@@ -578,12 +578,9 @@ fn a_refusing_database_alerts_fails_health_and_recovers() {
     }
 }
 
-#[test]
-fn sigterm_mid_backup_exits_within_the_grace_period_leaving_nothing_partial() {
-    let db = app_db("serve_sigterm");
-    let tmp = temp_dir();
-    let dir = tmp.path().join("backups");
-    let first = pgmirror(&[
+/// `pgmirror backup` of `db` into `dir`, as an operator runs it by hand.
+fn one_shot_backup(db: &TestDb, dir: &Path) {
+    let output = pgmirror(&[
         "backup",
         "--quiet",
         "--source",
@@ -592,10 +589,18 @@ fn sigterm_mid_backup_exits_within_the_grace_period_leaving_nothing_partial() {
         dir.to_str().unwrap(),
     ]);
     assert!(
-        first.status.success(),
+        output.status.success(),
         "{}",
-        String::from_utf8_lossy(&first.stderr)
+        String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn sigterm_mid_backup_exits_within_the_grace_period_leaving_nothing_partial() {
+    let db = app_db("serve_sigterm");
+    let tmp = temp_dir();
+    let dir = tmp.path().join("backups");
+    one_shot_backup(&db, &dir);
     let config = write_config(
         tmp.path(),
         &format!(
@@ -842,19 +847,7 @@ fn a_stale_set_alerts_once_and_fails_health_though_no_job_failed() {
     let db = app_db("serve_stale");
     let tmp = temp_dir();
     let dir = tmp.path().join("backups");
-    let first = pgmirror(&[
-        "backup",
-        "--quiet",
-        "--source",
-        &db.url,
-        "--dir",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    one_shot_backup(&db, &dir);
     let (webhook, received) = webhook_receiver();
     let config = write_config(
         tmp.path(),
