@@ -196,7 +196,7 @@ impl State {
             newest_age.set(age as f64);
             registry.register(
                 "pgmirror_backup_newest_age_seconds",
-                "Age of the newest backup",
+                "Age of the newest verified backup",
                 newest_age,
             );
         }
