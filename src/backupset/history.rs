@@ -91,7 +91,7 @@ impl JobHistory {
     pub fn record(&mut self, run: JobRun) {
         let runs = self.jobs.entry(run.job.clone()).or_default();
         runs.push(run);
-        if runs.len() > KEPT_PER_JOB {
+        while runs.len() > KEPT_PER_JOB {
             let oldest = runs
                 .iter()
                 .position(|r| r.outcome == Outcome::Skipped)

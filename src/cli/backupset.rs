@@ -192,7 +192,10 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let (dir, config) = args.set.resolve()?;
     let status = backupset::status(&dir)?;
-    let max_age = args.max_age.or(config.max_age()?);
+    let max_age = match args.max_age {
+        Some(given) => Some(given),
+        None => config.max_age()?,
+    };
     let stale = max_age.is_some_and(|max| {
         status
             .newest_verified_age_seconds
@@ -233,7 +236,7 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         if stale {
-            text.push_str("\nSTALE: no verified backup within --max-age");
+            text.push_str("\nSTALE: no verified backup within the maximum age");
         }
         print_stdout(&text)?;
     }

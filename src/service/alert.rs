@@ -160,8 +160,14 @@ fn alert_environment(alert: &Alert) -> Vec<(&'static str, String)> {
     vars
 }
 
-/// Variables a notify script has no business reading.
-const WITHHELD_VARIABLES: &[&str] = &["PGPASSWORD", "PGMIRROR_REDACT_KEY", "PGMIRROR_IDENTITY"];
+/// What the alert command inherits of the service's environment: enough to run a
+/// script, nothing else (an env file often holds the database's passwords).
+fn passed_on(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL" | "LANG" | "TZ" | "TMPDIR"
+    ) || name.starts_with("LC_")
+}
 
 /// Runs the alert command in a process group of its own, killed (with whatever it
 /// started) when it outlives `timeout`. Not registered with the stop: the alerts of a
@@ -170,10 +176,9 @@ const WITHHELD_VARIABLES: &[&str] = &["PGPASSWORD", "PGMIRROR_REDACT_KEY", "PGMI
 fn run_command(command: &std::path::Path, timeout: Duration, alert: &Alert) {
     use std::os::unix::process::CommandExt;
     let mut process = std::process::Command::new(command);
-    for name in WITHHELD_VARIABLES {
-        process.env_remove(name);
-    }
     let spawned = process
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| name.to_str().is_some_and(passed_on)))
         .envs(alert_environment(alert))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

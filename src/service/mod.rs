@@ -317,7 +317,10 @@ fn check_staleness(service: &Service, now: DateTime<Utc>) {
         let mut state = service.state();
         let reason = state.staleness(&set, now);
         let first = reason.is_some() && !state.stale_alerted;
-        state.stale_alerted = reason.is_some();
+        // An unreadable set says nothing about staleness: the spell goes on.
+        if set.error.is_none() {
+            state.stale_alerted = reason.is_some();
+        }
         reason.filter(|_| first)
     };
     if let Some(reason) = reason {
@@ -343,7 +346,11 @@ fn launch(service: &Arc<Service>, job: Job) -> Option<std::thread::JoinHandle<()
     let name = job.name.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("pgmirror-job-{}", job.name))
-        .spawn(move || run_job(&worker, &job));
+        .spawn(move || {
+            // Whatever happens in the run, the job must not stay "running" for ever.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&worker, &job)));
+            worker.state().running.remove(&job.name);
+        });
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {
@@ -374,11 +381,14 @@ fn run_job(service: &Service, job: &Job) {
     let lock = job.kind.set_dir().map(|dir| service.dir_lock(dir));
     // Waits for another job on the same directory (never two at once); the run starts
     // when it has the directory.
-    let _using_dir = lock.as_ref().map(|lock| {
-        lock.try_lock().unwrap_or_else(|_| {
+    let _using_dir = lock.as_ref().map(|lock| match lock.try_lock() {
+        Ok(guard) => guard,
+        // A job that panicked holding it left nothing half-done in memory.
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
             tracing::info!(job = %job.name, run = job.kind.name(), "waiting for another job on the backup directory");
             lock.lock().unwrap_or_else(|p| p.into_inner())
-        })
+        }
     });
     let started = Utc::now();
     let clock = Instant::now();
@@ -395,7 +405,8 @@ fn run_job(service: &Service, job: &Job) {
     let duration_seconds = clock.elapsed().as_secs_f64();
     let (outcome_kind, error, done) = match outcome {
         Ok(done) => (Outcome::Success, None, done),
-        Err(error) if error.is_stop() && crate::stop::stop_requested() => {
+        // Stopped by the shutdown (after the grace period, or a retry given up for it).
+        Err(error) if error.is_stop() && (crate::stop::stop_requested() || service.shutting_down()) => {
             (Outcome::Cancelled, Some(error.to_string()), run::Done::default())
         }
         Err(error) => (Outcome::Failure, Some(error.to_string()), run::Done::default()),

@@ -23,17 +23,28 @@ pub fn run_with_retries(job: &Job, stopping: &dyn Fn() -> bool) -> Result<Done> 
     loop {
         let outcome = crate::error::catch_panic(|| format!("job {}", job.name), || run_once(&job.kind));
         match outcome {
-            Err(error) if error.is_connection() && attempt < job.retries && !stopping() => {
+            Err(error) if error.is_connection() && attempt < job.retries => {
+                if stopping() {
+                    return Err(given_up(error));
+                }
                 attempt += 1;
                 tracing::warn!(job = %job.name, attempt, retries = job.retries, delay_seconds = delay.as_secs_f64(), error = %error, "connection failed; trying again");
                 if !sleep_unless(delay, stopping) {
-                    return Err(error);
+                    return Err(given_up(error));
                 }
                 delay = delay.saturating_mul(2);
             }
             outcome => return outcome,
         }
     }
+}
+
+/// A retry not made because the service is shutting down: the run was stopped, not failed.
+fn given_up(error: Error) -> Error {
+    Error::new(
+        format!("not retried after {error} (shutting down)"),
+        crate::error::ErrorKind::Interrupted,
+    )
 }
 
 /// Sleeps `total`, returning false early when `stopping` becomes true.
@@ -138,16 +149,20 @@ fn run_sql(source: &ConnectionSpec, sql: &str, timeout: Duration) -> Result<u64>
             .await
             .context("running the job's statement")?;
         // A connection lost during the commit leaves its outcome unknown: not an error to
-        // retry, or the statement could run twice.
-        transaction.commit().await.map_err(|e| {
-            Error::unsupported(
+        // retry, or the statement could run twice. An error the server sent (or the stop's
+        // own cancellation) is what it is.
+        if let Err(error) = transaction.commit().await {
+            if error.code().is_some() || crate::stop::stop_requested() {
+                return Err(error).context("committing the job's statement");
+            }
+            return Err(Error::unsupported(
                 "committing the job's statement",
                 format!(
                     "{}; it may or may not have been applied",
-                    crate::error::describe_postgres(&e)
+                    crate::error::describe_postgres(&error)
                 ),
-            )
-        })?;
+            ));
+        }
         Ok(rows)
     }))
 }

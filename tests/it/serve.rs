@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -378,9 +379,9 @@ fn output_within(child: Child, limit: Duration) -> std::process::Output {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        // SAFETY: kill has no memory-safety preconditions; the group is our child's own.
         unsafe {
-            libc::kill(pid, libc::SIGKILL);
+            libc::kill(-pid, libc::SIGKILL);
         }
     });
     let started = Instant::now();
@@ -402,6 +403,8 @@ fn browser_render(url: &str, png: &Path) -> String {
     let profile = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
         let output = std::process::Command::new(chromium)
+            // Its own group: the watchdog kills the renderers holding the pipes too.
+            .process_group(0)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -435,6 +438,21 @@ fn browser_render(url: &str, png: &Path) -> String {
     String::from_utf8(run(&["--dump-dom"]).stdout).unwrap()
 }
 
+/// The connection string with `secret` as its password. A URL (PGMIRROR_TEST_URL) that
+/// already has one cannot be checked this way and is refused.
+fn secret_source(url: &str, secret: &str) -> String {
+    if !url.contains("://") {
+        // The harness's key=value string; its local connections are trusted.
+        return format!("{url} password={secret}");
+    }
+    let (scheme, rest) = url.split_once("://").unwrap();
+    match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => format!("{scheme}://{user}:{secret}@{host}"),
+        Some(_) => panic!("PGMIRROR_TEST_URL has a password: this test cannot check that one is never shown"),
+        None => format!("{scheme}://postgres:{secret}@{rest}"),
+    }
+}
+
 #[test]
 fn a_refusing_database_alerts_fails_health_and_recovers() {
     let db = app_db("serve_refusing");
@@ -447,7 +465,7 @@ fn a_refusing_database_alerts_fails_health_and_recovers() {
     fs::write(
         &command,
         format!(
-            "#!/bin/sh\nenv | grep ^PGMIRROR_ | sort >> {:?}\necho ---- >> {:?}\n",
+            "#!/bin/sh\nenv | sort >> {:?}\necho ---- >> {:?}\n",
             command_out, command_out
         ),
     )
@@ -456,12 +474,7 @@ fn a_refusing_database_alerts_fails_health_and_recovers() {
     // A password in the source (unused: the harness trusts local connections) must never
     // be shown.
     let secret = "s3cr3t-pw-4711";
-    let source = if db.url.contains("://") {
-        // postgres://user@host/db (the URL form of PGMIRROR_TEST_URL): the password joins the user.
-        db.url.replacen('@', &format!(":{secret}@"), 1)
-    } else {
-        format!("{} password={secret}", db.url)
-    };
+    let source = secret_source(&db.url, secret);
     let config = write_config(
         tmp.path(),
         &format!(
@@ -470,7 +483,9 @@ fn a_refusing_database_alerts_fails_health_and_recovers() {
              [alerts]\nwebhook = {webhook:?}\ncommand = {command:?}\non = [\"failure\", \"recovery\"]\n"
         ),
     );
-    let served = Served::start(&config, &[], &[]);
+    // A password the service's environment holds (as compose's env file does) is not
+    // the alert command's business.
+    let served = Served::start(&config, &[("POSTGRES_PASSWORD", "env-file-secret-99")], &[]);
     wait_for("a first backup", Duration::from_secs(20), || {
         !backups(&dir).is_empty()
     });
@@ -556,6 +571,8 @@ fn a_refusing_database_alerts_fails_health_and_recovers() {
         command_env.contains("PGMIRROR_JOB=nightly") && command_env.contains("PGMIRROR_OUTCOME=failure"),
         "{command_env}"
     );
+    assert!(command_env.contains("\nPATH="), "{command_env}");
+    assert!(!command_env.contains("env-file-secret-99"), "{command_env}");
 
     let (_, status) = served.get("/status");
     let (_, page) = served.get("/");
@@ -871,6 +888,9 @@ fn a_stale_set_alerts_once_and_fails_health_though_no_job_failed() {
         "{stale}"
     );
     assert!(stale["job"].is_null());
+    wait_for("the verify job", Duration::from_secs(20), || {
+        served.count("check", "job finished") == 1
+    });
     let (code, reason) = served.get("/healthz");
     assert_eq!(code, 503);
     assert!(
@@ -891,4 +911,37 @@ fn a_stale_set_alerts_once_and_fails_health_though_no_job_failed() {
     let status = pgmirror(&["status", "--config", config.to_str().unwrap()]);
     assert_eq!(status.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&status.stdout).contains("STALE"));
+}
+
+#[test]
+fn connection_errors_are_retried_with_a_doubling_delay() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("backups");
+    // Nothing listens there: every connection is refused.
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "source = \"host=127.0.0.1 port={} user=nobody dbname=nothing connect_timeout=5\"\ndir = {dir:?}\n\
+             [[jobs]]\nname = \"nightly\"\nrun = \"backup\"\nat_start = true\nretries = 2\nretry_delay = \"1s\"\n",
+            free_port()
+        ),
+    );
+    let served = Served::start(&config, &[], &[]);
+    wait_for("the run to fail", Duration::from_secs(30), || {
+        served.count("nightly", "job failed") == 1
+    });
+    let events = served.events();
+    let retries: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["message"] == "connection failed; trying again")
+        .collect();
+    let delays: Vec<f64> = retries
+        .iter()
+        .map(|e| e["delay_seconds"].as_f64().unwrap())
+        .collect();
+    assert_eq!(delays, [1.0, 2.0], "{}", served.log_text());
+    let failed = events.iter().find(|e| e["message"] == "job failed").unwrap();
+    assert!(failed["duration_seconds"].as_f64().unwrap() >= 3.0, "{failed}");
+    assert_eq!(served.count("nightly", "job started"), 1, "one run, three tries");
+    assert!(served.stop(Duration::from_secs(15)).success());
 }
