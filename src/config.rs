@@ -376,6 +376,17 @@ pub struct BackupConfig {
     #[serde(default)]
     pub jobs: Vec<crate::service::JobConfig>,
     pub alerts: Option<crate::service::AlertConfig>,
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `[encryption]`: the age public keys every backup file is encrypted to. The private
+/// key is not needed to back up.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<std::path::PathBuf>,
 }
 
 /// A TOML file's error with its line and column but not the line itself: toml's own
@@ -491,6 +502,25 @@ impl RetentionConfig {
 }
 
 impl BackupConfig {
+    /// The recipients of `[encryption]`, parsed; `None` when backups are not encrypted.
+    pub fn recipients(&self) -> Result<Option<crate::crypt::Recipients>> {
+        match &self.encryption {
+            None => Ok(None),
+            Some(encryption) => {
+                let recipients = crate::crypt::Recipients::parse(
+                    &encryption.recipients,
+                    encryption.recipients_file.as_deref(),
+                )?;
+                if recipients.is_none() {
+                    return Err(Error::usage(
+                        "[encryption] lists no recipients: give recipients or recipients_file",
+                    ));
+                }
+                Ok(recipients)
+            }
+        }
+    }
+
     /// The config's `max_age`, parsed.
     pub fn max_age(&self) -> Result<Option<Duration>> {
         self.max_age
@@ -520,6 +550,14 @@ impl BackupConfig {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::usage(format!("reading config {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| toml_error("config", &path, &text, &e))
+        let mut config: BackupConfig =
+            toml::from_str(&text).map_err(|e| toml_error("config", &path, &text, &e))?;
+        // A path in the config means the same wherever pgmirror is run from.
+        if let (Some(encryption), Some(dir)) = (config.encryption.as_mut(), path.parent()) {
+            if let Some(file) = encryption.recipients_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
+            }
+        }
+        Ok(config)
     }
 }

@@ -27,6 +27,7 @@ pub mod compress;
 pub mod config;
 pub mod convert;
 pub mod copy;
+pub mod crypt;
 pub mod csv;
 pub mod error;
 pub mod failpoint;

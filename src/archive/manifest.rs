@@ -173,6 +173,11 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
     if !path.exists() {
         return Err(Error::usage(format!("{} does not exist", path.display())));
     }
+    // An encrypted file is checked as its plaintext (its own checksum is the backup
+    // manifest's business).
+    let shown = path;
+    let plain = crate::crypt::Plain::of(path)?;
+    let path = plain.path();
     let kind = super::detect(path)?;
     let mut problems = Vec::new();
     match kind {
@@ -209,7 +214,7 @@ pub fn verify(path: &Path, pg_bin: Option<&Path>) -> Result<VerifyReport> {
         }
     }
     Ok(VerifyReport {
-        file: path.display().to_string(),
+        file: shown.display().to_string(),
         kind: match kind {
             FileKind::Mirror => "mirror".into(),
             FileKind::Archive(format) => format!("{format:?} archive").to_lowercase(),

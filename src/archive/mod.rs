@@ -75,6 +75,12 @@ pub fn detect(path: &Path) -> Result<FileKind> {
         filled += read;
     }
     head.truncate(filled);
+    if head.starts_with(b"age-encryption.org/v1\n") {
+        return Err(Error::usage(format!(
+            "{} is encrypted (age): give --identity FILE to read it",
+            path.display()
+        )));
+    }
     Ok(if head.starts_with(SQLITE_MAGIC) {
         FileKind::Mirror
     } else if head.starts_with(CUSTOM_MAGIC) {

@@ -24,6 +24,8 @@ pub struct BackupOptions {
     pub zstd_level: Option<i32>,
     pub jobs: usize,
     pub pg_bin: Option<PathBuf>,
+    /// Encrypt every data file to these keys before the backup is published.
+    pub recipients: Option<crate::crypt::Recipients>,
 }
 
 /// `YYYYmmddTHHMMSSZ`: sorts as it was made, and names its time.
@@ -140,6 +142,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
             }
             None => plain,
         };
+        let file = seal(file, options.recipients.as_ref())?;
         files.push(describe_file(&file, BackupFileKind::Mirror)?);
         kinds.push(BackupFileKind::Mirror);
         mirror_seconds = Some(started.elapsed().as_secs_f64());
@@ -164,6 +167,7 @@ fn run_backup(options: &BackupOptions) -> Result<BackupManifest> {
         };
         // dump() verifies with pg_restore --list before it renames the archive into place.
         archive::dump(&dump)?;
+        let path = seal(path, options.recipients.as_ref())?;
         files.push(describe_file(&path, BackupFileKind::Archive)?);
         kinds.push(BackupFileKind::Archive);
         archive_seconds = Some(started.elapsed().as_secs_f64());
@@ -215,6 +219,20 @@ fn fresh_backup_id(dir: &Path) -> Result<(SystemTime, String, PathBuf)> {
         "backups in {} keep taking the same id; is the clock stepping back?",
         dir.display()
     )))
+}
+
+/// With recipients, the file encrypted as `NAME.age` and its plaintext removed (it existed
+/// only inside the 0700 partial directory); else the file as it is.
+fn seal(file: PathBuf, recipients: Option<&crate::crypt::Recipients>) -> Result<PathBuf> {
+    let Some(recipients) = recipients else {
+        return Ok(file);
+    };
+    let mut name = file.as_os_str().to_owned();
+    name.push(".age");
+    let sealed = PathBuf::from(name);
+    crate::crypt::encrypt_file(&file, &sealed, recipients)?;
+    fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    Ok(sealed)
 }
 
 fn describe_file(path: &Path, kind: BackupFileKind) -> Result<BackupFile> {

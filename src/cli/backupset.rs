@@ -100,6 +100,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         jobs: args.jobs.unwrap_or_else(pgmirror::config::default_jobs),
         pg_bin: args.pg_bin,
+        recipients: config.recipients()?,
     };
     let manifest = backupset::backup(&options).context("backup failed; nothing was added to the set")?;
     args.report.print_json(&manifest)?;

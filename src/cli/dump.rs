@@ -234,6 +234,12 @@ fn run_verify_set(dir: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<Ex
             .problems
             .extend(backupset::drill(dir, &ConnectionSpec::parse(scratch)?)?);
     }
+    if !report.not_decrypted.is_empty() && !args.report.quiet {
+        eprintln!(
+            "note: {} encrypted file(s) checked against their checksums only; give --identity FILE to check their contents",
+            report.not_decrypted.len()
+        );
+    }
     let sound = format!("{}: {} backups, all sound", report.dir, report.backups);
     let found = format!(
         "{}: {} problem(s) in {} backups:",

@@ -23,6 +23,10 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// An age identity file (AGE-SECRET-KEY-1...) to read encrypted backups with (restore,
+    /// verify, csv export).
+    #[arg(long, global = true, value_name = "FILE", env = "PGMIRROR_IDENTITY")]
+    identity: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +134,12 @@ pub fn print_stdout(text: &str) -> std::io::Result<()> {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(identity) = &cli.identity {
+        if let Err(error) = pgmirror::crypt::use_identity_file(identity) {
+            eprintln!("pgmirror: error: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Export(args) => export::run(args),
         Command::Sync(args) => sync::run(args),

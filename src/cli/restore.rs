@@ -103,10 +103,13 @@ impl From<ModeArg> for RestoreMode {
     }
 }
 
-pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: RestoreArgs) -> anyhow::Result<ExitCode> {
     if !args.from.exists() {
         anyhow::bail!("{} does not exist", args.from.display());
     }
+    // An encrypted backup is restored from its decryption, removed when this returns.
+    let plain = pgmirror::crypt::Plain::of(&args.from)?;
+    args.from = plain.path().to_path_buf();
     if let FileKind::Archive(format) = archive::detect(&args.from)? {
         return run_archive(args, format);
     }

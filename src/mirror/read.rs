@@ -156,6 +156,8 @@ pub struct Mirror {
     pub conn: Connection,
     /// The decompressed copy of a `.zst` mirror, removed when the mirror is dropped.
     _decompressed: Option<crate::compress::Decompressed>,
+    /// The decrypted copy of an encrypted (`.age`) mirror, likewise.
+    _decrypted: crate::crypt::Plain,
     pub path: String,
     pub tables: Vec<MirrorTable>,
     pub sequences: Vec<MirrorSequence>,
@@ -173,9 +175,9 @@ impl Mirror {
 
     /// Opens an uncompressed mirror for changing its rows in place (`pgmirror sync`).
     pub fn open_writable(path: &Path) -> Result<Self> {
-        if path.is_file() && crate::compress::is_zstd(path)? {
+        if path.is_file() && (crate::compress::is_zstd(path)? || crate::crypt::is_encrypted(path)?) {
             return Err(Error::usage(format!(
-                "{} is compressed; a mirror that follows its database must be a plain SQLite file",
+                "{} is compressed or encrypted; a mirror that follows its database must be a plain SQLite file",
                 path.display()
             )));
         }
@@ -192,12 +194,14 @@ impl Mirror {
         if !path.is_file() {
             return Err(Error::new(context(), ErrorKind::Usage("no such file".into())));
         }
-        let decompressed = if crate::compress::is_zstd(path)? {
-            Some(crate::compress::Decompressed::from(path)?)
+        let decrypted = crate::crypt::Plain::of(path)?;
+        let plain = decrypted.path();
+        let decompressed = if crate::compress::is_zstd(plain)? {
+            Some(crate::compress::Decompressed::from(plain)?)
         } else {
             None
         };
-        let file = decompressed.as_ref().map_or(path, |d| d.path());
+        let file = decompressed.as_ref().map_or(plain, |d| d.path());
         let conn = Connection::open_with_flags(file, flags).with_context(context)?;
         let (application_id, version): (i32, i32) = conn
             .query_row(
@@ -226,6 +230,7 @@ impl Mirror {
         Ok(Mirror {
             conn,
             _decompressed: decompressed,
+            _decrypted: decrypted,
             path: shown,
             tables,
             sequences,

@@ -426,6 +426,7 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
                 .transpose()?,
             jobs: options.jobs.unwrap_or_else(crate::config::default_jobs).max(1),
             pg_bin: options.pg_bin.clone(),
+            recipients: config.recipients()?,
         }),
         "prune" => JobKind::Prune {
             dir: job_dir,

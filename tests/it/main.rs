@@ -11,6 +11,7 @@ mod consistency;
 mod csv;
 mod curation;
 mod datasets;
+mod encryption;
 mod failures;
 mod oracle;
 mod output;
