@@ -1,6 +1,6 @@
 //! Encryption of backup files with age (age-encryption.org/v1, X25519 recipients): files
 //! decrypt with the stock `age -d -i key.txt`. A leaf: it imports nothing of the crate but
-//! the error type.
+//! the error type and the stop flag.
 //!
 //! Backing up needs only the recipients' public keys. Reading an encrypted file needs an
 //! identity file, given once per process (`--identity`, `PGMIRROR_IDENTITY`) through
@@ -98,6 +98,24 @@ pub fn encrypt_file(plain: &Path, target: &Path, recipients: &Recipients) -> Res
     output.sync_all().with_context(context)
 }
 
+/// io::copy that gives up when a stop is requested: a first Ctrl-C ends a long decryption
+/// (and its temporary plaintext is removed) instead of waiting for a second, which exits
+/// without cleaning up.
+fn copy_until_stopped(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        if crate::stop::stop_requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buffer[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Whether `path` starts with the age header.
 pub fn is_encrypted(path: &Path) -> Result<bool> {
     let mut start = [0u8; AGE_HEADER.len()];
@@ -131,8 +149,14 @@ pub fn have_identity() -> bool {
 }
 
 fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
+    if path.as_os_str().to_string_lossy().starts_with("AGE-SECRET-KEY") {
+        return Err(Error::usage(
+            "--identity / PGMIRROR_IDENTITY takes the path of an identity file, not the key itself",
+        ));
+    }
     let shown = path.display().to_string();
-    let file = age::IdentityFile::from_file(shown.clone())
+    let file = File::open(path)
+        .and_then(|f| age::IdentityFile::from_buffer(BufReader::new(f)))
         .map_err(|e| Error::usage(format!("reading identity file {shown}: {e}")))?;
     let identities = file
         .into_identities()
@@ -202,8 +226,12 @@ impl Plain {
                 .open(&path)
                 .with_context(context)?;
             // A damaged or changed file fails here, on an authentication tag.
-            io::copy(&mut reader, &mut output).map_err(|e| {
-                Error::unsupported(context(), format!("{e} (the file is damaged or was changed)"))
+            copy_until_stopped(&mut reader, &mut output).map_err(|e| {
+                if crate::stop::stop_requested() {
+                    Error::new(context(), crate::error::ErrorKind::Interrupted)
+                } else {
+                    Error::unsupported(context(), format!("{e} (the file is damaged or was changed)"))
+                }
             })?;
             output.flush().with_context(context)?;
         }

@@ -49,9 +49,24 @@ fn record_run(dir: &Path, outcome: &Result<BackupManifest>) {
 pub fn backup(options: &BackupOptions) -> Result<BackupManifest> {
     ensure_dir(&options.dir)?;
     let _lock = crate::lock::Lock::acquire(&options.dir)?;
+    remove_abandoned_partials(&options.dir);
     let outcome = run_backup(options);
     record_run(&options.dir, &outcome);
     outcome
+}
+
+/// Removes what a backup killed outright (SIGKILL, power loss) left: its partial directory
+/// may hold a plaintext mirror of an encrypted set. Safe under the set's lock, which every
+/// writer of a partial directory holds.
+fn remove_abandoned_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && name.starts_with('.') && name.ends_with(".partial") {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 async fn database_identity(source: &ConnectionSpec) -> Result<(String, String, i64)> {

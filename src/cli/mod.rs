@@ -25,7 +25,13 @@ pub struct Cli {
     command: Command,
     /// An age identity file (AGE-SECRET-KEY-1...) to read encrypted backups with (restore,
     /// verify, csv export).
-    #[arg(long, global = true, value_name = "FILE", env = "PGMIRROR_IDENTITY")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "PGMIRROR_IDENTITY",
+        hide_env_values = true
+    )]
     identity: Option<std::path::PathBuf>,
 }
 

@@ -156,8 +156,8 @@ pub struct Mirror {
     pub conn: Connection,
     /// The decompressed copy of a `.zst` mirror, removed when the mirror is dropped.
     _decompressed: Option<crate::compress::Decompressed>,
-    /// The decrypted copy of an encrypted (`.age`) mirror, likewise.
-    _decrypted: crate::crypt::Plain,
+    /// The decrypted copy of an encrypted (`.age`) mirror that is not compressed, likewise.
+    _decrypted: Option<crate::crypt::Plain>,
     pub path: String,
     pub tables: Vec<MirrorTable>,
     pub sequences: Vec<MirrorSequence>,
@@ -201,7 +201,10 @@ impl Mirror {
         } else {
             None
         };
-        let file = decompressed.as_ref().map_or(plain, |d| d.path());
+        let file = decompressed.as_ref().map_or(plain, |d| d.path()).to_path_buf();
+        // A compressed mirror is read from its decompression: the decrypted .zst can go.
+        let decrypted = decompressed.is_none().then_some(decrypted);
+        let file = file.as_path();
         let conn = Connection::open_with_flags(file, flags).with_context(context)?;
         let (application_id, version): (i32, i32) = conn
             .query_row(

@@ -84,6 +84,10 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
     )
     .unwrap();
     let config_text = config.to_str().unwrap();
+    // What a backup killed outright left behind (a plaintext mirror) goes with the next run.
+    let abandoned = dir.join(".20200101T000000Z.partial");
+    fs::create_dir_all(&abandoned).unwrap();
+    fs::write(abandoned.join("mirror.db"), format!("SQLite format 3\0{NEEDLE}")).unwrap();
     for _ in 0..2 {
         let output = run(&["backup", "--quiet", "--config", config_text]);
         assert!(
@@ -223,9 +227,7 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
     assert_eq!(table_digests(&from_archive), table_digests(&db));
 
     // A key the backup was not encrypted to is refused by name; no decrypted copy is left.
-    let scratch = tmp.path().join("tmp");
-    fs::create_dir(&scratch).unwrap();
-    let wrong = crate::support::pgmirror_command(&[
+    let wrong = run(&[
         "restore",
         "--identity",
         other_key.to_str().unwrap(),
@@ -233,10 +235,7 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
         mirror.to_str().unwrap(),
         "--target",
         &from_mirror.url,
-    ])
-    .env("TMPDIR", &scratch)
-    .output()
-    .unwrap();
+    ]);
     assert_eq!(wrong.status.code(), Some(2));
     let message = String::from_utf8_lossy(&wrong.stderr);
     assert!(
@@ -244,6 +243,23 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
         "{message}"
     );
     assert!(!message.contains("AGE-SECRET-KEY"), "{message}");
+
+    // A truncated file fails inside decryption, after its temporary plaintext was begun:
+    // that copy is removed, and the error says the file is damaged.
+    let truncated = tmp.path().join("truncated.db.zst.age");
+    let bytes = fs::read(mirror).unwrap();
+    fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let scratch = tmp.path().join("tmp");
+    fs::create_dir(&scratch).unwrap();
+    let broken =
+        crate::support::pgmirror_command(&["verify", "--identity", key_text, truncated.to_str().unwrap()])
+            .env("TMPDIR", &scratch)
+            .output()
+            .unwrap();
+    assert_ne!(broken.status.code(), Some(0));
+    let message =
+        String::from_utf8_lossy(&broken.stderr).into_owned() + &String::from_utf8_lossy(&broken.stdout);
+    assert!(message.contains("damaged or was changed"), "{message}");
     assert_eq!(
         fs::read_dir(&scratch).unwrap().count(),
         0,
@@ -265,7 +281,11 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
         "--output",
         csv.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(fs::read_to_string(&csv).unwrap().contains(&format!("1,{NEEDLE}")));
 
     // A changed byte is found: by its checksum, and by age's authentication on decryption.
