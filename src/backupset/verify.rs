@@ -154,6 +154,13 @@ pub fn compare_with_live(dir: &Path, source: &ConnectionSpec) -> Result<Vec<Stri
 /// database (tables created there) and checks every table's row count.
 pub fn drill(dir: &Path, scratch: &ConnectionSpec) -> Result<Vec<String>> {
     let (manifest, path) = newest_mirror(dir)?;
+    // A missing identity is the caller's mistake, not a finding about the set.
+    if !crate::crypt::have_identity() && crate::crypt::is_encrypted(&path)? {
+        return Err(Error::usage(format!(
+            "the drill restores {}, which is encrypted: give --identity FILE",
+            path.display()
+        )));
+    }
     let options = crate::restore::RestoreOptions {
         from: path,
         target: scratch.clone(),

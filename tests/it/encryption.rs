@@ -165,6 +165,27 @@ fn encrypted_backups_hold_no_plaintext_and_come_back_with_the_identity() {
     assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
     assert!(!String::from_utf8_lossy(&with.stderr).contains("checksums only"));
 
+    // The drill restores the newest (encrypted) mirror: a missing identity is a usage
+    // error, not a finding about the set.
+    let scratch_db = fresh_db("enc_drill");
+    let drill = run(&["verify", "--dir", dir_text, "--drill", &scratch_db.url]);
+    assert_eq!(drill.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&drill.stderr).contains("which is encrypted: give --identity"));
+    let drill = run(&[
+        "verify",
+        "--identity",
+        key_text,
+        "--dir",
+        dir_text,
+        "--drill",
+        &scratch_db.url,
+    ]);
+    assert!(
+        drill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drill.stderr)
+    );
+
     // Restores from the encrypted mirror and the encrypted archive equal the source.
     let mirror = sealed
         .iter()
