@@ -377,6 +377,9 @@ pub struct BackupConfig {
     pub jobs: Vec<crate::service::JobConfig>,
     pub alerts: Option<crate::service::AlertConfig>,
     pub encryption: Option<EncryptionConfig>,
+    /// Where `backup` and `offsite push` copy each backup.
+    #[serde(default)]
+    pub offsite: Vec<crate::offsite::OffsiteConfig>,
 }
 
 /// `[encryption]`: the age public keys every backup file is encrypted to. The private

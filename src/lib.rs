@@ -34,6 +34,7 @@ pub mod failpoint;
 pub mod load;
 pub mod lock;
 pub mod mirror;
+pub mod offsite;
 pub mod pg;
 pub mod pipeline;
 pub mod plan;

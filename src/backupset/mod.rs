@@ -10,11 +10,13 @@
 //!   .pgmirror.lock                flock'ed by the running backup, prune or pin; its pid inside
 //!   .pgmirror-last-run.json       the outcome of the last run, for `status`
 //!   .pgmirror-jobs.json           the runs of `pgmirror serve`'s jobs (history.rs)
+//!   .pgmirror-offsite.json        which off-site targets hold which backups (copies.rs)
 //!
 //! One file per job: run.rs (backup), status.rs, prune.rs (with pins and the guide's file
 //! names), verify.rs (with the live comparison and the drill); this file has what they
 //! share: the manifest and the listing.
 
+pub mod copies;
 pub mod history;
 mod prune;
 pub mod retention;

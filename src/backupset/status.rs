@@ -16,6 +16,8 @@ pub struct StatusBackup {
     pub size_bytes: u64,
     pub verified: bool,
     pub pinned: bool,
+    /// The off-site targets holding a complete copy, by name.
+    pub offsite: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,11 +36,14 @@ pub struct Status {
     pub last_failure: Option<LastRun>,
     /// Each scheduled job's last run that was not skipped (`pgmirror serve`), by job name.
     pub jobs: std::collections::BTreeMap<String, super::history::JobRun>,
+    /// Off-site targets whose last copy failed: name, error, time.
+    pub offsite_failures: Vec<(String, String, String)>,
 }
 
 pub fn status(dir: &Path) -> Result<Status> {
     let now = now_unix();
     let backups = list(dir)?;
+    let copies = super::copies::OffsiteRecord::load(dir);
     let mut entries: Vec<StatusBackup> = backups
         .iter()
         .map(|(path, m)| StatusBackup {
@@ -49,6 +54,7 @@ pub fn status(dir: &Path) -> Result<Status> {
             size_bytes: m.size_bytes(),
             verified: m.verified,
             pinned: is_pinned(path),
+            offsite: copies.holders(&m.id),
         })
         .collect();
     entries.reverse();
@@ -64,6 +70,17 @@ pub fn status(dir: &Path) -> Result<Status> {
         newest_age_seconds: entries.first().map(|b| b.age_seconds),
         newest_verified_age_seconds: super::newest_verified_age_seconds(&backups, now),
         last_failure: last_run(dir).filter(|run| !run.ok),
+        offsite_failures: copies
+            .targets
+            .iter()
+            .filter_map(|(name, t)| {
+                Some((
+                    name.clone(),
+                    t.last_error.clone()?,
+                    t.last_error_time.clone().unwrap_or_default(),
+                ))
+            })
+            .collect(),
         jobs: super::history::JobHistory::load(dir)
             .jobs
             .into_iter()

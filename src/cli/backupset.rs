@@ -24,7 +24,7 @@ pub struct SetArgs {
 }
 
 impl SetArgs {
-    fn resolve(&self) -> anyhow::Result<(PathBuf, BackupConfig)> {
+    pub fn resolve(&self) -> anyhow::Result<(PathBuf, BackupConfig)> {
         let config = BackupConfig::load(self.config.as_deref())?;
         let dir = self
             .dir
@@ -103,6 +103,12 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         recipients: config.recipients()?,
     };
     let manifest = backupset::backup(&options).context("backup failed; nothing was added to the set")?;
+    // Copies go out after the backup stands locally; a failed one is recorded, not fatal.
+    let offsite = if config.offsite.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        super::offsite::push(&options.dir, &config, args.report.quiet || args.report.json)
+    };
     args.report.print_json(&manifest)?;
     if !args.report.quiet {
         let size = manifest.size_bytes();
@@ -120,7 +126,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    Ok(if manifest.verified {
+    Ok(if manifest.verified && offsite == ExitCode::SUCCESS {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

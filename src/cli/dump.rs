@@ -157,7 +157,7 @@ pub fn run_dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The archive or mirror.
-    #[arg(value_name = "FILE", required_unless_present = "dir")]
+    #[arg(value_name = "FILE", required_unless_present_any = ["dir", "offsite"])]
     file: Option<PathBuf>,
     /// Verify every backup of this backup set instead.
     #[arg(long, value_name = "DIR", conflicts_with = "file")]
@@ -171,11 +171,31 @@ pub struct VerifyArgs {
     /// Directory holding pg_restore.
     #[arg(long, value_name = "DIR")]
     pg_bin: Option<PathBuf>,
+    /// Check the copies on this [[offsite]] target instead (every object against its
+    /// manifest there; every local backup must be there).
+    #[arg(long, value_name = "NAME", requires = "config", conflicts_with = "file")]
+    offsite: Option<String>,
+    /// The config file naming the backup directory and the off-site targets.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
 }
 
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.offsite {
+        let config = pgmirror::config::BackupConfig::load(args.config.as_deref())?;
+        let dir = args
+            .dir
+            .clone()
+            .or_else(|| config.dir.clone())
+            .ok_or_else(|| anyhow::anyhow!("give --dir DIR (or `dir` in the config file)"))?;
+        let (problems, backups) = super::offsite::verify(&dir, &config, name)?;
+        let report = serde_json::json!({ "target": name, "backups": backups, "problems": problems });
+        let sound = format!("offsite {name}: {backups} backups, every object sound");
+        let found = format!("offsite {name}: {} problem(s):", problems.len());
+        return report_findings(&report, &problems, &args.report, &sound, &found);
+    }
     if let Some(dir) = &args.dir {
         return run_verify_set(dir, &args);
     }

@@ -5,6 +5,7 @@ mod bench;
 mod csv;
 mod dump;
 mod export;
+mod offsite;
 mod restore;
 mod serve;
 mod sync;
@@ -52,6 +53,7 @@ enum Command {
     /// Unpin a backup.
     Unpin(backupset::PinArgs),
     Serve(serve::ServeArgs),
+    Offsite(offsite::OffsiteArgs),
 }
 
 /// Where to read from.
@@ -160,6 +162,7 @@ pub fn run() -> ExitCode {
         Command::Pin(args) => backupset::run_pin(args, true),
         Command::Unpin(args) => backupset::run_pin(args, false),
         Command::Serve(args) => serve::run(args),
+        Command::Offsite(args) => offsite::run(args),
     };
     match result {
         Ok(code) => code,

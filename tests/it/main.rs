@@ -13,6 +13,7 @@ mod curation;
 mod datasets;
 mod encryption;
 mod failures;
+mod offsite;
 mod oracle;
 mod output;
 mod properties;

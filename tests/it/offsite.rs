@@ -1,0 +1,279 @@
+//! Off-site copies against a real S3 protocol server on loopback (moto's server mode,
+//! started by the test) and a `file://` directory: encrypted objects, checked copies,
+//! status, verify --offsite, and a copy interrupted by the server going away.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::cluster::free_port;
+use crate::support::{fresh_db, pgmirror_command, temp_dir, wait_for, TestDb};
+
+const NEEDLE: &str = "offsite-needle-5521";
+
+/// moto's S3 server on a loopback port, stopped on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] is needed: pip install 'moto[server]' (.ci/run does)");
+        let moto = Moto { child, port };
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        moto
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Makes the bucket (moto takes an unsigned PUT for that).
+    fn create_bucket(&self, bucket: &str) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent.put(&self.url(bucket)).send_empty().unwrap();
+        assert_eq!(response.status().as_u16(), 200, "creating bucket {bucket}");
+    }
+
+    /// The test's own view of the bucket, as a client with the same credentials.
+    fn store(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("backups")
+            .with_region("us-east-1")
+            .with_access_key_id("testing-key-id")
+            .with_secret_access_key("testing-secret-key-value")
+            .with_endpoint(format!("http://127.0.0.1:{}", self.port))
+            .with_allow_http(true)
+            .build()
+            .unwrap()
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStore;
+        let store = self.store();
+        crate::cluster::runtime().block_on(async {
+            let found = store.get(&object_store::path::Path::from(key)).await;
+            found
+                .unwrap_or_else(|e| panic!("{key}: {e}"))
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+
+    fn put(&self, key: &str, bytes: &'static [u8]) {
+        use object_store::ObjectStore;
+        let store = self.store();
+        crate::cluster::runtime().block_on(async {
+            store
+                .put(&object_store::path::Path::from(key), bytes.into())
+                .await
+                .unwrap();
+        });
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
+    let path = dir.join("key.txt");
+    let output = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("age-keygen (apt-get install age)");
+    assert!(output.status.success());
+    let public = fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
+        .unwrap();
+    (path, public)
+}
+
+fn app_db() -> TestDb {
+    let db = fresh_db("offsite_source");
+    db.execute(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, note text);
+         INSERT INTO items SELECT g, '{NEEDLE} ' || g FROM generate_series(1, 300) g;"
+    ));
+    db
+}
+
+fn pgmirror_s3(args: &[&str]) -> std::process::Output {
+    pgmirror_command(args)
+        .env("AWS_ACCESS_KEY_ID", "testing-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key-value")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+fn status(config: &str) -> serde_json::Value {
+    let output = pgmirror_s3(&["status", "--json", "--config", config]);
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn holds_plaintext(bytes: &[u8]) -> bool {
+    [&b"SQLite format 3"[..], b"PGDMP", NEEDLE.as_bytes()]
+        .iter()
+        .any(|marker| bytes.windows(marker.len()).any(|w| w == *marker))
+}
+
+#[test]
+fn encrypted_backups_are_copied_checked_and_completed_after_an_outage() {
+    let db = app_db();
+    let tmp = temp_dir();
+    let (key, public) = keygen(tmp.path());
+    let port = free_port();
+    let moto = Moto::start(port);
+    moto.create_bucket("backups");
+    let dir = tmp.path().join("backups");
+    let nas = tmp.path().join("nas");
+    let config = tmp.path().join("pgmirror.toml");
+    fs::write(
+        &config,
+        format!(
+            "source = {:?}\ndir = {dir:?}\nkind = \"both\"\ncompress = \"zstd\"\n\
+             [encryption]\nrecipients = [{public:?}]\n\
+             [[offsite]]\nname = \"s3\"\nurl = \"s3://backups/prompts\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\n\
+             [[offsite]]\nname = \"nas\"\nurl = \"file://{}\"\n",
+            db.url,
+            nas.display()
+        ),
+    )
+    .unwrap();
+    let config_text = config.to_str().unwrap();
+    for _ in 0..2 {
+        let output = pgmirror_s3(&["backup", "--config", config_text]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            said.contains("offsite s3: 1 copied") && said.contains("offsite nas: 1 copied"),
+            "{said}"
+        );
+    }
+    let status_now = status(config_text);
+    let ids: Vec<String> = status_now["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for backup in status_now["backups"].as_array().unwrap() {
+        assert_eq!(backup["offsite"], serde_json::json!(["nas", "s3"]), "{backup}");
+    }
+
+    // The objects are the encrypted files, byte for byte, and decrypt with the stock CLI.
+    for id in &ids {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&moto.get(&format!("prompts/{id}/manifest.json"))).unwrap();
+        for file in manifest["files"].as_array().unwrap() {
+            let name = file["name"].as_str().unwrap();
+            let object = moto.get(&format!("prompts/{id}/{name}"));
+            assert!(!holds_plaintext(&object), "{id}/{name} holds plaintext");
+            assert_eq!(object, fs::read(dir.join(id).join(name)).unwrap(), "{id}/{name}");
+            let on_nas = fs::read(nas.join(id).join(name)).unwrap();
+            assert_eq!(on_nas, object);
+            let sealed = tmp.path().join("object.age");
+            fs::write(&sealed, &object).unwrap();
+            let decrypted = Command::new("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(&key)
+                .arg(&sealed)
+                .output()
+                .unwrap();
+            assert!(
+                decrypted.status.success() && !decrypted.stdout.is_empty(),
+                "{name}"
+            );
+        }
+    }
+
+    let verify = |name: &str| pgmirror_s3(&["verify", "--config", config_text, "--offsite", name]);
+    for name in ["s3", "nas"] {
+        let output = verify(name);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    // One object overwritten on the store: verify names it and exits 1.
+    moto.put(
+        &format!("prompts/{}/mirror.db.zst.age", ids[0]),
+        b"not the backup",
+    );
+    let output = verify("s3");
+    assert_eq!(output.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains(&format!("prompts/{}/mirror.db.zst.age", ids[0])),
+        "{report}"
+    );
+
+    // The store goes away: the backup still stands locally, the failure is recorded.
+    drop(moto);
+    std::thread::sleep(Duration::from_millis(1100));
+    let output = pgmirror_s3(&["backup", "--config", config_text]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("offsite s3: copy failed"));
+    let after = status(config_text);
+    assert_eq!(after["backups"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        after["backups"][0]["offsite"],
+        serde_json::json!(["nas"]),
+        "{after}"
+    );
+    assert_eq!(after["offsite_failures"][0][0], "s3", "{after}");
+    let everything = serde_json::to_string(&after).unwrap();
+    assert!(!everything.contains("testing-secret-key-value"));
+
+    // Back again (an empty store): offsite push copies what is missing.
+    let moto = Moto::start(port);
+    moto.create_bucket("backups");
+    let output = pgmirror_s3(&["offsite", "push", "--config", config_text]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("offsite s3: 3 copied"));
+    let healed = status(config_text);
+    for backup in healed["backups"].as_array().unwrap() {
+        assert_eq!(backup["offsite"], serde_json::json!(["nas", "s3"]), "{backup}");
+    }
+    assert!(healed["offsite_failures"].as_array().unwrap().is_empty());
+    assert!(verify("s3").status.success());
+}
