@@ -51,6 +51,20 @@ fn store_error(context: String, error: object_store::Error) -> Error {
 impl Target {
     pub fn open(config: &OffsiteConfig) -> Result<Target> {
         let bad = |why: &str| Error::usage(format!("offsite {:?}: {why}", config.name));
+        // Credentials come from the environment; in an address they would be shown.
+        let authority = |url: &str| {
+            url.split_once("://")
+                .map_or(url, |(_, r)| r)
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .contains('@')
+        };
+        if authority(&config.url) || config.endpoint.as_deref().is_some_and(authority) {
+            return Err(bad(
+                "credentials do not belong in url or endpoint: use the AWS_* environment variables",
+            ));
+        }
         let (store, prefix): (Arc<dyn ObjectStore>, String) =
             if let Some(rest) = config.url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -61,6 +75,18 @@ impl Target {
                 if let Some(region) = &config.region {
                     builder = builder.with_region(region);
                 }
+                // A store that does not answer fails in seconds, not after minutes of retries.
+                builder = builder
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: std::time::Duration::from_secs(30),
+                        ..Default::default()
+                    })
+                    .with_client_options(
+                        object_store::ClientOptions::new()
+                            .with_connect_timeout(std::time::Duration::from_secs(10))
+                            .with_timeout(std::time::Duration::from_secs(300)),
+                    );
                 if let Some(endpoint) = &config.endpoint {
                     builder = builder
                         .with_endpoint(endpoint)
@@ -90,10 +116,7 @@ impl Target {
     }
 
     fn object(&self, id: &str, file: &str) -> ObjectPath {
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
-        parts.push(id.to_owned());
-        parts.push(file.to_owned());
-        ObjectPath::from_iter(parts)
+        self.prefix.child(id).child(file)
     }
 
     async fn upload(&self, local: &Path, object: &ObjectPath) -> Result<()> {
@@ -101,10 +124,16 @@ impl Target {
         let mut file = tokio::fs::File::open(local).await.with_context(context)?;
         // Multipart above the writer's buffer (10 MiB), one PUT below.
         let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), object.clone());
-        tokio::io::copy(&mut file, &mut writer)
-            .await
-            .with_context(context)?;
-        writer.shutdown().await.with_context(context)
+        let written = match tokio::io::copy(&mut file, &mut writer).await {
+            Ok(_) => writer.shutdown().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            // No half-made multipart upload left on the store (S3 keeps and bills its parts).
+            let _ = writer.abort().await;
+            return Err(error).with_context(context);
+        }
+        Ok(())
     }
 
     /// The object's size and sha256, as the store returns it.
@@ -161,8 +190,15 @@ impl Target {
             let name = entry.file_name().to_string_lossy().into_owned();
             let listed = manifest.files.iter().any(|f| f.name == name);
             if !listed && name != MANIFEST && !name.starts_with('.') && entry.path().is_file() {
-                self.upload(&entry.path(), &self.object(&manifest.id, &name))
-                    .await?;
+                let object = self.object(&manifest.id, &name);
+                self.upload(&entry.path(), &object).await?;
+                let (sha256, size_bytes) = crate::archive::manifest::checksum(&entry.path())?;
+                if self.checksum(&object).await? != (size_bytes, sha256) {
+                    return Err(Error::unsupported(
+                        format!("checking {object} on {}", self.name),
+                        "the stored object differs from the local file",
+                    ));
+                }
             }
         }
         self.upload(&backup_dir.join(MANIFEST), &self.object(&manifest.id, MANIFEST))
@@ -175,7 +211,10 @@ impl Target {
         let mut manifests = Vec::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| store_error(format!("listing {}", self.name), e))?;
-            if meta.location.filename() != Some(MANIFEST) {
+            // Only <prefix>/<id>/manifest.json: anything else in the bucket is not ours.
+            let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_owned()).collect();
+            let depth = self.prefix.parts().count();
+            if parts.len() != depth + 2 || parts[depth + 1] != MANIFEST {
                 continue;
             }
             let context = || format!("reading {} on {}", meta.location, self.name);
@@ -189,6 +228,12 @@ impl Target {
                 .map_err(|e| store_error(context(), e))?;
             let manifest: BackupManifest =
                 serde_json::from_slice(&bytes).map_err(|e| Error::unsupported(context(), e.to_string()))?;
+            if manifest.id != parts[depth] {
+                return Err(Error::unsupported(
+                    context(),
+                    format!("it describes backup {}", manifest.id),
+                ));
+            }
             manifests.push(manifest);
         }
         manifests.sort_by(|a, b| a.id.cmp(&b.id));
@@ -219,12 +264,14 @@ pub fn push(dir: &Path, targets: &[OffsiteConfig]) -> Result<Vec<PushReport>> {
             already_there: 0,
             error: None,
         };
+        let mut missing = Vec::new();
         let outcome = Target::open(config).and_then(|target| {
             runtime.block_on(crate::stop::until_stopped(None, async {
                 for (path, manifest) in &backups {
                     if target.has_manifest(&manifest.id).await? {
                         report.already_there += 1;
                     } else {
+                        missing.push(manifest.id.clone());
                         target.push_backup(path, manifest).await?;
                         report.copied.push(manifest.id.clone());
                     }
@@ -234,8 +281,11 @@ pub fn push(dir: &Path, targets: &[OffsiteConfig]) -> Result<Vec<PushReport>> {
         });
         let entry = record.targets.entry(config.name.clone()).or_default();
         let local: Vec<&str> = backups.iter().map(|(_, m)| m.id.as_str()).collect();
-        // Copies of backups deleted locally are not counted; the rest are what is there.
-        entry.complete.retain(|id| local.contains(&id.as_str()));
+        // Copies of backups deleted locally are not counted, nor those the target was
+        // found to lack (a wiped bucket) unless this push made them.
+        entry.complete.retain(|id| {
+            local.contains(&id.as_str()) && (!missing.contains(id) || report.copied.contains(id))
+        });
         for id in report.copied.iter().cloned().chain(
             backups
                 .iter()
@@ -270,7 +320,7 @@ pub fn push(dir: &Path, targets: &[OffsiteConfig]) -> Result<Vec<PushReport>> {
 pub fn verify(dir: &Path, config: &OffsiteConfig) -> Result<Vec<String>> {
     let runtime = crate::pg::runtime()?;
     let target = Target::open(config)?;
-    let local = backupset::list(dir).unwrap_or_default();
+    let local = backupset::list(dir)?;
     runtime.block_on(crate::stop::until_stopped(None, async {
         let remote = target.remote_backups().await?;
         let mut problems = Vec::new();
@@ -296,15 +346,41 @@ pub fn verify(dir: &Path, config: &OffsiteConfig) -> Result<Vec<String>> {
     }))
 }
 
-/// Where a target's copies would be, for messages.
-pub fn describe(config: &OffsiteConfig) -> String {
-    match &config.endpoint {
-        Some(endpoint) => format!(
-            "{} ({} at {})",
-            config.name,
-            config.url,
-            crate::service::redact_url(endpoint)
-        ),
-        None => format!("{} ({})", config.name, config.url),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str, endpoint: Option<&str>) -> Result<Target> {
+        Target::open(&OffsiteConfig {
+            name: "t".into(),
+            url: url.into(),
+            endpoint: endpoint.map(String::from),
+            region: Some("us-east-1".into()),
+        })
+    }
+
+    #[test]
+    fn addresses_are_checked_and_credentials_in_them_refused_unshown() {
+        for (url, endpoint, expected) in [
+            ("s3://AKIA:SECRETKEY@bucket/p", None, "credentials do not belong"),
+            (
+                "s3://bucket/p",
+                Some("http://user:SECRETKEY@127.0.0.1:9000"),
+                "credentials do not belong",
+            ),
+            ("s3://", None, "needs a bucket"),
+            ("file://relative/dir", None, "absolute path"),
+            ("ftp://host/x", None, "s3:// or file://"),
+        ] {
+            let message = target(url, endpoint).err().expect(url).to_string();
+            assert!(
+                message.contains(expected) && !message.contains("SECRETKEY"),
+                "{url}: {message}"
+            );
+        }
+        let store = target("s3://bucket/a b/c%d", Some("http://127.0.0.1:9")).unwrap();
+        let object = store.object("20261202T000000Z", "manifest.json");
+        assert_eq!(object.parts().count(), 4, "{object}");
+        assert_eq!(object.filename(), Some("manifest.json"));
     }
 }

@@ -248,7 +248,15 @@ fn encrypted_backups_are_copied_checked_and_completed_after_an_outage() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("offsite s3: copy failed"));
+    let warned = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(warned.contains("offsite s3: copy failed"), "{warned}");
+    let record = fs::read_to_string(dir.join(".pgmirror-offsite.json")).unwrap();
+    for text in [&warned, &record] {
+        assert!(
+            !text.contains("testing-secret-key-value") && !text.contains("testing-key-id"),
+            "{text}"
+        );
+    }
     let after = status(config_text);
     assert_eq!(after["backups"].as_array().unwrap().len(), 3);
     assert_eq!(
