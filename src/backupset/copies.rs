@@ -25,10 +25,7 @@ pub struct TargetRecord {
 
 impl OffsiteRecord {
     pub fn load(dir: &Path) -> OffsiteRecord {
-        std::fs::read(dir.join(RECORD))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        super::read_record(dir, RECORD).unwrap_or_default()
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {

@@ -76,10 +76,7 @@ impl JobHistory {
     /// The recorded history; empty when there is none or it cannot be read (a record is
     /// not worth refusing to run backups for).
     pub fn load(dir: &Path) -> JobHistory {
-        std::fs::read(dir.join(HISTORY))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        super::read_record(dir, HISTORY).unwrap_or_default()
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {

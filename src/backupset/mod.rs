@@ -199,5 +199,11 @@ pub fn is_pinned(backup: &Path) -> bool {
 }
 
 pub fn last_run(dir: &Path) -> Option<LastRun> {
-    serde_json::from_slice(&fs::read(dir.join(LAST_RUN)).ok()?).ok()
+    read_record(dir, LAST_RUN)
+}
+
+/// One of the set's JSON records (last run, job runs, off-site copies); `None` when it is
+/// missing or unreadable: a record is not worth refusing to run backups for.
+fn read_record<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&fs::read(dir.join(name)).ok()?).ok()
 }
