@@ -99,6 +99,19 @@ impl Error {
         }
     }
 
+    /// Whether a file or directory was not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// The server's SQLSTATE, when the server refused something.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match &self.kind {
+            ErrorKind::Postgres(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
     /// Whether this is what a stop request itself causes: the interruption, the rest of
     /// the run cancelled, a statement cancelled on the server or its connection closed.
     pub fn is_stop(&self) -> bool {

@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod recover;
 pub mod restore;
 pub mod service;
 pub mod sink;

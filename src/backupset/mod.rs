@@ -172,18 +172,12 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, BackupManifest)>> {
         if hidden || !path.join(MANIFEST).is_file() {
             continue;
         }
-        let text = match fs::read(path.join(MANIFEST)) {
-            Ok(text) => text,
+        let manifest = match read_manifest(&path) {
+            Ok(manifest) => manifest,
             // Pruned between the listing and the read: not part of the set any more.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.join(MANIFEST).display())),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
         };
-        let manifest: BackupManifest = serde_json::from_slice(&text).map_err(|e| {
-            Error::unsupported(
-                format!("reading {}", path.join(MANIFEST).display()),
-                e.to_string(),
-            )
-        })?;
         backups.push((path, manifest));
     }
     backups.sort_by(|a, b| {
@@ -192,6 +186,58 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, BackupManifest)>> {
             .then_with(|| a.1.id.cmp(&b.1.id))
     });
     Ok(backups)
+}
+
+/// The backup to restore from a set's manifests (oldest first): `wanted`, or the newest
+/// verified one. `place` names the set in errors.
+pub fn pick_backup<'a>(
+    manifests: &'a [BackupManifest],
+    wanted: Option<&str>,
+    place: &str,
+) -> Result<&'a BackupManifest> {
+    let newest: Vec<&str> = manifests.iter().rev().take(5).map(|m| m.id.as_str()).collect();
+    let found = match wanted {
+        Some(id) => manifests.iter().find(|m| m.id == id),
+        None => manifests.iter().rev().find(|m| m.verified),
+    };
+    found.ok_or_else(|| {
+        let what = match wanted {
+            Some(id) => format!("{place} holds no complete backup {id}"),
+            None if manifests.is_empty() => format!("{place} holds no complete backup"),
+            None => format!("{place} holds no verified backup; --backup ID restores an unverified one"),
+        };
+        if newest.is_empty() {
+            Error::usage(what)
+        } else {
+            Error::usage(format!("{what} (newest: {})", newest.join(", ")))
+        }
+    })
+}
+
+/// Checks each of a backup's files (in `dir`) against its manifest: size and sha256.
+pub fn check_files(dir: &Path, manifest: &BackupManifest) -> Result<()> {
+    for file in &manifest.files {
+        let path = dir.join(&file.name);
+        let why = match crate::archive::manifest::compare_checksum(&path, &file.sha256, file.size_bytes) {
+            crate::archive::manifest::ChecksumFinding::Read { differences } if differences.is_empty() => {
+                continue
+            }
+            crate::archive::manifest::ChecksumFinding::Read { differences } => {
+                format!("{}: the file is damaged or was changed", differences.join("; "))
+            }
+            crate::archive::manifest::ChecksumFinding::Unreadable(why) => why,
+        };
+        return Err(Error::unsupported(format!("checking {}", path.display()), why));
+    }
+    Ok(())
+}
+
+/// The manifest of the backup in directory `backup`.
+pub fn read_manifest(backup: &Path) -> Result<BackupManifest> {
+    let path = backup.join(MANIFEST);
+    let context = || format!("reading {}", path.display());
+    let text = fs::read(&path).with_context(context)?;
+    serde_json::from_slice(&text).map_err(|e| Error::unsupported(context(), e.to_string()))
 }
 
 pub fn is_pinned(backup: &Path) -> bool {

@@ -306,23 +306,32 @@ pub fn run_prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
         yearly,
     });
     let report = backupset::prune(&dir, policy, args.include_unmanaged, args.dry_run)?;
+    // The same policy on every off-site target, a backup pinned here kept there too.
+    let offsite = pgmirror::offsite::prune(&dir, &config.offsite, policy, args.dry_run)?;
     if args.report.json {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            #[serde(flatten)]
+            local: &'a backupset::PruneReport,
+            offsite: &'a [pgmirror::offsite::TargetPrune],
+        }
+        let report = Report {
+            local: &report,
+            offsite: &offsite,
+        };
         print_stdout(&serde_json::to_string_pretty(&report)?)?;
     } else if !args.report.quiet {
+        let deleted_word = if report.dry_run {
+            "would delete"
+        } else {
+            "delete  "
+        };
         let mut text = String::new();
         for kept in &report.kept {
             text.push_str(&format!("keep    {}  ({})\n", kept.name, kept.reasons.join(", ")));
         }
         for deleted in &report.deleted {
-            text.push_str(&format!(
-                "{} {}\n",
-                if report.dry_run {
-                    "would delete"
-                } else {
-                    "delete  "
-                },
-                deleted.name
-            ));
+            text.push_str(&format!("{deleted_word} {}\n", deleted.name));
         }
         text.push_str(&format!(
             "{} kept, {} {}",
@@ -334,7 +343,32 @@ pub fn run_prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
                 "deleted"
             }
         ));
+        for target in &offsite {
+            for deleted in &target.deleted {
+                text.push_str(&format!("\n{deleted_word} {deleted} on {}", target.target));
+            }
+            if target.error.is_none() {
+                text.push_str(&format!(
+                    "\noffsite {}: {} kept, {} {}",
+                    target.target,
+                    target.kept.len(),
+                    target.deleted.len(),
+                    if report.dry_run { "to delete" } else { "deleted" }
+                ));
+            }
+        }
         print_stdout(&text)?;
+    }
+    let failed: Vec<_> = offsite.iter().filter(|t| t.error.is_some()).collect();
+    for target in &failed {
+        eprintln!(
+            "pgmirror: warning: offsite {}: prune failed: {}",
+            target.target,
+            target.error.as_deref().unwrap_or_default()
+        );
+    }
+    if !failed.is_empty() {
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use pgmirror::archive::{self, ArchiveFormat, ArchiveRestoreOptions, FileKind};
+use pgmirror::config::BackupConfig;
 use pgmirror::pg::ConnectionSpec;
+use pgmirror::recover::{self, Scope};
 use pgmirror::restore::{RestoreMode, RestoreOptions};
 use pgmirror::TableFilter;
 
@@ -26,15 +28,40 @@ use super::ReportArgs;
 /// restore runs pg_restore (or psql for plain SQL) with the same version checks; one
 /// --table into an existing table replaces that table's rows.
 ///
+/// Given a backup set (a directory of `pgmirror backup`, or an off-site s3:// or file://
+/// address), restore takes its newest complete, verified backup (--backup ID picks
+/// another), checks every file against the manifest, decrypts (--identity) and restores:
+/// the pg_dump archive for the whole database, the mirror when --table or --schema is
+/// given (or when the backup has no archive). A whole-database restore from a set refuses
+/// a target database that holds anything, unless --clean; --create-database creates a
+/// missing one. Afterwards each table's rows are counted against the manifest's.
+/// Off-site addresses use the endpoint and region of the config file's [[offsite]]
+/// target they start with, else the standard AWS_* settings; files are downloaded to a
+/// private temporary directory (TMPDIR) and removed afterwards.
+///
 /// Examples:
 ///   pgmirror restore --from backup.db --target postgres://app@localhost/prompts --table Users
 ///   pgmirror restore --from backup.db --target postgres://app@localhost/scratch --create
+///   pgmirror restore --from /backups --target postgres://app@localhost/prompts --create-database
+///   pgmirror restore --config pgmirror.toml --from s3://bucket/prompts --identity key.txt \
+///       --target postgres://app@localhost/prompts --create-database
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RestoreArgs {
-    /// The mirror to restore from (written by `pgmirror export`).
+    /// What to restore from: a mirror or pg_dump archive (FILE), a backup set or one of its
+    /// backups (DIR), or the same off-site (s3://bucket/prefix[/ID[/FILE]], file:///dir/...).
+    #[arg(long, value_name = "FILE|DIR|ADDRESS")]
+    from: String,
+    /// From a backup set: this backup (its id, YYYYmmddTHHMMSSZ) instead of the newest verified.
+    #[arg(long, value_name = "ID")]
+    backup: Option<String>,
+    /// Create the target database when it does not exist (never drops anything).
+    #[arg(long)]
+    create_database: bool,
+    /// A TOML config file whose [[offsite]] targets give off-site addresses their endpoint
+    /// and region [default: PGMIRROR_CONFIG, else ~/.config/pgmirror/config.toml if it exists].
     #[arg(long, value_name = "FILE")]
-    from: PathBuf,
+    config: Option<PathBuf>,
     /// The database to restore into: a URL or key=value string; PG* variables fill the rest.
     #[arg(long, value_name = "URL", default_value = "", hide_default_value = true)]
     target: String,
@@ -73,7 +100,8 @@ pub struct RestoreArgs {
     /// Archives only: restore only the rows.
     #[arg(long)]
     data_only: bool,
-    /// Archives only: drop objects before recreating them.
+    /// Archives: drop objects before recreating them. From a backup set: restore into a
+    /// database that is not empty.
     #[arg(long)]
     clean: bool,
     /// Archives only: parallel pg_restore workers (gives up the single transaction).
@@ -103,35 +131,133 @@ impl From<ModeArg> for RestoreMode {
     }
 }
 
-pub fn run(mut args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    if !args.from.exists() {
-        anyhow::bail!("{} does not exist", args.from.display());
+pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let scope = if args.table.is_empty() && args.schema.is_empty() {
+        Scope::Database
+    } else {
+        Scope::Tables
+    };
+    let targets = if pgmirror::offsite::is_address(&args.from) {
+        BackupConfig::load(args.config.as_deref())?.offsite
+    } else {
+        Vec::new()
+    };
+    let located = recover::locate(&args.from, &targets, args.backup.as_deref(), scope)?;
+    let file = match &located {
+        Some(located) => located.file.clone(),
+        None => PathBuf::from(&args.from),
+    };
+    if !file.exists() {
+        anyhow::bail!("{} does not exist", file.display());
+    }
+    if located.as_ref().is_some_and(|l| !l.checked) {
+        eprintln!(
+            "pgmirror: warning: no manifest beside {}: its checksum was not checked",
+            args.from
+        );
+    }
+    let backup = located.as_ref().and_then(|l| l.backup.clone());
+    let whole_backup = backup.is_some() && scope == Scope::Database;
+    if args.create_database || whole_backup {
+        let target = ConnectionSpec::parse(&args.target)?;
+        let prepared = recover::prepare_database(&target, args.create_database, whole_backup, args.clean)?;
+        if prepared == recover::Prepared::Created && !args.report.quiet {
+            eprintln!("created database {:?}", target.database());
+        }
+    }
+    if let Some(backup) = &backup {
+        if !args.report.quiet {
+            eprintln!(
+                "restoring backup {} ({}, made {}) from {}",
+                backup.id,
+                pgmirror::backupset::kinds_label(&backup.kinds),
+                backup.created,
+                args.from
+            );
+        }
     }
     // An encrypted backup is restored from its decryption, removed when this returns.
-    let plain = pgmirror::crypt::Plain::of(&args.from)?;
-    args.from = plain.path().to_path_buf();
-    if let FileKind::Archive(format) = archive::detect(&args.from)? {
-        return run_archive(args, format);
+    let plain = pgmirror::crypt::Plain::of(&file)?;
+    let from = plain.path().to_path_buf();
+    let restored = if let FileKind::Archive(format) = archive::detect(&from)? {
+        run_archive(&args, from, format)
+    } else {
+        run_mirror(&args, from, whole_backup)
+    }?;
+    if let Some(backup) = &backup {
+        check_counts(&args, backup, scope)?;
     }
+    drop(located);
+    Ok(restored)
+}
+
+/// Row counts against the backup's manifest, printed; differences are warnings (an archive
+/// is dumped after the mirror, so a live database may have changed in between).
+fn check_counts(
+    args: &RestoreArgs,
+    backup: &pgmirror::backupset::BackupManifest,
+    scope: Scope,
+) -> anyhow::Result<()> {
+    let target = ConnectionSpec::parse(&args.target)?;
+    let filter = TableFilter::new(&args.schema, &args.table, &[])?;
+    let only = (scope == Scope::Tables).then_some(&filter);
+    let checks = recover::count_rows(&target, &backup.tables, only)?;
+    if !args.report.quiet {
+        for check in &checks {
+            let restored = check
+                .restored_rows
+                .map_or_else(|| "missing".to_owned(), |n| n.to_string());
+            let mark = if check.matches() { "ok" } else { "DIFFERS" };
+            eprintln!(
+                "  {:<40} manifest {:>12}  restored {:>12}  {mark}",
+                check.table, check.manifest_rows, restored
+            );
+        }
+    }
+    let differing: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.matches())
+        .map(|c| c.table.as_str())
+        .collect();
+    if !differing.is_empty() {
+        eprintln!(
+            "pgmirror: warning: {} of {} tables differ from backup {}'s row counts: {}",
+            differing.len(),
+            checks.len(),
+            backup.id,
+            differing.join(", ")
+        );
+    } else if !args.report.quiet && !checks.is_empty() {
+        eprintln!(
+            "row counts match backup {} for all {} tables",
+            backup.id,
+            checks.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::Result<ExitCode> {
     let archive_only = [
         ("--schema-only", args.schema_only),
         ("--data-only", args.data_only),
-        ("--clean", args.clean),
+        ("--clean", args.clean && !whole_backup),
         ("--jobs", args.jobs.is_some()),
         ("--pg-bin", args.pg_bin.is_some()),
     ];
     if let Some((flag, _)) = archive_only.iter().find(|(_, given)| *given) {
         anyhow::bail!(
             "{flag} applies to pg_dump archives; {} is a pgmirror mirror",
-            args.from.display()
+            args.from
         );
     }
     let options = RestoreOptions {
-        from: args.from,
+        from,
         target: ConnectionSpec::parse(&args.target)?,
         filter: TableFilter::new(&args.schema, &args.table, &[])?,
         mode: args.mode.into(),
-        create: args.create,
+        // A whole database from a mirror: its definitions make what the target lacks.
+        create: args.create || whole_backup,
         force: args.force,
         disable_triggers: args.disable_triggers,
         quiet: args.report.quiet,
@@ -151,24 +277,24 @@ pub fn run(mut args: RestoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_archive(args: RestoreArgs, format: ArchiveFormat) -> anyhow::Result<ExitCode> {
+fn run_archive(args: &RestoreArgs, from: PathBuf, format: ArchiveFormat) -> anyhow::Result<ExitCode> {
     if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) || args.disable_triggers {
         anyhow::bail!(
             "--schema, --mode and --disable-triggers apply to mirrors; {} is a pg_dump archive",
-            args.from.display()
+            args.from
         );
     }
     let options = ArchiveRestoreOptions {
-        from: args.from,
+        from,
         format,
         target: ConnectionSpec::parse(&args.target)?,
-        tables: args.table,
+        tables: args.table.clone(),
         schema_only: args.schema_only,
         data_only: args.data_only,
         clean: args.clean,
         create: args.create,
         jobs: args.jobs,
-        pg_bin: args.pg_bin,
+        pg_bin: args.pg_bin.clone(),
     };
     let summary = archive::restore_archive(&options).context("restore failed")?;
     args.report.print_json(&summary)?;

@@ -22,6 +22,11 @@ use crate::backupset::copies::OffsiteRecord;
 use crate::backupset::{self, BackupManifest};
 use crate::error::{Context, Error, Result};
 
+mod fetch;
+mod prune;
+pub use fetch::{fetch, is_address, Fetched};
+pub use prune::{prune, TargetPrune};
+
 /// `[[offsite]]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,28 +211,27 @@ impl Target {
     }
 
     /// Every backup the target holds whole, with its manifest as stored there.
-    async fn remote_backups(&self) -> Result<Vec<BackupManifest>> {
-        let mut listing = self.store.list(Some(&self.prefix));
+    pub(super) async fn remote_backups(&self) -> Result<Vec<BackupManifest>> {
+        self.backups_under(&self.prefix).await
+    }
+
+    /// Every backup held whole under `prefix` (`<prefix>/<id>/manifest.json`).
+    pub(super) async fn backups_under(&self, prefix: &ObjectPath) -> Result<Vec<BackupManifest>> {
+        let mut listing = self.store.list(Some(prefix));
         let mut manifests = Vec::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| store_error(format!("listing {}", self.name), e))?;
             // Only <prefix>/<id>/manifest.json: anything else in the bucket is not ours.
             let parts: Vec<String> = meta.location.parts().map(|p| p.as_ref().to_owned()).collect();
-            let depth = self.prefix.parts().count();
+            let depth = prefix.parts().count();
             if parts.len() != depth + 2 || parts[depth + 1] != MANIFEST {
                 continue;
             }
             let context = || format!("reading {} on {}", meta.location, self.name);
-            let bytes = self
-                .store
-                .get(&meta.location)
-                .await
-                .map_err(|e| store_error(context(), e))?
-                .bytes()
-                .await
-                .map_err(|e| store_error(context(), e))?;
-            let manifest: BackupManifest =
-                serde_json::from_slice(&bytes).map_err(|e| Error::unsupported(context(), e.to_string()))?;
+            // Deleted between the listing and the read: not held any more.
+            let Some(manifest) = self.read_manifest(&meta.location).await? else {
+                continue;
+            };
             if manifest.id != parts[depth] {
                 return Err(Error::unsupported(
                     context(),
@@ -236,8 +240,30 @@ impl Target {
             }
             manifests.push(manifest);
         }
-        manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        manifests.sort_by(|a, b| a.created_unix.cmp(&b.created_unix).then_with(|| a.id.cmp(&b.id)));
         Ok(manifests)
+    }
+
+    /// Deletes one backup: its manifest first, so a deletion cut short leaves an
+    /// incomplete backup (never listed, never restored), then everything under `<id>/`.
+    pub(super) async fn delete_backup(&self, id: &str) -> Result<()> {
+        let context = || format!("deleting backup {id} on {}", self.name);
+        match self.store.delete(&self.object(id, MANIFEST)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(context(), e)),
+        }
+        let mut listing = self.store.list(Some(&self.prefix.child(id)));
+        let mut objects = Vec::new();
+        while let Some(meta) = listing.next().await {
+            objects.push(meta.map_err(|e| store_error(context(), e))?.location);
+        }
+        for object in objects {
+            match self.store.delete(&object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(context(), e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -154,6 +154,13 @@ impl ConnectionSpec {
         parts.join(" ")
     }
 
+    /// The same server, user and settings, another database.
+    pub fn with_database(&self, database: &str) -> ConnectionSpec {
+        let mut other = self.clone();
+        other.config.dbname(database);
+        other
+    }
+
     pub fn database(&self) -> &str {
         self.config.get_dbname().unwrap_or("")
     }

@@ -14,6 +14,7 @@ use crate::config::{
     parse_backup_kind, parse_config_duration, parse_zstd_level, BackupConfig, Keep, RetentionOverrides,
 };
 use crate::error::{Error, Result};
+use crate::offsite::OffsiteConfig;
 use crate::pg::ConnectionSpec;
 
 /// One `[[jobs]]` table as written; [`Job`] is its validated form.
@@ -47,7 +48,9 @@ pub struct AlertConfig {
 }
 
 fn default_alert_events() -> Vec<String> {
-    ["failure", "recovery", "stale"].map(String::from).to_vec()
+    ["failure", "recovery", "stale", "offsite"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// When a job runs: a cron pattern (5 fields, or 6 with leading seconds) read in a time zone.
@@ -109,11 +112,17 @@ impl Schedule {
 /// What a job does, with the options of the one-shot command it stands for.
 #[derive(Debug, Clone)]
 pub enum JobKind {
-    Backup(BackupOptions),
+    /// A backup, then its copies to the config file's off-site targets.
+    Backup {
+        options: BackupOptions,
+        offsite: Vec<OffsiteConfig>,
+    },
+    /// The retention policy, on the set and on every off-site target.
     Prune {
         dir: PathBuf,
         policy: Policy,
         include_unmanaged: bool,
+        offsite: Vec<OffsiteConfig>,
     },
     Verify {
         dir: PathBuf,
@@ -130,7 +139,7 @@ pub enum JobKind {
 impl JobKind {
     pub fn name(&self) -> &'static str {
         match self {
-            JobKind::Backup(_) => "backup",
+            JobKind::Backup { .. } => "backup",
             JobKind::Prune { .. } => "prune",
             JobKind::Verify { .. } => "verify",
             JobKind::Sync(_) => "sync",
@@ -142,7 +151,7 @@ impl JobKind {
     /// (a verify must not read what a prune is deleting).
     pub fn set_dir(&self) -> Option<&std::path::Path> {
         match self {
-            JobKind::Backup(options) => Some(&options.dir),
+            JobKind::Backup { options, .. } => Some(&options.dir),
             JobKind::Prune { dir, .. } | JobKind::Verify { dir, .. } => Some(dir),
             _ => None,
         }
@@ -176,6 +185,8 @@ pub enum AlertEvent {
     Recovery,
     Stale,
     Success,
+    /// A backup was made but not copied to every off-site target.
+    Offsite,
 }
 
 impl AlertEvent {
@@ -185,6 +196,7 @@ impl AlertEvent {
             AlertEvent::Recovery => "recovery",
             AlertEvent::Stale => "stale",
             AlertEvent::Success => "success",
+            AlertEvent::Offsite => "offsite",
         }
     }
 }
@@ -326,8 +338,9 @@ fn parse_alerts(alerts: Option<&AlertConfig>) -> Result<Alerts> {
             "recovery" => Ok(AlertEvent::Recovery),
             "stale" => Ok(AlertEvent::Stale),
             "success" => Ok(AlertEvent::Success),
+            "offsite" => Ok(AlertEvent::Offsite),
             other => Err(Error::usage(format!(
-                "alerts.on: {other:?} is not failure, recovery, stale or success"
+                "alerts.on: {other:?} is not failure, recovery, stale, success or offsite"
             ))),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -411,23 +424,26 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
     };
     let job_dir = options.dir.clone().unwrap_or_else(|| dir.to_path_buf());
     let kind = match job.run.as_str() {
-        "backup" => JobKind::Backup(BackupOptions {
-            source: source()?,
-            dir: job_dir,
-            kind: match options.kind.as_deref().or(config.kind.as_deref()) {
-                Some(kind) => parse_backup_kind(kind)?,
-                None => BackupKind::Mirror,
+        "backup" => JobKind::Backup {
+            offsite: config.offsite.clone(),
+            options: BackupOptions {
+                source: source()?,
+                dir: job_dir,
+                kind: match options.kind.as_deref().or(config.kind.as_deref()) {
+                    Some(kind) => parse_backup_kind(kind)?,
+                    None => BackupKind::Mirror,
+                },
+                zstd_level: options
+                    .compress
+                    .as_deref()
+                    .or(config.compress.as_deref())
+                    .map(parse_zstd_level)
+                    .transpose()?,
+                jobs: options.jobs.unwrap_or_else(crate::config::default_jobs).max(1),
+                pg_bin: options.pg_bin.clone(),
+                recipients: config.recipients()?,
             },
-            zstd_level: options
-                .compress
-                .as_deref()
-                .or(config.compress.as_deref())
-                .map(parse_zstd_level)
-                .transpose()?,
-            jobs: options.jobs.unwrap_or_else(crate::config::default_jobs).max(1),
-            pg_bin: options.pg_bin.clone(),
-            recipients: config.recipients()?,
-        }),
+        },
         "prune" => JobKind::Prune {
             dir: job_dir,
             policy: config.retention.policy(&RetentionOverrides {
@@ -438,6 +454,7 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
                 yearly: options.keep_yearly,
             }),
             include_unmanaged: options.include_unmanaged,
+            offsite: config.offsite.clone(),
         },
         "verify" => JobKind::Verify {
             dir: job_dir,
@@ -509,7 +526,7 @@ mod tests {
              keep-weekly = 2\nkeep_yearly = 'all'\n"
         ))
         .unwrap();
-        let JobKind::Backup(backup) = &config.jobs[0].kind else {
+        let JobKind::Backup { options: backup, .. } = &config.jobs[0].kind else {
             panic!("{:?}", config.jobs[0])
         };
         assert_eq!((backup.kind, backup.zstd_level), (BackupKind::Both, Some(9)));

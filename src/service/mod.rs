@@ -411,6 +411,7 @@ fn run_job(service: &Service, job: &Job) {
         }
         Err(error) => (Outcome::Failure, Some(error.to_string()), run::Done::default()),
     };
+    let offsite_failures = done.offsite_failures;
     let record = JobRun {
         job: job.name.clone(),
         run: job.kind.name().into(),
@@ -461,6 +462,23 @@ fn run_job(service: &Service, job: &Job) {
         // A shutdown's cancellation is in the log and the record; a missed backup shows
         // as staleness, not as a page on every deploy.
         Outcome::Cancelled | Outcome::Skipped => {}
+    }
+    if !offsite_failures.is_empty() {
+        let failures = offsite_failures.join("; ");
+        tracing::warn!(job = %job.name, backup = record.backup.as_deref(), failures = %failures, "off-site copy failed; the next backup or `pgmirror offsite push` completes it");
+        let flagged = JobRun {
+            error: Some(failures.clone()),
+            ..record.clone()
+        };
+        service.alert(
+            AlertEvent::Offsite,
+            Some(&flagged),
+            format!(
+                "backup job {} made backup {} but could not copy it off-site: {failures}",
+                job.name,
+                record.backup.as_deref().unwrap_or("")
+            ),
+        );
     }
 }
 

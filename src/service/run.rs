@@ -13,6 +13,8 @@ pub struct Done {
     pub backup: Option<String>,
     pub size_bytes: Option<u64>,
     pub detail: String,
+    /// Off-site targets the new backup could not be copied to, each with its error.
+    pub offsite_failures: Vec<String>,
 }
 
 /// Runs the job, trying again after a connection error up to `job.retries` times, waiting
@@ -63,7 +65,7 @@ fn sleep_unless(total: Duration, stopping: &dyn Fn() -> bool) -> bool {
 
 fn run_once(kind: &JobKind) -> Result<Done> {
     match kind {
-        JobKind::Backup(options) => {
+        JobKind::Backup { options, offsite } => {
             let manifest = backupset::backup(options)?;
             let size = manifest.size_bytes();
             if !manifest.verified {
@@ -75,25 +77,62 @@ fn run_once(kind: &JobKind) -> Result<Done> {
                     ),
                 ));
             }
+            // The local backup stands whatever happens to its copies: a failure is
+            // recorded in the set (for status and the next push) and alerted.
+            let offsite_failures = copy_offsite(&options.dir, offsite);
+            let mut detail = format!(
+                "backup {} ({}), {} tables",
+                manifest.id,
+                backupset::kinds_label(&manifest.kinds),
+                manifest.tables.len()
+            );
+            if !offsite.is_empty() {
+                detail.push_str(&format!(
+                    "; copied to {} of {} off-site targets",
+                    offsite.len() - offsite_failures.len(),
+                    offsite.len()
+                ));
+            }
             Ok(Done {
-                detail: format!(
-                    "backup {} ({}), {} tables",
-                    manifest.id,
-                    backupset::kinds_label(&manifest.kinds),
-                    manifest.tables.len()
-                ),
+                detail,
                 backup: Some(manifest.id),
                 size_bytes: Some(size),
+                offsite_failures,
             })
         }
         JobKind::Prune {
             dir,
             policy,
             include_unmanaged,
+            offsite,
         } => {
             let report = backupset::prune(dir, *policy, *include_unmanaged, false)?;
+            let remote = crate::offsite::prune(dir, offsite, *policy, false)?;
+            let failures: Vec<String> = remote
+                .iter()
+                .filter_map(|t| t.error.as_ref().map(|e| format!("offsite {}: {e}", t.target)))
+                .collect();
+            if !failures.is_empty() {
+                return Err(Error::unsupported(
+                    format!(
+                        "pruning (locally {} kept, {} deleted)",
+                        report.kept.len(),
+                        report.deleted.len()
+                    ),
+                    failures.join("; "),
+                ));
+            }
+            let remote_deleted: usize = remote.iter().map(|t| t.deleted.len()).sum();
             Ok(Done {
-                detail: format!("{} kept, {} deleted", report.kept.len(), report.deleted.len()),
+                detail: if offsite.is_empty() {
+                    format!("{} kept, {} deleted", report.kept.len(), report.deleted.len())
+                } else {
+                    format!(
+                        "{} kept, {} deleted; {remote_deleted} deleted off-site",
+                        report.kept.len(),
+                        report.deleted.len()
+                    )
+                },
                 ..Done::default()
             })
         }
@@ -128,6 +167,20 @@ fn run_once(kind: &JobKind) -> Result<Done> {
                 ..Done::default()
             })
         }
+    }
+}
+
+/// Copies what the targets lack; the targets that failed, each with its error.
+fn copy_offsite(dir: &std::path::Path, targets: &[crate::offsite::OffsiteConfig]) -> Vec<String> {
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    match crate::offsite::push(dir, targets) {
+        Ok(reports) => reports
+            .into_iter()
+            .filter_map(|r| r.error.map(|e| format!("{}: {e}", r.target)))
+            .collect(),
+        Err(error) => vec![format!("all targets: {error}")],
     }
 }
 

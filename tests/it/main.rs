@@ -19,6 +19,7 @@ mod output;
 mod properties;
 mod queryable;
 mod reader;
+mod recovery;
 mod relations;
 mod restore;
 mod serve;

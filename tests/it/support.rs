@@ -149,6 +149,32 @@ pub fn fresh_db(name: &str) -> TestDb {
     }
 }
 
+/// A database name that does not exist (dropped if it did), for restores that create it.
+pub fn absent_db(name: &str) -> TestDb {
+    let db = fresh_db(name);
+    let admin = server().connection_string("postgres");
+    runtime().block_on(async {
+        connect(&admin)
+            .await
+            .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("dropping the test database");
+    });
+    db
+}
+
+/// Whether database `name` exists on the test server.
+pub fn database_exists(name: &str) -> bool {
+    let admin = TestDb {
+        name: "postgres".into(),
+        url: server().connection_string("postgres"),
+    };
+    admin.scalar(&format!(
+        "SELECT count(*) FROM pg_database WHERE datname = '{}'",
+        name.replace('\'', "''")
+    )) == "1"
+}
+
 impl TestDb {
     pub fn execute(&self, sql: &str) {
         let rt = runtime();
