@@ -106,8 +106,10 @@ impl Target {
                     ));
                 }
                 backupset::ensure_dir(Path::new(dir))?;
+                // A pruned backup leaves no empty directory behind.
                 let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| bad(&e.to_string()))?;
+                    .map_err(|e| bad(&e.to_string()))?
+                    .with_automatic_cleanup(true);
                 (Arc::new(store), String::new())
             } else {
                 return Err(bad("url must start with s3:// or file://"));

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::cluster::free_port;
-use crate::support::{fresh_db, pgmirror_command, temp_dir, wait_for, TestDb};
+use crate::support::{fresh_db, pgmirror_command, table_digests, temp_dir, wait_for, TestDb};
 
 const NEEDLE: &str = "offsite-needle-5521";
 
@@ -284,4 +284,223 @@ fn encrypted_backups_are_copied_checked_and_completed_after_an_outage() {
     }
     assert!(healed["offsite_failures"].as_array().unwrap().is_empty());
     assert!(verify("s3").status.success());
+}
+
+/// The config file of a set with both targets, encrypted to `public`.
+fn both_targets_config(tmp: &Path, db: &TestDb, public: &str, port: u16) -> std::path::PathBuf {
+    let config = tmp.join("pgmirror.toml");
+    fs::write(
+        &config,
+        format!(
+            "source = {:?}\ndir = {:?}\nkind = \"both\"\ncompress = \"zstd\"\n\
+             [encryption]\nrecipients = [{public:?}]\n\
+             [[offsite]]\nname = \"s3\"\nurl = \"s3://backups/prompts\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\n\
+             [[offsite]]\nname = \"nas\"\nurl = \"file://{}\"\n",
+            db.url,
+            tmp.join("backups"),
+            tmp.join("nas").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn remote_ids(moto: &Moto) -> Vec<String> {
+    use object_store::ObjectStore;
+    let store = moto.store();
+    let mut ids: Vec<String> = crate::cluster::runtime().block_on(async {
+        use futures_util::StreamExt;
+        let listed: Vec<_> = store
+            .list(Some(&object_store::path::Path::from("prompts")))
+            .collect()
+            .await;
+        listed
+            .into_iter()
+            .map(|m| m.unwrap().location.to_string())
+            .filter(|key| key.ends_with("/manifest.json"))
+            .map(|key| key.split('/').nth(1).unwrap().to_owned())
+            .collect()
+    });
+    ids.sort();
+    ids
+}
+
+#[test]
+fn backups_come_back_straight_from_the_store_and_prune_applies_there() {
+    let db = fresh_db("offsite_restore_source");
+    db.execute(&format!(
+        "CREATE TABLE \"Prompts\" (id int PRIMARY KEY, body text, tags text[]);
+         INSERT INTO \"Prompts\" SELECT g, '{NEEDLE} ' || g, ARRAY['x', 'y ' || g] FROM generate_series(1, 500) g;"
+    ));
+    let tmp = temp_dir();
+    let (key, public) = keygen(tmp.path());
+    let key_text = key.to_str().unwrap();
+    let port = free_port();
+    let moto = Moto::start(port);
+    moto.create_bucket("backups");
+    let config = both_targets_config(tmp.path(), &db, &public, port);
+    let config_text = config.to_str().unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let output = pgmirror_s3(&["backup", "--config", config_text, "--quiet", "--json"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        ids.push(manifest["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(remote_ids(&moto), ids);
+
+    // The whole database straight from the bucket: the newest verified backup, decrypted.
+    let restored = crate::support::absent_db("offsite_restored");
+    let from_bucket = |target: &TestDb, from: &str, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--config",
+            config_text,
+            "--identity",
+            key_text,
+            "--from",
+            from,
+            "--target",
+            &target.url,
+        ];
+        args.extend_from_slice(extra);
+        pgmirror_s3(&args)
+    };
+    let output = from_bucket(&restored, "s3://backups/prompts", &["--create-database"]);
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains(&format!("restoring backup {}", ids[2])), "{said}");
+    assert!(said.contains("row counts match"), "{said}");
+    assert_eq!(table_digests(&restored), table_digests(&db));
+    for secret in ["testing-secret-key-value", "AGE-SECRET-KEY"] {
+        assert!(!said.contains(secret), "{said}");
+    }
+
+    // One file by its address (a mirror, so --create makes its table), and the NAS by
+    // file:// with no config at all.
+    let one_file = crate::support::absent_db("offsite_one_file");
+    let address = format!("s3://backups/prompts/{}/mirror.db.zst.age", ids[1]);
+    let output = from_bucket(&one_file, &address, &["--create-database", "--create"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("not checked"));
+    assert_eq!(table_digests(&one_file), table_digests(&db));
+    let from_nas = crate::support::absent_db("offsite_from_nas");
+    let nas = format!("file://{}", tmp.path().join("nas").display());
+    let output = pgmirror_s3(&[
+        "restore",
+        "--identity",
+        key_text,
+        "--from",
+        &nas,
+        "--backup",
+        &ids[0],
+        "--target",
+        &from_nas.url,
+        "--create-database",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(table_digests(&from_nas), table_digests(&db));
+
+    // An object changed on the store is refused before any database is made; nothing of
+    // the download is left behind.
+    let archive_name = fs::read_dir(tmp.path().join("backups").join(&ids[2]))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".backup.age"))
+        .unwrap();
+    moto.put(&format!("prompts/{}/{archive_name}", ids[2]), b"not the archive");
+    let refused = crate::support::absent_db("offsite_refused");
+    let downloads = tmp.path().join("downloads");
+    fs::create_dir(&downloads).unwrap();
+    let output = pgmirror_command(&[
+        "restore",
+        "--config",
+        config_text,
+        "--identity",
+        key_text,
+        "--from",
+        "s3://backups/prompts",
+        "--target",
+        &refused.url,
+        "--create-database",
+    ])
+    .env("AWS_ACCESS_KEY_ID", "testing-key-id")
+    .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key-value")
+    .env("AWS_REGION", "us-east-1")
+    .env("TMPDIR", &downloads)
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&archive_name) && said.contains("its manifest says"),
+        "{said}"
+    );
+    assert!(!crate::support::database_exists(&refused.name));
+    assert_eq!(fs::read_dir(&downloads).unwrap().count(), 0, "downloads removed");
+
+    // Prune: the policy (keep the last one) on both targets; a pinned backup stays everywhere.
+    let output = pgmirror_s3(&["pin", "--config", config_text, &ids[0]]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = pgmirror_s3(&[
+        "prune",
+        "--config",
+        config_text,
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["deleted"],
+        serde_json::json!([{ "name": ids[1] }]),
+        "{report}"
+    );
+    for target in report["offsite"].as_array().unwrap() {
+        assert_eq!(target["deleted"], serde_json::json!([ids[1]]), "{report}");
+        assert!(target["error"].is_null(), "{report}");
+    }
+    assert_eq!(remote_ids(&moto), vec![ids[0].clone(), ids[2].clone()]);
+    let mut on_nas: Vec<String> = fs::read_dir(tmp.path().join("nas"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_nas.sort();
+    assert_eq!(on_nas, vec![ids[0].clone(), ids[2].clone()]);
+    let after = status(config_text);
+    for backup in after["backups"].as_array().unwrap() {
+        assert_eq!(backup["offsite"], serde_json::json!(["nas", "s3"]), "{backup}");
+    }
 }

@@ -168,7 +168,7 @@ fn a_whole_database_comes_back_from_the_set_in_one_command() {
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{said}");
     assert!(
-        said.contains(&archive.display().to_string()) && said.contains("damaged or was changed"),
+        said.contains(&archive.display().to_string()) && said.contains("the manifest says"),
         "{said}"
     );
     assert!(!database_exists(&damaged.name), "nothing was created");

@@ -945,3 +945,77 @@ fn connection_errors_are_retried_with_a_doubling_delay() {
     assert_eq!(served.count("nightly", "job started"), 1, "one run, three tries");
     assert!(served.stop(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn backup_jobs_copy_off_site_and_a_failed_copy_is_alerted_and_pruned_there_too() {
+    let db = app_db("serve_offsite");
+    let tmp = temp_dir();
+    let dir = tmp.path().join("backups");
+    let nas = tmp.path().join("nas");
+    // A target that cannot be made: its directory would be under a regular file.
+    let blocked = tmp.path().join("not-a-directory");
+    fs::write(&blocked, "").unwrap();
+    let (webhook, received) = webhook_receiver();
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "source = {:?}\ndir = {dir:?}\n\
+             [[offsite]]\nname = \"nas\"\nurl = \"file://{}\"\n\
+             [[offsite]]\nname = \"broken\"\nurl = \"file://{}/nas\"\n\
+             [[jobs]]\nname = \"nightly\"\nrun = \"backup\"\nschedule = \"* * * * * *\"\nat_start = true\n\
+             [[jobs]]\nname = \"prune\"\nrun = \"prune\"\nschedule = \"*/3 * * * * *\"\nkeep_last = 1\n\
+             keep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\nkeep_yearly = 0\n\
+             [alerts]\nwebhook = {webhook:?}\n",
+            db.url,
+            nas.display(),
+            blocked.display()
+        ),
+    );
+    let served = Served::start(&config, &[], &[]);
+    wait_for("an offsite alert", Duration::from_secs(30), || {
+        !events_of(&received, "offsite").is_empty()
+    });
+    let alert = events_of(&received, "offsite").remove(0);
+    let backup = alert["backup_id"].as_str().unwrap().to_owned();
+    assert_eq!(alert["job"], "nightly", "{alert}");
+    assert!(
+        alert["error"].as_str().unwrap().starts_with("broken: "),
+        "{alert}"
+    );
+    assert!(alert["message"].as_str().unwrap().contains(&backup), "{alert}");
+    // The good target holds it whole; the job itself succeeded.
+    assert!(nas.join(&backup).join("manifest.json").is_file());
+    assert!(events_of(&received, "failure").is_empty());
+    // The prune job keeps one backup here and on the NAS; the broken target fails it.
+    wait_for("a failed prune", Duration::from_secs(30), || {
+        !events_of(&received, "failure").is_empty()
+    });
+    let failure = events_of(&received, "failure").remove(0);
+    assert_eq!(failure["job"], "prune", "{failure}");
+    assert!(
+        failure["error"].as_str().unwrap().contains("offsite broken"),
+        "{failure}"
+    );
+    wait_for("six backups", Duration::from_secs(30), || {
+        served.count("nightly", "job finished") >= 6
+    });
+    let made = served.count("nightly", "job finished");
+    assert!(served.stop(Duration::from_secs(20)).success());
+    let status = pgmirror(&["status", "--json", "--config", config.to_str().unwrap()]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["offsite_failures"][0][0], "broken", "{status}");
+    let local: Vec<String> = backups(&dir).into_iter().map(|(id, _)| id).collect();
+    let mut remote: Vec<String> = fs::read_dir(&nas)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    remote.sort();
+    assert!(local.len() < made, "prune deleted backups: {local:?} of {made}");
+    // Backups and prunes take turns on the set: the NAS holds what the set holds, less
+    // at most the copy the shutdown cut short, and nothing the prune deleted.
+    assert!(
+        remote.iter().all(|id| local.contains(id)),
+        "{remote:?} vs {local:?}"
+    );
+    assert!(local.len() - remote.len() <= 1, "{remote:?} vs {local:?}");
+}
