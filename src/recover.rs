@@ -57,7 +57,7 @@ pub fn locate(
                 checked,
                 _download: None,
             },
-            Fetched::Backup { dir, manifest } => in_backup(&dir, manifest, scope)?,
+            Fetched::Backup { dir, manifest } => in_backup(&dir, *manifest, scope)?,
         };
         return Ok(Some(Located {
             _download: Some(download),

@@ -20,7 +20,7 @@ pub enum Fetched {
     /// One file; `checked` when a manifest beside it listed it and its checksum matched.
     File { path: PathBuf, checked: bool },
     /// One backup: its files and its manifest (all checked) in the download directory.
-    Backup { dir: PathBuf, manifest: BackupManifest },
+    Backup { dir: PathBuf, manifest: Box<BackupManifest> },
 }
 
 /// True for the addresses this module reads (the rest are local paths).
@@ -223,7 +223,7 @@ impl Target {
         crate::compress::write_private_json(&into.join(MANIFEST), &manifest)?;
         Ok(Fetched::Backup {
             dir: into.to_path_buf(),
-            manifest,
+            manifest: Box::new(manifest),
         })
     }
 }
