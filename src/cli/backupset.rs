@@ -262,6 +262,8 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 /// a backup being written, anything without a pgmirror manifest — and, unless
 /// --include-unmanaged, files named with the backup guide's _YYYYmmdd_HHMMSS stamp.
 /// Defaults: the guide's table, daily 7, weekly 4, monthly 12, yearly all.
+/// With [[offsite]] targets in the config file, the same policy applies on each of them
+/// (a backup pinned here is kept there too).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PruneArgs {
