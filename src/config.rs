@@ -505,6 +505,18 @@ impl RetentionConfig {
 }
 
 impl BackupConfig {
+    /// The `[[offsite]]` targets of the set in `dir`. They belong to the config's own set
+    /// (`dir`): another directory's backups would mix with that set's on the targets, and
+    /// a prune of it there would delete the set's copies, so another directory gets none.
+    pub fn offsite_for(&self, dir: &std::path::Path) -> &[crate::offsite::OffsiteConfig] {
+        let own_set = self.dir.as_deref().is_none_or(|own| same_directory(own, dir));
+        if own_set {
+            &self.offsite
+        } else {
+            &[]
+        }
+    }
+
     /// The recipients of `[encryption]`, parsed; `None` when backups are not encrypted.
     pub fn recipients(&self) -> Result<Option<crate::crypt::Recipients>> {
         match &self.encryption {
@@ -562,5 +574,16 @@ impl BackupConfig {
             }
         }
         Ok(config)
+    }
+}
+
+/// Whether two paths name one directory (however spelled, when both exist).
+fn same_directory(a: &std::path::Path, b: &std::path::Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }

@@ -85,9 +85,19 @@ pub fn locate(
         (path.to_path_buf(), manifest)
     } else {
         let backups = backupset::list(path)?;
+        if backups.is_empty() {
+            return Err(Error::usage(format!(
+                "{from} is a directory without toc.dat (no pg_dump directory archive) and holds no backup of a set"
+            )));
+        }
         let manifests: Vec<BackupManifest> = backups.iter().map(|(_, m)| m.clone()).collect();
         let chosen = backupset::pick_backup(&manifests, backup, from)?;
-        (path.join(&chosen.id), chosen.clone())
+        let dir = backups
+            .iter()
+            .find(|(_, m)| m.id == chosen.id)
+            .map(|(dir, _)| dir.clone())
+            .unwrap_or_else(|| path.join(&chosen.id));
+        (dir, chosen.clone())
     };
     backupset::check_files(&manifest.0, &manifest.1)?;
     in_backup(&manifest.0, manifest.1, scope).map(Some)
@@ -99,6 +109,15 @@ fn in_backup(dir: &Path, manifest: BackupManifest, scope: Scope) -> Result<Locat
         Scope::Database => [BackupFileKind::Archive, BackupFileKind::Mirror],
         Scope::Tables => [BackupFileKind::Mirror, BackupFileKind::Archive],
     };
+    // A manifest (possibly downloaded) names files in its own directory, nothing else.
+    if let Some(bad) = manifest.files.iter().find(|f| {
+        f.name.is_empty() || f.name.starts_with('.') || f.name.contains('/') || f.name.contains('\0')
+    }) {
+        return Err(Error::unsupported(
+            format!("backup {}", manifest.id),
+            format!("its manifest names a file {:?} outside the backup", bad.name),
+        ));
+    }
     let file = preferred
         .iter()
         .find_map(|kind| manifest.files.iter().find(|f| f.kind == *kind))

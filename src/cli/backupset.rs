@@ -104,7 +104,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let manifest = backupset::backup(&options).context("backup failed; nothing was added to the set")?;
     // Copies go out after the backup stands locally; a failed one is recorded, not fatal.
-    let offsite = if config.offsite.is_empty() {
+    let offsite = if super::offsite::targets_for(&options.dir, &config, args.report.quiet).is_empty() {
         ExitCode::SUCCESS
     } else {
         super::offsite::push(&options.dir, &config, args.report.quiet || args.report.json)
@@ -309,7 +309,12 @@ pub fn run_prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
     });
     let report = backupset::prune(&dir, policy, args.include_unmanaged, args.dry_run)?;
     // The same policy on every off-site target, a backup pinned here kept there too.
-    let offsite = pgmirror::offsite::prune(&dir, &config.offsite, policy, args.dry_run)?;
+    let offsite = pgmirror::offsite::prune(
+        &dir,
+        super::offsite::targets_for(&dir, &config, args.report.quiet),
+        policy,
+        args.dry_run,
+    )?;
     if args.report.json {
         #[derive(serde::Serialize)]
         struct Report<'a> {

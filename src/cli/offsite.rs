@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use pgmirror::config::BackupConfig;
+use pgmirror::offsite::OffsiteConfig;
 
 use super::print_stdout;
 
@@ -29,14 +30,35 @@ pub fn run(args: OffsiteArgs) -> anyhow::Result<ExitCode> {
             if config.offsite.is_empty() {
                 anyhow::bail!("the config file has no [[offsite]] targets");
             }
+            if targets_for(&dir, &config, true).is_empty() {
+                anyhow::bail!("{}", not_this_set(&dir, &config));
+            }
             Ok(push(&dir, &config, false))
         }
     }
 }
 
-/// Pushes to every target, printing what happened; exit 1 when a target failed.
+/// The config's off-site targets when `dir` is its set, else none (said unless `quiet`).
+pub fn targets_for<'a>(dir: &Path, config: &'a BackupConfig, quiet: bool) -> &'a [OffsiteConfig] {
+    let targets = config.offsite_for(dir);
+    if targets.is_empty() && !config.offsite.is_empty() && !quiet {
+        eprintln!("pgmirror: note: {}", not_this_set(dir, config));
+    }
+    targets
+}
+
+fn not_this_set(dir: &Path, config: &BackupConfig) -> String {
+    let own = config.dir.as_deref().unwrap_or(dir);
+    format!(
+        "the [[offsite]] targets belong to the set in {}, not to {}: left out",
+        own.display(),
+        dir.display()
+    )
+}
+
+/// Pushes to every target of `dir`'s set, printing what happened; exit 1 when a target failed.
 pub fn push(dir: &Path, config: &BackupConfig, quiet: bool) -> ExitCode {
-    match pgmirror::offsite::push(dir, &config.offsite) {
+    match pgmirror::offsite::push(dir, targets_for(dir, config, quiet)) {
         Ok(reports) => {
             let mut failed = false;
             for report in &reports {

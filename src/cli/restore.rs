@@ -158,13 +158,6 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let backup = located.as_ref().and_then(|l| l.backup.clone());
     let whole_backup = backup.is_some() && scope == Scope::Database;
-    if args.create_database || whole_backup {
-        let target = ConnectionSpec::parse(&args.target)?;
-        let prepared = recover::prepare_database(&target, args.create_database, whole_backup, args.clean)?;
-        if prepared == recover::Prepared::Created && !args.report.quiet {
-            eprintln!("created database {:?}", target.database());
-        }
-    }
     if let Some(backup) = &backup {
         if !args.report.quiet {
             eprintln!(
@@ -179,25 +172,36 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     // An encrypted backup is restored from its decryption, removed when this returns.
     let plain = pgmirror::crypt::Plain::of(&file)?;
     let from = plain.path().to_path_buf();
-    let restored = if let FileKind::Archive(format) = archive::detect(&from)? {
+    let kind = archive::detect(&from)?;
+    // Only once the backup was found, checked and decrypted is the target touched.
+    if args.create_database || whole_backup {
+        let target = ConnectionSpec::parse(&args.target)?;
+        let prepared = recover::prepare_database(&target, args.create_database, whole_backup, args.clean)?;
+        if prepared == recover::Prepared::Created && !args.report.quiet {
+            eprintln!("created database {:?}", target.database());
+        }
+    }
+    let restored = if let FileKind::Archive(format) = kind {
         run_archive(&args, from, format)
     } else {
         run_mirror(&args, from, whole_backup)
     }?;
-    if let Some(backup) = &backup {
-        check_counts(&args, backup, scope)?;
-    }
+    let all_there = match &backup {
+        Some(backup) => check_counts(&args, backup, scope)?,
+        None => true,
+    };
     drop(located);
-    Ok(restored)
+    Ok(if all_there { restored } else { ExitCode::from(1) })
 }
 
 /// Row counts against the backup's manifest, printed; differences are warnings (an archive
-/// is dumped after the mirror, so a live database may have changed in between).
+/// is dumped after the mirror, so a live database may have changed in between), a table
+/// the restore did not bring back is an error. False when one is missing.
 fn check_counts(
     args: &RestoreArgs,
     backup: &pgmirror::backupset::BackupManifest,
     scope: Scope,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let target = ConnectionSpec::parse(&args.target)?;
     let filter = TableFilter::new(&args.schema, &args.table, &[])?;
     let only = (scope == Scope::Tables).then_some(&filter);
@@ -214,11 +218,25 @@ fn check_counts(
             );
         }
     }
-    let differing: Vec<&str> = checks
+    let missing: Vec<&str> = checks
         .iter()
-        .filter(|c| !c.matches())
+        .filter(|c| c.restored_rows.is_none())
         .map(|c| c.table.as_str())
         .collect();
+    let differing: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.matches() && c.restored_rows.is_some())
+        .map(|c| c.table.as_str())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "pgmirror: error: {} of {} tables of backup {} are not in the target after the restore: {}",
+            missing.len(),
+            checks.len(),
+            backup.id,
+            missing.join(", ")
+        );
+    }
     if !differing.is_empty() {
         eprintln!(
             "pgmirror: warning: {} of {} tables differ from backup {}'s row counts: {}",
@@ -227,14 +245,14 @@ fn check_counts(
             backup.id,
             differing.join(", ")
         );
-    } else if !args.report.quiet && !checks.is_empty() {
+    } else if missing.is_empty() && !args.report.quiet && !checks.is_empty() {
         eprintln!(
             "row counts match backup {} for all {} tables",
             backup.id,
             checks.len()
         );
     }
-    Ok(())
+    Ok(missing.is_empty())
 }
 
 fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::Result<ExitCode> {

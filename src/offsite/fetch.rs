@@ -20,7 +20,10 @@ pub enum Fetched {
     /// One file; `checked` when a manifest beside it listed it and its checksum matched.
     File { path: PathBuf, checked: bool },
     /// One backup: its files and its manifest (all checked) in the download directory.
-    Backup { dir: PathBuf, manifest: Box<BackupManifest> },
+    Backup {
+        dir: PathBuf,
+        manifest: Box<BackupManifest>,
+    },
 }
 
 /// True for the addresses this module reads (the rest are local paths).

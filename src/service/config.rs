@@ -423,9 +423,10 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
         )
     };
     let job_dir = options.dir.clone().unwrap_or_else(|| dir.to_path_buf());
+    let offsite = config.offsite_for(&job_dir).to_vec();
     let kind = match job.run.as_str() {
         "backup" => JobKind::Backup {
-            offsite: config.offsite.clone(),
+            offsite,
             options: BackupOptions {
                 source: source()?,
                 dir: job_dir,
@@ -454,7 +455,7 @@ fn parse_job(config: &BackupConfig, dir: &std::path::Path, job: &JobConfig) -> R
                 yearly: options.keep_yearly,
             }),
             include_unmanaged: options.include_unmanaged,
-            offsite: config.offsite.clone(),
+            offsite,
         },
         "verify" => JobKind::Verify {
             dir: job_dir,

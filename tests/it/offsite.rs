@@ -355,6 +355,26 @@ fn backups_come_back_straight_from_the_store_and_prune_applies_there() {
         ids.push(manifest["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(remote_ids(&moto), ids);
+    // The targets belong to the config's set: a backup (and a prune) of another
+    // directory copies nothing there and deletes nothing there.
+    let on_nas = || fs::read_dir(tmp.path().join("nas")).unwrap().count();
+    let on_nas_before = on_nas();
+    let other = tmp.path().join("other set");
+    let other_text = other.to_str().unwrap();
+    for command in [&["backup"][..], &["prune", "--keep-last", "1"][..]] {
+        let mut args = command.to_vec();
+        args.extend(["--config", config_text, "--dir", other_text]);
+        let output = pgmirror_s3(&args);
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{said}");
+        assert!(said.contains("belong to the set in"), "{said}");
+    }
+    assert_eq!(
+        remote_ids(&moto),
+        ids,
+        "another set's backup or prune reached the bucket"
+    );
+    assert_eq!(on_nas(), on_nas_before, "another set's backup reached the NAS");
 
     // The whole database straight from the bucket: the newest verified backup, decrypted.
     let restored = crate::support::absent_db("offsite_restored");

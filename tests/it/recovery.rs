@@ -196,4 +196,19 @@ fn counts_that_differ_from_the_manifest_are_named() {
         "{said}"
     );
     assert!(said.contains("DIFFERS"), "{said}");
+    // A table the manifest lists that the restore did not bring back fails the restore.
+    let tables = manifest["tables"].as_array_mut().unwrap();
+    tables.push(serde_json::json!({"table": "Ghost \"table\"", "rows": 3}));
+    fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let target = absent_db("recovery_counts_missing");
+    let output = restore(&dir, &target, &["--create-database"]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("1 of 3 tables of backup")
+            && said.contains("not in the target")
+            && said.contains("Ghost \"table\""),
+        "{said}"
+    );
+    assert!(said.contains("missing"), "{said}");
 }
