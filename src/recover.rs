@@ -109,15 +109,6 @@ fn in_backup(dir: &Path, manifest: BackupManifest, scope: Scope) -> Result<Locat
         Scope::Database => [BackupFileKind::Archive, BackupFileKind::Mirror],
         Scope::Tables => [BackupFileKind::Mirror, BackupFileKind::Archive],
     };
-    // A manifest (possibly downloaded) names files in its own directory, nothing else.
-    if let Some(bad) = manifest.files.iter().find(|f| {
-        f.name.is_empty() || f.name.starts_with('.') || f.name.contains('/') || f.name.contains('\0')
-    }) {
-        return Err(Error::unsupported(
-            format!("backup {}", manifest.id),
-            format!("its manifest names a file {:?} outside the backup", bad.name),
-        ));
-    }
     let file = preferred
         .iter()
         .find_map(|kind| manifest.files.iter().find(|f| f.kind == *kind))

@@ -237,7 +237,27 @@ pub fn read_manifest(backup: &Path) -> Result<BackupManifest> {
     let path = backup.join(MANIFEST);
     let context = || format!("reading {}", path.display());
     let text = fs::read(&path).with_context(context)?;
-    serde_json::from_slice(&text).map_err(|e| Error::unsupported(context(), e.to_string()))
+    parse_manifest(&text, context)
+}
+
+/// A manifest read from anywhere (a set, a download): it must name only files of its own
+/// backup directory, since its names are joined to local paths.
+pub fn parse_manifest(bytes: &[u8], context: impl Fn() -> String) -> Result<BackupManifest> {
+    let manifest: BackupManifest =
+        serde_json::from_slice(bytes).map_err(|e| Error::unsupported(context(), e.to_string()))?;
+    if let Some(bad) = manifest.files.iter().find(|f| !is_plain_file_name(&f.name)) {
+        return Err(Error::unsupported(
+            context(),
+            format!("the manifest names a file {:?} outside its backup", bad.name),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// A name that stays inside the directory it is joined to: not empty, not hidden, no
+/// separator, no NUL.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
 }
 
 pub fn is_pinned(backup: &Path) -> bool {

@@ -113,8 +113,7 @@ fn ad_hoc(address: &str) -> Result<(OffsiteConfig, String)> {
 /// A file name from the store that may be written into a local directory.
 fn local_name(object: &ObjectPath) -> Option<String> {
     let name = object.filename()?;
-    let safe = !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0');
-    safe.then(|| name.to_owned())
+    backupset::is_plain_file_name(name).then(|| name.to_owned())
 }
 
 impl Target {
@@ -125,9 +124,7 @@ impl Target {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_error(context(), e)),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::unsupported(context(), e.to_string()))
+        backupset::parse_manifest(&bytes, context).map(Some)
     }
 
     /// Streams an object into a new 0600 file; its size and sha256.
@@ -205,6 +202,8 @@ impl Target {
                 objects.push(meta.location);
             }
         }
+        // Every listed file by its name as pushed, checked; then the side files (an
+        // archive's own manifest) as they are.
         for file in &manifest.files {
             let object = prefix.child(file.name.as_str());
             if !objects.contains(&object) {
@@ -213,14 +212,20 @@ impl Target {
                     format!("{object} is missing"),
                 ));
             }
+            let got = self.download(&object, &into.join(&file.name)).await?;
+            check(&object, &self.name, (got.0, &got.1), file)?;
         }
         for object in &objects {
-            let Some(name) = local_name(object).filter(|n| n != MANIFEST) else {
+            let Some(name) = local_name(object) else {
                 continue;
             };
-            let got = self.download(object, &into.join(&name)).await?;
-            if let Some(file) = manifest.files.iter().find(|f| f.name == name) {
-                check(object, &self.name, (got.0, &got.1), file)?;
+            let listed = name == MANIFEST
+                || manifest
+                    .files
+                    .iter()
+                    .any(|f| prefix.child(f.name.as_str()) == *object);
+            if !listed {
+                self.download(object, &into.join(&name)).await?;
             }
         }
         crate::compress::write_private_json(&into.join(MANIFEST), &manifest)?;

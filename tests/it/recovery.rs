@@ -211,4 +211,14 @@ fn counts_that_differ_from_the_manifest_are_named() {
         "{said}"
     );
     assert!(said.contains("missing"), "{said}");
+    // A manifest naming a file outside its backup is refused before anything is read.
+    let name = manifest["files"][0]["name"].as_str().unwrap().to_owned();
+    manifest["files"][0]["name"] = serde_json::json!(format!("../{id}/{name}"));
+    fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let target = absent_db("recovery_hostile_manifest");
+    let output = restore(&dir, &target, &["--create-database"]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("outside its backup"), "{said}");
+    assert!(!database_exists(&target.name), "nothing was created");
 }
