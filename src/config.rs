@@ -507,9 +507,10 @@ impl RetentionConfig {
 impl BackupConfig {
     /// The `[[offsite]]` targets of the set in `dir`. They belong to the config's own set
     /// (`dir`): another directory's backups would mix with that set's on the targets, and
-    /// a prune of it there would delete the set's copies, so another directory gets none.
+    /// a prune of it there would delete the set's copies, so another directory (or any,
+    /// when the config names no `dir`) gets none.
     pub fn offsite_for(&self, dir: &std::path::Path) -> &[crate::offsite::OffsiteConfig] {
-        let own_set = self.dir.as_deref().is_none_or(|own| same_directory(own, dir));
+        let own_set = self.dir.as_deref().is_some_and(|own| same_directory(own, dir));
         if own_set {
             &self.offsite
         } else {

@@ -84,7 +84,7 @@ pub fn locate(
         }
         (path.to_path_buf(), manifest)
     } else {
-        let backups = backupset::list(path)?;
+        let mut backups = backupset::list(path)?;
         if backups.is_empty() {
             return Err(Error::usage(format!(
                 "{from} is a directory without toc.dat (no pg_dump directory archive) and holds no backup of a set"
@@ -92,12 +92,12 @@ pub fn locate(
         }
         let manifests: Vec<BackupManifest> = backups.iter().map(|(_, m)| m.clone()).collect();
         let chosen = backupset::pick_backup(&manifests, backup, from)?;
-        let dir = backups
+        // The chosen manifest is one of `manifests`, in the order of `backups`.
+        let at = manifests
             .iter()
-            .find(|(_, m)| m.id == chosen.id)
-            .map(|(dir, _)| dir.clone())
-            .unwrap_or_else(|| path.join(&chosen.id));
-        (dir, chosen.clone())
+            .position(|m| std::ptr::eq(m, chosen))
+            .unwrap_or_default();
+        backups.swap_remove(at)
     };
     backupset::check_files(&manifest.0, &manifest.1)?;
     in_backup(&manifest.0, manifest.1, scope).map(Some)
@@ -229,7 +229,7 @@ pub fn count_rows(
             .query(
                 "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                  WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
                     AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
                 &[],
             )

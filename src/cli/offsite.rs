@@ -48,12 +48,17 @@ pub fn targets_for<'a>(dir: &Path, config: &'a BackupConfig, quiet: bool) -> &'a
 }
 
 fn not_this_set(dir: &Path, config: &BackupConfig) -> String {
-    let own = config.dir.as_deref().unwrap_or(dir);
-    format!(
-        "the [[offsite]] targets belong to the set in {}, not to {}: left out",
-        own.display(),
-        dir.display()
-    )
+    match config.dir.as_deref() {
+        Some(own) => format!(
+            "the [[offsite]] targets belong to the set in {}, not to {}: left out",
+            own.display(),
+            dir.display()
+        ),
+        None => format!(
+            "the [[offsite]] targets belong to the set the config file's `dir` names, and it names none: left out for {}",
+            dir.display()
+        ),
+    }
 }
 
 /// Pushes to every target of `dir`'s set, printing what happened; exit 1 when a target failed.
@@ -97,6 +102,9 @@ pub fn push(dir: &Path, config: &BackupConfig, quiet: bool) -> ExitCode {
 
 /// `verify --offsite NAME`: every remote object against its manifest.
 pub fn verify(dir: &Path, config: &BackupConfig, name: &str) -> anyhow::Result<(Vec<String>, usize)> {
+    if !config.offsite.is_empty() && config.offsite_for(dir).is_empty() {
+        anyhow::bail!("{}", not_this_set(dir, config));
+    }
     let target = config
         .offsite
         .iter()

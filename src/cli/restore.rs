@@ -173,6 +173,7 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let plain = pgmirror::crypt::Plain::of(&file)?;
     let from = plain.path().to_path_buf();
     let kind = archive::detect(&from)?;
+    check_flags(&args, &kind, whole_backup)?;
     // Only once the backup was found, checked and decrypted is the target touched.
     if args.create_database || whole_backup {
         let target = ConnectionSpec::parse(&args.target)?;
@@ -230,7 +231,7 @@ fn check_counts(
         .collect();
     if !missing.is_empty() {
         eprintln!(
-            "pgmirror: error: {} of {} tables of backup {} are not in the target after the restore: {}",
+            "pgmirror: {} of {} tables of backup {} are not in the target after the restore: {}",
             missing.len(),
             checks.len(),
             backup.id,
@@ -255,7 +256,23 @@ fn check_counts(
     Ok(missing.is_empty())
 }
 
-fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::Result<ExitCode> {
+/// Flags that do not apply to what is restored, refused before the target is touched.
+fn check_flags(args: &RestoreArgs, kind: &FileKind, whole_backup: bool) -> anyhow::Result<()> {
+    if let FileKind::Archive(_) = kind {
+        if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) || args.disable_triggers {
+            anyhow::bail!(
+                "--schema, --mode and --disable-triggers apply to mirrors; {} is a pg_dump archive",
+                args.from
+            );
+        }
+        if whole_backup && args.create {
+            anyhow::bail!(
+                "--create makes pg_restore create the archive's database; from a backup set, \
+                 --create-database creates the --target database instead"
+            );
+        }
+        return Ok(());
+    }
     let archive_only = [
         ("--schema-only", args.schema_only),
         ("--data-only", args.data_only),
@@ -269,6 +286,10 @@ fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::
             args.from
         );
     }
+    Ok(())
+}
+
+fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::Result<ExitCode> {
     let options = RestoreOptions {
         from,
         target: ConnectionSpec::parse(&args.target)?,
@@ -296,12 +317,6 @@ fn run_mirror(args: &RestoreArgs, from: PathBuf, whole_backup: bool) -> anyhow::
 }
 
 fn run_archive(args: &RestoreArgs, from: PathBuf, format: ArchiveFormat) -> anyhow::Result<ExitCode> {
-    if !args.schema.is_empty() || !matches!(args.mode, ModeArg::Replace) || args.disable_triggers {
-        anyhow::bail!(
-            "--schema, --mode and --disable-triggers apply to mirrors; {} is a pg_dump archive",
-            args.from
-        );
-    }
     let options = ArchiveRestoreOptions {
         from,
         format,

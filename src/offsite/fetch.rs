@@ -40,6 +40,11 @@ pub fn fetch(address: &str, targets: &[OffsiteConfig], backup: Option<&str>, int
     let runtime = crate::pg::runtime()?;
     runtime.block_on(crate::stop::until_stopped(None, async {
         match target.store.head(&path).await {
+            Ok(_) if backup.is_some() => {
+                return Err(Error::usage(format!(
+                    "--backup picks a backup of a set; {address} is a single object"
+                )))
+            }
             Ok(_) => return target.fetch_file(&path, into).await,
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(store_error(format!("reading {address}"), e)),
@@ -203,7 +208,7 @@ impl Target {
             }
         }
         // Every listed file by its name as pushed, checked; then the side files (an
-        // archive's own manifest) as they are.
+        // archive's own manifest), nothing else the prefix may hold.
         for file in &manifest.files {
             let object = prefix.child(file.name.as_str());
             if !objects.contains(&object) {
@@ -215,17 +220,12 @@ impl Target {
             let got = self.download(&object, &into.join(&file.name)).await?;
             check(&object, &self.name, (got.0, &got.1), file)?;
         }
-        for object in &objects {
-            let Some(name) = local_name(object) else {
-                continue;
-            };
-            let listed = name == MANIFEST
-                || manifest
-                    .files
-                    .iter()
-                    .any(|f| prefix.child(f.name.as_str()) == *object);
-            if !listed {
-                self.download(object, &into.join(&name)).await?;
+        for file in &manifest.files {
+            let side = crate::archive::manifest::manifest_path(Path::new(&file.name));
+            let side = side.to_string_lossy();
+            let object = prefix.child(side.as_ref());
+            if objects.contains(&object) {
+                self.download(&object, &into.join(side.as_ref())).await?;
             }
         }
         crate::compress::write_private_json(&into.join(MANIFEST), &manifest)?;

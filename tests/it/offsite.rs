@@ -407,6 +407,10 @@ fn backups_come_back_straight_from_the_store_and_prune_applies_there() {
     // file:// with no config at all.
     let one_file = crate::support::absent_db("offsite_one_file");
     let address = format!("s3://backups/prompts/{}/mirror.db.zst.age", ids[1]);
+    let output = from_bucket(&one_file, &address, &["--backup", &ids[0]]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is a single object"));
+    assert!(!crate::support::database_exists(&one_file.name));
     let output = from_bucket(&one_file, &address, &["--create-database", "--create"]);
     assert!(
         output.status.success(),

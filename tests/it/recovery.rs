@@ -18,7 +18,8 @@ fn source_db(name: &str) -> TestDb {
                id bigint PRIMARY KEY, user_id int REFERENCES "Users", body text, tags text[]);
            INSERT INTO "Users" (name) SELECT 'user ' || g FROM generate_series(1, 40) g;
            INSERT INTO "app space"."Prompts ""quoted"" ü"
-               SELECT g, 1 + g % 40, 'prompt ' || g || ' ✓', ARRAY['a', 'b ' || g] FROM generate_series(1, 250) g;"#,
+               SELECT g, 1 + g % 40, 'prompt ' || g || ' ✓', ARRAY['a', 'b ' || g] FROM generate_series(1, 250) g;
+           CREATE MATERIALIZED VIEW "user names" AS SELECT name FROM "Users";"#,
     );
     db
 }
@@ -71,7 +72,8 @@ fn a_whole_database_comes_back_from_the_set_in_one_command() {
     let first_digests = table_digests(&db);
     db.execute(
         r#"INSERT INTO "Users" (name) VALUES ('late ''one''');
-           DELETE FROM "app space"."Prompts ""quoted"" ü" WHERE id > 200;"#,
+           DELETE FROM "app space"."Prompts ""quoted"" ü" WHERE id > 200;
+           REFRESH MATERIALIZED VIEW "user names";"#,
     );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let second = backup(&db, &dir);
@@ -87,6 +89,15 @@ fn a_whole_database_comes_back_from_the_set_in_one_command() {
         stderr(&output)
     );
     assert!(!database_exists(&target.name));
+    // Flags that do not apply to the archive are refused before anything is created.
+    for flags in [&["--mode", "append"][..], &["--create"][..]] {
+        let mut args = vec!["--create-database"];
+        args.extend_from_slice(flags);
+        let output = restore(&dir, &target, &args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(flags[0]), "{}", stderr(&output));
+        assert!(!database_exists(&target.name), "{flags:?} created the database");
+    }
 
     let output = restore(&dir, &target, &["--create-database"]);
     let said = stderr(&output);
@@ -97,7 +108,7 @@ fn a_whole_database_comes_back_from_the_set_in_one_command() {
         "{said}"
     );
     assert!(
-        said.contains("row counts match backup") && said.contains("for all 2 tables"),
+        said.contains("row counts match backup") && said.contains("for all 3 tables"),
         "{said}"
     );
     assert_eq!(table_digests(&target), table_digests(&db));
@@ -192,7 +203,7 @@ fn counts_that_differ_from_the_manifest_are_named() {
     let said = stderr(&output);
     assert!(output.status.success(), "{said}");
     assert!(
-        said.contains("1 of 2 tables differ") && said.contains("Users"),
+        said.contains("1 of 3 tables differ") && said.contains("Users"),
         "{said}"
     );
     assert!(said.contains("DIFFERS"), "{said}");
@@ -205,12 +216,16 @@ fn counts_that_differ_from_the_manifest_are_named() {
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("1 of 3 tables of backup")
+        said.contains("1 of 4 tables of backup")
             && said.contains("not in the target")
             && said.contains("Ghost \"table\""),
         "{said}"
     );
-    assert!(said.contains("missing"), "{said}");
+    assert!(
+        said.lines()
+            .any(|line| line.contains("Ghost") && line.contains("missing")),
+        "{said}"
+    );
     // A manifest naming a file outside its backup is refused before anything is read.
     let name = manifest["files"][0]["name"].as_str().unwrap().to_owned();
     manifest["files"][0]["name"] = serde_json::json!(format!("../{id}/{name}"));
