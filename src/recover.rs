@@ -91,13 +91,7 @@ pub fn locate(
             )));
         }
         let manifests: Vec<BackupManifest> = backups.iter().map(|(_, m)| m.clone()).collect();
-        let chosen = backupset::pick_backup(&manifests, backup, from)?;
-        // The chosen manifest is one of `manifests`, in the order of `backups`.
-        let at = manifests
-            .iter()
-            .position(|m| std::ptr::eq(m, chosen))
-            .unwrap_or_default();
-        backups.swap_remove(at)
+        backups.swap_remove(backupset::pick_backup(&manifests, backup, from)?)
     };
     backupset::check_files(&manifest.0, &manifest.1)?;
     in_backup(&manifest.0, manifest.1, scope).map(Some)

@@ -188,17 +188,13 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, BackupManifest)>> {
     Ok(backups)
 }
 
-/// The backup to restore from a set's manifests (oldest first): `wanted`, or the newest
-/// verified one. `place` names the set in errors.
-pub fn pick_backup<'a>(
-    manifests: &'a [BackupManifest],
-    wanted: Option<&str>,
-    place: &str,
-) -> Result<&'a BackupManifest> {
+/// The index of the backup to restore among a set's manifests (oldest first): `wanted`,
+/// or the newest verified one. `place` names the set in errors.
+pub fn pick_backup(manifests: &[BackupManifest], wanted: Option<&str>, place: &str) -> Result<usize> {
     let newest: Vec<&str> = manifests.iter().rev().take(5).map(|m| m.id.as_str()).collect();
     let found = match wanted {
-        Some(id) => manifests.iter().find(|m| m.id == id),
-        None => manifests.iter().rev().find(|m| m.verified),
+        Some(id) => manifests.iter().position(|m| m.id == id),
+        None => manifests.iter().rposition(|m| m.verified),
     };
     found.ok_or_else(|| {
         let what = match wanted {

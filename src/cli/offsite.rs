@@ -30,9 +30,7 @@ pub fn run(args: OffsiteArgs) -> anyhow::Result<ExitCode> {
             if config.offsite.is_empty() {
                 anyhow::bail!("the config file has no [[offsite]] targets");
             }
-            if targets_for(&dir, &config, true).is_empty() {
-                anyhow::bail!("{}", not_this_set(&dir, &config));
-            }
+            own_targets(&dir, &config)?;
             Ok(push(&dir, &config, false))
         }
     }
@@ -45,6 +43,15 @@ pub fn targets_for<'a>(dir: &Path, config: &'a BackupConfig, quiet: bool) -> &'a
         eprintln!("pgmirror: note: {}", not_this_set(dir, config));
     }
     targets
+}
+
+/// The config's off-site targets for `dir`, an error when they belong to another set.
+fn own_targets<'a>(dir: &Path, config: &'a BackupConfig) -> anyhow::Result<&'a [OffsiteConfig]> {
+    let targets = config.offsite_for(dir);
+    if targets.is_empty() && !config.offsite.is_empty() {
+        anyhow::bail!("{}", not_this_set(dir, config));
+    }
+    Ok(targets)
 }
 
 fn not_this_set(dir: &Path, config: &BackupConfig) -> String {
@@ -102,11 +109,7 @@ pub fn push(dir: &Path, config: &BackupConfig, quiet: bool) -> ExitCode {
 
 /// `verify --offsite NAME`: every remote object against its manifest.
 pub fn verify(dir: &Path, config: &BackupConfig, name: &str) -> anyhow::Result<(Vec<String>, usize)> {
-    if !config.offsite.is_empty() && config.offsite_for(dir).is_empty() {
-        anyhow::bail!("{}", not_this_set(dir, config));
-    }
-    let target = config
-        .offsite
+    let target = own_targets(dir, config)?
         .iter()
         .find(|t| t.name == name)
         .ok_or_else(|| anyhow::anyhow!("no [[offsite]] target named {name:?} in the config file"))?;

@@ -58,8 +58,8 @@ pub fn fetch(address: &str, targets: &[OffsiteConfig], backup: Option<&str>, int
             }
             return target.fetch_backup(&path, manifest, into).await;
         }
-        let manifests = target.backups_under(&path).await?;
-        let manifest = backupset::pick_backup(&manifests, backup, address)?.clone();
+        let mut manifests = target.backups_under(&path).await?;
+        let manifest = manifests.swap_remove(backupset::pick_backup(&manifests, backup, address)?);
         target
             .fetch_backup(&path.child(manifest.id.as_str()), manifest, into)
             .await
