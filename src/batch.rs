@@ -19,6 +19,9 @@ pub enum Cell {
 pub struct RowBatch {
     /// Index of the target table in the export plan.
     pub table: usize,
+    /// Index of the COPY task the rows came from: the page writer keeps a task's rows,
+    /// which arrive mostly in key order, in one run.
+    pub task: usize,
     pub columns: usize,
     pub cells: Vec<Cell>,
     pub text: String,
@@ -52,6 +55,7 @@ impl RowBatch {
     pub fn new(table: usize, columns: usize, limits: BatchLimits) -> Self {
         RowBatch {
             table,
+            task: 0,
             columns,
             // Sized once to what the limits allow, so the vector never doubles past them.
             cells: Vec::with_capacity(
@@ -90,14 +94,18 @@ impl RowBatch {
 
     /// A cell as the value SQLite binds.
     pub fn value_of<'a>(&'a self, cell: &Cell) -> rusqlite::types::ToSqlOutput<'a> {
+        rusqlite::types::ToSqlOutput::Borrowed(self.value_ref(cell))
+    }
+
+    pub fn value_ref<'a>(&'a self, cell: &Cell) -> rusqlite::types::ValueRef<'a> {
         use rusqlite::types::ValueRef;
-        rusqlite::types::ToSqlOutput::Borrowed(match cell {
+        match cell {
             Cell::Null => ValueRef::Null,
             Cell::Integer(value) => ValueRef::Integer(*value),
             Cell::Real(value) => ValueRef::Real(*value),
             Cell::Text(range) => ValueRef::Text(self.text_of(range).as_bytes()),
             Cell::Blob(range) => ValueRef::Blob(self.blob_of(range)),
-        })
+        }
     }
 
     /// Empties the batch for reuse, keeping its allocations.

@@ -103,6 +103,18 @@ pub struct ExportOptions {
     pub quiet: bool,
     /// Set when the export is the initial copy of a replica (`pgmirror sync --init`).
     pub replica: Option<ReplicaStart>,
+    pub writer: Writer,
+}
+
+/// How the data tables of a fresh mirror are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// SQLite B-tree pages built directly, where the tables allow it (DESIGN §13);
+    /// otherwise the insert loop.
+    #[default]
+    Pages,
+    /// SQLite's insert path, batched multi-row INSERTs.
+    Sqlite,
 }
 
 /// What an export that starts a replica does besides exporting.
@@ -129,6 +141,7 @@ impl ExportOptions {
             curation: Curation::default(),
             quiet: true,
             replica: None,
+            writer: Writer::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ pub enum ErrorKind {
     Postgres(#[source] tokio_postgres::Error),
     #[error("{}", describe_sqlite(.0))]
     Sqlite(#[source] rusqlite::Error),
-    #[error("{0}")]
+    #[error("{}", describe_io(.0))]
     Io(#[source] std::io::Error),
     #[error("{0}")]
     Copy(#[source] CopyError),
@@ -184,12 +184,21 @@ impl From<CopyError> for ErrorKind {
     }
 }
 
+const DISK_FULL_HINT: &str = "(is the disk full, or the file too large for its filesystem?)";
+
+fn describe_io(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => format!("{error} {DISK_FULL_HINT}"),
+        _ => error.to_string(),
+    }
+}
+
 /// SQLite's "disk I/O error" leaves the likeliest cause unsaid.
 fn describe_sqlite(error: &rusqlite::Error) -> String {
     use rusqlite::ffi::ErrorCode;
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
-            format!("{error} (is the disk full, or the file too large for its filesystem?)")
+            format!("{error} {DISK_FULL_HINT}")
         }
         _ => error.to_string(),
     }

@@ -53,6 +53,12 @@ pub struct ExportArgs {
     /// Rows per batch sent from a worker to the SQLite writer (batches are also capped at 4 MB).
     #[arg(long, value_name = "N", default_value_t = BatchLimits::default().rows)]
     batch_rows: usize,
+    /// pages: build the tables' SQLite B-tree pages directly (fast; used wherever every
+    /// table is an ordinary rowid table, which is always so without --sqlite-schema).
+    /// sqlite: SQLite's own insert path. Both write the same rows; indexes, metadata and
+    /// ANALYZE are SQLite's work either way.
+    #[arg(long, value_enum, value_name = "pages|sqlite", default_value = "pages")]
+    writer: WriterArg,
     /// Only rows of TABLE for which CONDITION holds (repeatable): a PostgreSQL boolean
     /// expression over the table's columns, subqueries allowed, evaluated in the snapshot.
     /// Example: --where 'Prompts:"Id" IN (SELECT "Id" FROM "NonDraftPrompts")'
@@ -152,6 +158,12 @@ fn curation(args: &ExportArgs, profile: &Profile) -> anyhow::Result<Curation> {
     Ok(curation)
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WriterArg {
+    Pages,
+    Sqlite,
+}
+
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let source = ConnectionSpec::parse(&args.connection.source)?;
     let profile = match &args.profile {
@@ -178,6 +190,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.batch_rows >= 1, "--batch-rows must be at least 1");
     options.batch.rows = args.batch_rows;
     options.quiet = args.report.quiet;
+    options.writer = match args.writer {
+        WriterArg::Pages => pgmirror::config::Writer::Pages,
+        WriterArg::Sqlite => pgmirror::config::Writer::Sqlite,
+    };
     if args.plan {
         let plan = pgmirror::pipeline::plan_only(&options).context("planning the export failed")?;
         print_stdout(&serde_json::to_string_pretty(&plan)?)?;

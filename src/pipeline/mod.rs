@@ -15,13 +15,14 @@ use std::time::{Instant, SystemTime};
 
 use crate::batch::RowBatch;
 use crate::config::ExportOptions;
+use crate::config::Writer;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mirror::{IndexOutcome, Metadata, MetadataInputs};
 use crate::pg::catalog::Catalog;
 use crate::pg::snapshot;
 use crate::plan::ExportPlan;
 use crate::progress::Progress;
-use crate::sink::SqliteSink;
+use crate::sink::{DataSink, SqliteSink};
 use crate::source::Worker;
 use crate::stop::{check_stop, until_stopped};
 
@@ -141,7 +142,7 @@ fn run_workers(
         let writer = scope.spawn(|| {
             let result = crate::error::catch_panic(
                 || "the SQLite writer".to_owned(),
-                || write_all(partial, plan, batch_receiver, &first_error.quit),
+                || write_all(partial, plan, options.writer, batch_receiver, &first_error.quit),
             );
             if let Err(e) = &result {
                 first_error.report(Error::new(e.context.clone(), ErrorKind::Cancelled));
@@ -203,14 +204,16 @@ fn run_workers(
     Ok((counts, outcomes))
 }
 
-/// The writer thread: every batch into SQLite until the workers hang up.
+/// The writer thread: every batch into the mirror until the workers hang up; returns
+/// the mirror open in SQLite for indexes and metadata.
 fn write_all(
     partial: &Path,
     plan: &ExportPlan,
+    writer: Writer,
     batches: crossbeam_channel::Receiver<RowBatch>,
     quit: &AtomicBool,
 ) -> Result<SqliteSink> {
-    let mut sink = SqliteSink::create(partial, &plan.tables)?;
+    let mut sink = DataSink::create(partial, &plan.tables, writer)?;
     for batch in batches {
         check_stop()?;
         if quit.load(Ordering::Relaxed) {
@@ -225,5 +228,6 @@ fn write_all(
             },
         )?;
     }
-    Ok(sink)
+    check_stop()?;
+    sink.finish(&plan.tables)
 }

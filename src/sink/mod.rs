@@ -1,5 +1,8 @@
 //! The SQLite side: data-table DDL, the batched insert loop and finalisation.
-//! Knows nothing of tokio or the wire format; it receives RowBatches.
+//! Knows nothing of tokio or the wire format; it receives RowBatches. `pages` is the
+//! page writer that takes over a fresh mirror once SQLite created its schema.
+
+pub mod pages;
 
 use std::path::Path;
 
@@ -27,6 +30,45 @@ pub fn disable_memory_statistics() {
     // use SQLite.
     unsafe {
         rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::os::raw::c_int);
+    }
+}
+
+/// The writer of a fresh mirror's data tables: the page writer where it applies.
+pub enum DataSink {
+    Sqlite(SqliteSink),
+    Pages(Box<pages::PageSink>),
+}
+
+impl DataSink {
+    /// Creates the mirror's schema with SQLite, then hands it to the page writer unless
+    /// `writer` asks for the insert loop or a table is one the page writer does not write.
+    pub fn create(path: &Path, tables: &[PlannedTable], writer: crate::config::Writer) -> Result<Self> {
+        let sink = SqliteSink::create(path, tables)?;
+        if writer == crate::config::Writer::Sqlite {
+            return Ok(DataSink::Sqlite(sink));
+        }
+        Ok(match pages::PageSink::take_over(sink, tables)? {
+            Ok(pages) => DataSink::Pages(Box::new(pages)),
+            Err((sink, reason)) => {
+                tracing::info!(%reason, "writing the mirror with SQLite's insert path");
+                DataSink::Sqlite(sink)
+            }
+        })
+    }
+
+    pub fn write_batch(&mut self, batch: &RowBatch) -> Result<()> {
+        match self {
+            DataSink::Sqlite(sink) => sink.write_batch(batch),
+            DataSink::Pages(sink) => sink.write_batch(batch),
+        }
+    }
+
+    /// Ends the data; the mirror is then open in SQLite for indexes and metadata.
+    pub fn finish(self, tables: &[PlannedTable]) -> Result<SqliteSink> {
+        match self {
+            DataSink::Sqlite(sink) => Ok(sink),
+            DataSink::Pages(sink) => sink.finish(tables),
+        }
     }
 }
 
@@ -61,26 +103,15 @@ impl SqliteSink {
     /// creates the data tables.
     pub fn create(path: &Path, tables: &[PlannedTable]) -> Result<Self> {
         let context = || format!("creating the mirror {}", path.display());
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                // One thread owns the connection: SQLite's per-call mutex is pure cost.
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(context)?;
+        let conn = open_for_writing(path)?;
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;
-             PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -32768;
-             PRAGMA application_id = {}; PRAGMA user_version = {};",
+            "PRAGMA application_id = {}; PRAGMA user_version = {};",
             mirror::APPLICATION_ID,
             mirror::FORMAT_VERSION
         ))
         .with_context(context)?;
         conn.execute_batch(mirror::EXACT_TEXT_SCHEMA)
             .with_context(context)?;
-        conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
-        let mut writers = Vec::with_capacity(tables.len());
         // Tables of a given DDL file are created in the file's order, after any others.
         let mut creation: Vec<&PlannedTable> = tables.iter().collect();
         creation.sort_by_key(|t| t.given.as_ref().map(|g| g.order + 1).unwrap_or(0));
@@ -95,10 +126,32 @@ impl SqliteSink {
                     .with_context(|| format!("creating SQLite table {:?}", table.sqlite_name))?;
             }
         }
-        for table in tables {
-            writers.push(TableWriter::new(table));
+        Self::begin(conn, path, tables, None)
+    }
+
+    /// Opens a mirror whose data tables the page writer filled: `rows` and `inserted` are
+    /// its per-table counts.
+    pub fn reopen(path: &Path, tables: &[PlannedTable], rows: &[u64], inserted: &[i64]) -> Result<Self> {
+        let conn = open_for_writing(path)?;
+        Self::begin(conn, path, tables, Some((rows, inserted)))
+    }
+
+    fn begin(
+        conn: Connection,
+        path: &Path,
+        tables: &[PlannedTable],
+        counts: Option<(&[u64], &[i64])>,
+    ) -> Result<Self> {
+        conn.set_prepared_statement_cache_capacity(tables.len() * 2 + 8);
+        let mut writers: Vec<TableWriter> = tables.iter().map(TableWriter::new).collect();
+        if let Some((rows, inserted)) = counts {
+            for (writer, (rows, inserted)) in writers.iter_mut().zip(rows.iter().zip(inserted)) {
+                writer.rows = *rows;
+                writer.inserted = *inserted;
+            }
         }
-        conn.execute_batch("BEGIN").with_context(context)?;
+        conn.execute_batch("BEGIN")
+            .with_context(|| format!("writing to {}", path.display()))?;
         Ok(SqliteSink {
             conn,
             path: path.display().to_string(),
@@ -171,47 +224,7 @@ impl SqliteSink {
                 )),
             ));
         }
-        if batch.exact.is_empty() {
-            return Ok(());
-        }
-        if !table.rowid_readable {
-            return Err(Error::unsupported(
-                context(),
-                "it has columns named rowid, _rowid_ and oid and no integer primary key, so \
-                 the rowid that keys exact numeric values could not be read back; rename a \
-                 column with --query",
-            ));
-        }
-        let mut insert = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO _pgmirror_exact_text (sqlite_table, row, column_name, exact_text) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .with_context(context)?;
-        for (cell, text) in &batch.exact {
-            let (row, column) = (cell / batch.columns, cell % batch.columns);
-            let rowid = match table.rowid_column {
-                None => first_rowid + row as i64,
-                Some(key) => match batch.row(row)[key] {
-                    Cell::Integer(rowid) => rowid,
-                    ref other => {
-                        return Err(Error::new(
-                            context(),
-                            ErrorKind::Internal(format!("INTEGER PRIMARY KEY value {other:?}")),
-                        ))
-                    }
-                },
-            };
-            insert
-                .execute(rusqlite::params![
-                    table.sqlite_name,
-                    rowid,
-                    table.column_names[column],
-                    batch.text_of(text)
-                ])
-                .with_context(context)?;
-        }
-        Ok(())
+        insert_exact_texts(&self.conn, table, first_rowid, batch, &self.path)
     }
 
     pub fn row_counts(&self) -> Vec<u64> {
@@ -270,6 +283,78 @@ impl SqliteSink {
             .close()
             .map_err(|(_, e)| Error::new(closing, ErrorKind::Sqlite(e)))
     }
+}
+
+/// Opens a mirror file for one writer thread, with the durability the export does not
+/// need turned off (a failed export is removed, never resumed).
+fn open_for_writing(path: &Path) -> Result<Connection> {
+    let context = || format!("opening the mirror {}", path.display());
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            // One thread owns the connection: SQLite's per-call mutex is pure cost.
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(context)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF;
+         PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -32768;",
+    )
+    .with_context(context)?;
+    Ok(conn)
+}
+
+/// Keeps the exact text of the batch's values whose stored number does not give it back,
+/// keyed by the rowid of each row: `first_rowid` onwards, or its INTEGER PRIMARY KEY.
+fn insert_exact_texts(
+    conn: &Connection,
+    table: &TableWriter,
+    first_rowid: i64,
+    batch: &RowBatch,
+    path: &str,
+) -> Result<()> {
+    let context = || format!("writing exact values of table {:?} to {path}", table.sqlite_name);
+    if batch.exact.is_empty() {
+        return Ok(());
+    }
+    if !table.rowid_readable {
+        return Err(Error::unsupported(
+            context(),
+            "it has columns named rowid, _rowid_ and oid and no integer primary key, so \
+             the rowid that keys exact numeric values could not be read back; rename a \
+             column with --query",
+        ));
+    }
+    let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO _pgmirror_exact_text (sqlite_table, row, column_name, exact_text) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .with_context(context)?;
+    for (cell, text) in &batch.exact {
+        let (row, column) = (cell / batch.columns, cell % batch.columns);
+        let rowid = match table.rowid_column {
+            None => first_rowid + row as i64,
+            Some(key) => match batch.row(row)[key] {
+                Cell::Integer(rowid) => rowid,
+                ref other => {
+                    return Err(Error::new(
+                        context(),
+                        ErrorKind::Internal(format!("INTEGER PRIMARY KEY value {other:?}")),
+                    ))
+                }
+            },
+        };
+        insert
+            .execute(rusqlite::params![
+                table.sqlite_name,
+                rowid,
+                table.column_names[column],
+                batch.text_of(text)
+            ])
+            .with_context(context)?;
+    }
+    Ok(())
 }
 
 impl TableWriter {

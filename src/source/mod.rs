@@ -64,7 +64,7 @@ impl Worker<'_> {
             self.progress.table_started(&described);
             // A bug in decoding one table's values names that table, like any error.
             futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                self.copy_task(&client, task, table),
+                self.copy_task(&client, task_index, table),
             ))
             .await
             .unwrap_or_else(|payload| {
@@ -87,12 +87,17 @@ impl Worker<'_> {
         }
     }
 
-    async fn copy_task(&self, client: &Client, task: &CopyTask, table: &PlannedTable) -> Result<()> {
+    async fn copy_task(&self, client: &Client, task_index: usize, table: &PlannedTable) -> Result<()> {
+        let task = &self.plan.tasks[task_index];
+        let new_batch = || RowBatch {
+            task: task_index,
+            ..RowBatch::new(task.table, table.columns.len(), self.limits)
+        };
         let context = || format!("reading table {}", task.describe());
         let stream = client.copy_out(task.query.as_str()).await.with_context(context)?;
         let mut stream = pin!(stream);
         let mut reader = CopyReader::new(table.columns.len());
-        let mut batch = RowBatch::new(task.table, table.columns.len(), self.limits);
+        let mut batch = new_batch();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.with_context(context)?;
             batch.source_bytes += chunk.len() as u64;
@@ -100,10 +105,7 @@ impl Worker<'_> {
                 .feed(&chunk, |row: &Row<'_>| {
                     decode_row(row, task, table, self.redact_key, &mut batch)?;
                     if batch.is_full(self.limits) {
-                        let full = std::mem::replace(
-                            &mut batch,
-                            RowBatch::new(task.table, table.columns.len(), self.limits),
-                        );
+                        let full = std::mem::replace(&mut batch, new_batch());
                         self.send(full)?;
                     }
                     Ok::<(), Error>(())

@@ -251,10 +251,34 @@ pub fn pgmirror(args: &[&str]) -> Output {
 
 /// Runs the pgmirror binary with exactly these libpq environment variables.
 pub fn pgmirror_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    pgmirror_command(args)
+    let output = pgmirror_command(args)
         .envs(env.iter().copied())
         .output()
-        .expect("running pgmirror")
+        .expect("running pgmirror");
+    if args.first() == Some(&"export") && output.status.success() {
+        if let Some(mirror) = args
+            .iter()
+            .position(|a| *a == "--output")
+            .and_then(|i| args.get(i + 1))
+        {
+            assert_intact(Path::new(mirror));
+        }
+    }
+    output
+}
+
+/// Every mirror a test writes must pass SQLite's own full check: the page writer's
+/// B-trees, overflow chains and freelist, and the indexes SQLite built over them.
+pub fn assert_intact(mirror: &Path) {
+    if !mirror.is_file() {
+        return;
+    }
+    let conn = open_mirror(mirror);
+    let findings: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("running integrity_check");
+    assert_eq!(findings, ["ok"], "integrity_check of {}", mirror.display());
 }
 
 /// The pgmirror binary with these arguments and none of the libpq environment variables,

@@ -1,0 +1,301 @@
+//! SQLite's record format (fileformat2 §2.1): varints, serial types, and the column
+//! affinity an INSERT would apply, so a page-written row reads back exactly as one
+//! SQLite inserted would.
+
+use std::borrow::Cow;
+
+use rusqlite::types::{Value, ValueRef};
+
+/// A column's type affinity (SQLite datatype3 §3.1), from its declared type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+impl Affinity {
+    /// The rules of datatype3 §3.1, applied in their order.
+    pub fn of_declared_type(declared: &str) -> Affinity {
+        let upper = declared.to_ascii_uppercase();
+        if upper.contains("INT") {
+            Affinity::Integer
+        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| upper.contains(t)) {
+            Affinity::Text
+        } else if upper.contains("BLOB") || upper.trim().is_empty() {
+            Affinity::Blob
+        } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| upper.contains(t)) {
+            Affinity::Real
+        } else {
+            Affinity::Numeric
+        }
+    }
+
+    fn sql_name(self) -> &'static str {
+        match self {
+            Affinity::Integer => "INTEGER",
+            Affinity::Text => "TEXT",
+            Affinity::Blob => "BLOB",
+            Affinity::Real => "REAL",
+            Affinity::Numeric => "NUMERIC",
+        }
+    }
+}
+
+/// One value as it is stored: after affinity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Cow<'a, [u8]>),
+    Blob(Cow<'a, [u8]>),
+}
+
+/// Applies affinity where the rule is simple and exact; the rest (text that may read as a
+/// number, a real turned into text) is left to SQLite itself through `Converter`.
+pub enum Affined<'a> {
+    Done(Field<'a>),
+    AskSqlite,
+}
+
+pub fn apply_affinity(value: ValueRef<'_>, affinity: Affinity) -> Affined<'_> {
+    use Affinity as A;
+    Affined::Done(match value {
+        ValueRef::Null => Field::Null,
+        ValueRef::Blob(bytes) => Field::Blob(Cow::Borrowed(bytes)),
+        // sqlite3_bind_double stores NaN as NULL.
+        ValueRef::Real(real) if real.is_nan() => Field::Null,
+        // Under REAL affinity SQLite too stores an integer as one (it reads back as a real).
+        ValueRef::Integer(integer) => match affinity {
+            A::Text => Field::Text(Cow::Owned(integer.to_string().into_bytes())),
+            A::Integer | A::Numeric | A::Real | A::Blob => Field::Integer(integer),
+        },
+        ValueRef::Real(real) => match affinity {
+            // Also REAL: SQLite stores an integral real as an integer to save space, so
+            // -0.0 reads back as 0.0 from either writer.
+            A::Integer | A::Numeric | A::Real => match integral(real) {
+                Some(integer) => Field::Integer(integer),
+                None => Field::Real(real),
+            },
+            A::Text => return Affined::AskSqlite,
+            A::Blob => Field::Real(real),
+        },
+        ValueRef::Text(text) => match affinity {
+            A::Text | A::Blob => Field::Text(Cow::Borrowed(text)),
+            // A number needs a digit: text without one stays text under every affinity.
+            _ if !text.iter().any(u8::is_ascii_digit) => Field::Text(Cow::Borrowed(text)),
+            _ => return Affined::AskSqlite,
+        },
+    })
+}
+
+/// sqlite3VdbeIntegerAffinity: a real that is exactly an integer strictly inside i64's
+/// range is stored as that integer.
+fn integral(real: f64) -> Option<i64> {
+    // `as` saturates, like SQLite's doubleToInt64 clamps.
+    let integer = real as i64;
+    (real == integer as f64 && integer > i64::MIN && integer < i64::MAX).then_some(integer)
+}
+
+/// Lets SQLite apply the affinity rules that are not worth re-implementing (text to
+/// number parsing, real to text formatting), on rare values, in a private in-memory
+/// database.
+pub struct Converter {
+    conn: rusqlite::Connection,
+}
+
+impl Converter {
+    pub fn new() -> rusqlite::Result<Self> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch(
+            "CREATE TABLE v (integer INTEGER, text TEXT, blob BLOB, real REAL, numeric NUMERIC)",
+        )?;
+        Ok(Converter { conn })
+    }
+
+    pub fn convert(&self, value: ValueRef<'_>, affinity: Affinity) -> rusqlite::Result<Field<'static>> {
+        let column = affinity.sql_name();
+        self.conn
+            .prepare_cached(&format!("INSERT INTO v ({column}) VALUES (?1)"))?
+            .execute([rusqlite::types::ToSqlOutput::Borrowed(value)])?;
+        let stored: Value = self
+            .conn
+            .prepare_cached(&format!("SELECT {column} FROM v"))?
+            .query_row([], |row| row.get(0))?;
+        self.conn.prepare_cached("DELETE FROM v")?.execute([])?;
+        Ok(match stored {
+            Value::Null => Field::Null,
+            Value::Integer(integer) => Field::Integer(integer),
+            Value::Real(real) => Field::Real(real),
+            Value::Text(text) => Field::Text(Cow::Owned(text.into_bytes())),
+            Value::Blob(blob) => Field::Blob(Cow::Owned(blob)),
+        })
+    }
+}
+
+/// Appends `value` as a SQLite varint (big-endian 7-bit groups; a 9th byte of 8 bits).
+pub fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value >> 56 != 0 {
+        let mut bytes = [0u8; 9];
+        bytes[8] = value as u8;
+        let mut rest = value >> 8;
+        for byte in bytes[..8].iter_mut().rev() {
+            *byte = (rest as u8 & 0x7f) | 0x80;
+            rest >>= 7;
+        }
+        out.extend_from_slice(&bytes);
+        return;
+    }
+    let mut groups = [0u8; 8];
+    let mut count = 0;
+    let mut rest = value;
+    loop {
+        groups[count] = (rest & 0x7f) as u8;
+        count += 1;
+        rest >>= 7;
+        if rest == 0 {
+            break;
+        }
+    }
+    for index in (0..count).rev() {
+        out.push(groups[index] | if index > 0 { 0x80 } else { 0 });
+    }
+}
+
+pub fn varint_len(value: u64) -> usize {
+    if value >> 56 != 0 {
+        return 9;
+    }
+    let bits = 64 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// Reads a varint; `None` when `bytes` ends inside it.
+pub fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (index, byte) in bytes.iter().enumerate().take(9) {
+        if index == 8 {
+            return Some(((value << 8) | *byte as u64, 9));
+        }
+        value = (value << 7) | (*byte & 0x7f) as u64;
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+/// The serial type of an integer and its byte width (schema format 4: 0 and 1 take none).
+fn integer_serial(value: i64) -> (u64, usize) {
+    match value {
+        0 => (8, 0),
+        1 => (9, 0),
+        -128..=127 => (1, 1),
+        -32_768..=32_767 => (2, 2),
+        -8_388_608..=8_388_607 => (3, 3),
+        -2_147_483_648..=2_147_483_647 => (4, 4),
+        -140_737_488_355_328..=140_737_488_355_327 => (5, 6),
+        _ => (6, 8),
+    }
+}
+
+fn serial_type(field: &Field<'_>) -> u64 {
+    match field {
+        Field::Null => 0,
+        Field::Integer(value) => integer_serial(*value).0,
+        Field::Real(_) => 7,
+        Field::Text(text) => text.len() as u64 * 2 + 13,
+        Field::Blob(blob) => blob.len() as u64 * 2 + 12,
+    }
+}
+
+/// Appends the record of `fields` (header, then body) to `out`.
+pub fn encode_record(fields: &[Field<'_>], out: &mut Vec<u8>) {
+    let types_len: usize = fields.iter().map(|f| varint_len(serial_type(f))).sum();
+    // The header size counts its own varint.
+    let mut size_len = 1;
+    while varint_len((types_len + size_len) as u64) > size_len {
+        size_len += 1;
+    }
+    let header_len = types_len + size_len;
+    put_varint(out, header_len as u64);
+    for field in fields {
+        put_varint(out, serial_type(field));
+    }
+    for field in fields {
+        match field {
+            Field::Null => {}
+            Field::Integer(value) => {
+                let (_, width) = integer_serial(*value);
+                out.extend_from_slice(&value.to_be_bytes()[8 - width..]);
+            }
+            Field::Real(value) => out.extend_from_slice(&value.to_bits().to_be_bytes()),
+            Field::Text(bytes) | Field::Blob(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_every_length() {
+        let mut values = vec![
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::MAX,
+            i64::MIN as u64,
+            (-1i64) as u64,
+        ];
+        for bits in 1..64 {
+            values.push((1u64 << bits) - 1);
+            values.push(1u64 << bits);
+        }
+        for value in values {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            assert_eq!(out.len(), varint_len(value), "{value}");
+            assert_eq!(get_varint(&out), Some((value, out.len())), "{value}");
+            assert_eq!(get_varint(&out[..out.len() - 1]), None, "{value} cut short");
+        }
+    }
+
+    #[test]
+    fn affinity_follows_the_declared_type_rules() {
+        for (declared, affinity) in [
+            ("INTEGER", Affinity::Integer),
+            ("bigint", Affinity::Integer),
+            ("VARCHAR(10)", Affinity::Text),
+            ("", Affinity::Blob),
+            ("DOUBLE PRECISION", Affinity::Real),
+            ("NUMERIC", Affinity::Numeric),
+            ("DATETIME", Affinity::Numeric),
+            ("FLOATING POINT", Affinity::Integer),
+        ] {
+            assert_eq!(Affinity::of_declared_type(declared), affinity, "{declared}");
+        }
+    }
+
+    #[test]
+    fn header_size_counts_its_own_varint() {
+        // 126 one-byte serial types: the header is exactly 127 bytes, one varint byte.
+        let fields = vec![Field::Null; 126];
+        let mut out = Vec::new();
+        encode_record(&fields, &mut out);
+        assert_eq!(out[0], 127);
+        // 127 of them: 128 bytes would need a 2-byte size varint, so the header is 129.
+        let fields = vec![Field::Null; 127];
+        let mut out = Vec::new();
+        encode_record(&fields, &mut out);
+        assert_eq!(get_varint(&out), Some((129, 2)));
+        assert_eq!(out.len(), 129);
+    }
+}
