@@ -109,7 +109,7 @@ pub struct ExportOptions {
 /// How the data tables of a fresh mirror are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Writer {
-    /// SQLite B-tree pages built directly, where the tables allow it (DESIGN §13);
+    /// SQLite B-tree pages built directly, where the tables allow it (DESIGN §23);
     /// otherwise the insert loop.
     #[default]
     Pages,

@@ -1,5 +1,5 @@
 //! The page writer: a fresh mirror's tables written as SQLite table B-trees directly,
-//! bypassing SQLite's insert path (DESIGN §13).
+//! bypassing SQLite's insert path (DESIGN §23).
 //!
 //! SQLite itself creates the file and its schema (header, `sqlite_schema`, one empty root
 //! page per table), so everything SQLite checks about those is SQLite's own work. This
