@@ -107,7 +107,8 @@ pub struct ExportOptions {
 }
 
 /// How the data tables of a fresh mirror are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Writer {
     /// SQLite B-tree pages built directly, where the tables allow it (DESIGN §23);
     /// otherwise the insert loop.

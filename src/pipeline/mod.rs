@@ -91,7 +91,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         started_at,
         replica: replica.as_ref(),
     };
-    let (counts, outcomes) = run_workers(options, &run, &catalog, &plan, &partial_file, &progress)?;
+    let (counts, outcomes, writer) = run_workers(options, &run, &catalog, &plan, &partial_file, &progress)?;
     progress.finish();
     check_stop()?;
     // The snapshot is no longer needed; the read-only transaction has nothing to keep.
@@ -107,6 +107,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary> {
         snapshot_id,
         counts: &counts,
         outcomes: &outcomes,
+        writer,
         seconds: started.elapsed().as_secs_f64(),
     }))
 }
@@ -126,7 +127,7 @@ fn run_workers(
     plan: &ExportPlan,
     partial: &Path,
     progress: &Progress,
-) -> Result<(Vec<u64>, Vec<IndexOutcome>)> {
+) -> Result<(Vec<u64>, Vec<IndexOutcome>, Writer)> {
     let snapshot_id = run.snapshot_id;
     let jobs = options.jobs.max(1).min(plan.tasks.len().max(1));
     let (task_sender, task_receiver) = crossbeam_channel::unbounded();
@@ -186,11 +187,11 @@ fn run_workers(
         (Some(error), _) if !error.is_cancelled() => return Err(error),
         (_, Err(error)) => return Err(error),
         (Some(error), Ok(_)) => return Err(error),
-        (None, Ok(sink)) => sink,
+        (None, Ok(written)) => written,
     };
 
     progress.set_stage("building indexes and metadata");
-    let mut sink = sink;
+    let (mut sink, writer) = sink;
     let outcomes = sink.build_indexes(&plan.tables)?;
     let counts = sink.row_counts();
     sink.finish(&Metadata::new(MetadataInputs {
@@ -201,7 +202,7 @@ fn run_workers(
         meta: crate::mirror::run_facts(options, snapshot_id, catalog, run.started_at),
         replica: run.replica,
     }))?;
-    Ok((counts, outcomes))
+    Ok((counts, outcomes, writer))
 }
 
 /// The writer thread: every batch into the mirror until the workers hang up; returns
@@ -212,8 +213,9 @@ fn write_all(
     writer: Writer,
     batches: crossbeam_channel::Receiver<RowBatch>,
     quit: &AtomicBool,
-) -> Result<SqliteSink> {
+) -> Result<(SqliteSink, Writer)> {
     let mut sink = DataSink::create(partial, &plan.tables, writer)?;
+    let used = sink.writer();
     for batch in batches {
         check_stop()?;
         if quit.load(Ordering::Relaxed) {
@@ -229,5 +231,5 @@ fn write_all(
         )?;
     }
     check_stop()?;
-    sink.finish(&plan.tables)
+    Ok((sink.finish(&plan.tables)?, used))
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::ExportOptions;
+use crate::config::{ExportOptions, Writer};
 use crate::mirror::IndexOutcome;
 use crate::pg::catalog::Catalog;
 use crate::plan::ExportPlan;
@@ -24,6 +24,9 @@ pub struct ExportSummary {
     pub file_bytes: u64,
     pub seconds: f64,
     pub rows_per_second: f64,
+    /// Which writer wrote the data: the page writer unless asked otherwise or a table
+    /// needs SQLite's insert path.
+    pub writer: Writer,
     pub table_rows: Vec<TableRows>,
     /// Indexes and constraints that are only recorded in the metadata, and why.
     pub untranslated: Vec<String>,
@@ -59,6 +62,7 @@ pub(super) struct Finished<'a> {
     pub snapshot_id: String,
     pub counts: &'a [u64],
     pub outcomes: &'a [IndexOutcome],
+    pub writer: Writer,
     pub seconds: f64,
 }
 
@@ -71,6 +75,7 @@ impl ExportSummary {
             snapshot_id,
             counts,
             outcomes,
+            writer,
             seconds,
         } = run;
         let file_bytes = std::fs::metadata(&options.output).map(|m| m.len()).unwrap_or(0);
@@ -87,6 +92,7 @@ impl ExportSummary {
             file_bytes,
             seconds,
             rows_per_second: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
+            writer,
             table_rows: plan
                 .tables
                 .iter()

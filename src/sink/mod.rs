@@ -63,6 +63,14 @@ impl DataSink {
         }
     }
 
+    /// Which writer writes the data: a table the page writer does not cover makes it SQLite's.
+    pub fn writer(&self) -> crate::config::Writer {
+        match self {
+            DataSink::Sqlite(_) => crate::config::Writer::Sqlite,
+            DataSink::Pages(_) => crate::config::Writer::Pages,
+        }
+    }
+
     /// Ends the data; the mirror is then open in SQLite for indexes and metadata.
     pub fn finish(self, tables: &[PlannedTable]) -> Result<SqliteSink> {
         match self {

@@ -26,3 +26,4 @@ mod serve;
 mod support;
 mod sync;
 mod types;
+mod writers;
