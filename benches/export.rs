@@ -3,14 +3,20 @@
 //!
 //!   cargo bench --bench export               # narrow 5M rows, wide 500k, app with 1M logs
 //!   cargo bench --bench export -- --quick    # a fifth of that (narrow 1M rows), for development
-//!   cargo bench --bench export -- --dataset narrow
+//!   cargo bench --bench export -- --dataset narrow --runs 1
+//!   cargo bench --bench export -- --scaling  # only the scaling series (1M, 5M, 20M narrow)
 //!
 //! It starts its own PostgreSQL in target/bench-cluster and keeps it between runs, so the
-//! generated datasets are made once. Per dataset it prints: the read limit (binary COPY into
+//! generated datasets are made once. Every stage is timed `--runs` times (default 3) and the
+//! median is shown, all in this one run. Per dataset: the read limit (binary COPY into
 //! nothing), the write limit (a bare rusqlite insert loop of the same rows already in
-//! memory), the naive pipeline (psql CSV + sqlite3 .import), `pgmirror export` at jobs 1, 2
-//! and 4 (seconds, rows/s, peak RSS of the process), and for the single-table datasets the
-//! restore rate against `psql \copy FROM`.
+//! memory, in the best configuration measured: 50-row statements, 64 KiB pages, exclusive
+//! locking, 256 MB cache), the naive pipeline (psql CSV + sqlite3 .import), DuckDB with its
+//! postgres and sqlite extensions (`pip install duckdb duckdb-ext-postgres duckdb-ext-sqlite`;
+//! skipped when missing), `pgmirror export` with the page writer at jobs 1, 2 and 4 and with
+//! `--writer sqlite` (seconds, rows/s, peak RSS of the process), and for the single-table
+//! datasets the restore rate against `psql \copy FROM`. Then the scaling series: the
+//! default export of 1M, 5M and 20M narrow rows (a fifth with --quick), time and peak RSS.
 
 #[path = "../tests/it/cluster.rs"]
 mod cluster;
@@ -49,11 +55,15 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let only = args
-        .iter()
-        .position(|a| a == "--dataset")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let scaling_only = args.iter().any(|a| a == "--scaling");
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = value_of("--dataset");
+    let runs: usize = value_of("--runs").map_or(3, |r| r.parse().expect("--runs N"));
     let scale = if quick { 5 } else { 1 };
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -62,26 +72,110 @@ fn main() {
     std::fs::create_dir_all(&out).expect("creating target/bench-out");
     let conninfo = server.conninfo();
     let result = std::panic::catch_unwind(|| {
-        let datasets = prepare_datasets(&conninfo, scale);
         println!(
-            "pgmirror end-to-end benchmark ({}), {} cores",
+            "pgmirror end-to-end benchmark ({}), {} cores, medians of {runs}",
             if quick { "--quick" } else { "full" },
             cores()
         );
-        for dataset in datasets
-            .iter()
-            .filter(|d| only.as_deref().is_none_or(|o| o == d.name))
-        {
-            run_dataset(&conninfo, dataset, &out);
+        if !scaling_only {
+            let datasets = prepare_datasets(&conninfo, scale);
+            let mut goals = Vec::new();
+            for dataset in datasets
+                .iter()
+                .filter(|d| only.as_deref().is_none_or(|o| o == d.name))
+            {
+                goals.push((dataset.name, run_dataset(&conninfo, dataset, &out, runs)));
+            }
+            print_goals(&goals);
         }
-        println!(
-            "\nreference, not measured here (issue 3, same 2-core class of machine): DuckDB 1.4 ATTACH postgres + sqlite, \
-             CREATE TABLE AS: narrow 5M 7.7 s, wide 500k 4.9 s"
-        );
+        if only.is_none() || scaling_only {
+            scaling_series(&conninfo, &out, scale, runs);
+        }
     });
     server.stop();
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// The median of `runs` measurements of one stage (by seconds; its RSS goes with it).
+fn median_of(runs: usize, mut measure: impl FnMut() -> Measure) -> Measure {
+    let mut all: Vec<Measure> = (0..runs.max(1)).map(|_| measure()).collect();
+    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let peak = all.iter().filter_map(|m| m.peak_rss_mb).reduce(f64::max);
+    let mut median = all.swap_remove(all.len() / 2);
+    median.peak_rss_mb = peak;
+    median
+}
+
+/// The stages the issue's goals compare, per dataset.
+struct GoalTimes {
+    export: f64,
+    write_limit: f64,
+    naive: f64,
+    duckdb: Option<f64>,
+    peak_rss_mb: f64,
+}
+
+/// Ratios for the goals: narrow against the write limit, narrow + wide (summed) against
+/// the naive pipeline and DuckDB, and the largest peak RSS.
+fn print_goals(goals: &[(&str, GoalTimes)]) {
+    let find = |name: &str| goals.iter().find(|(n, _)| *n == name).map(|(_, g)| g);
+    println!("\ngoals (the default export: page writer, jobs = cores)");
+    if let Some(narrow) = find("narrow") {
+        println!(
+            "  narrow: export / write limit = {:.2} (goal <= 0.8)",
+            narrow.export / narrow.write_limit
+        );
+    }
+    if let (Some(narrow), Some(wide)) = (find("narrow"), find("wide")) {
+        let export = narrow.export + wide.export;
+        println!(
+            "  narrow + wide: export / naive = {:.2} (goal <= 0.25)",
+            export / (narrow.naive + wide.naive)
+        );
+        match (narrow.duckdb, wide.duckdb) {
+            (Some(a), Some(b)) => println!(
+                "  narrow + wide: export / DuckDB = {:.2} (goal <= 0.4)",
+                export / (a + b)
+            ),
+            _ => println!("  narrow + wide: DuckDB not measured"),
+        }
+    }
+    if let Some(peak) = goals.iter().map(|(_, g)| g.peak_rss_mb).reduce(f64::max) {
+        println!("  peak RSS of the default export: {peak:.0} MB (goal <= 200 MB)");
+    }
+}
+
+/// The default export of growing narrow tables: time should grow linearly, peak RSS not.
+fn scaling_series(conninfo: &str, out: &Path, scale: u64, runs: usize) {
+    println!("\nscaling: pgmirror export (page writer, jobs = cores) of the narrow table");
+    println!(
+        "{:>12} {:>9} {:>12} {:>14} {:>10}",
+        "rows", "seconds", "rows/s", "s per M rows", "peak RSS"
+    );
+    for millions in [1, 5, 20] {
+        let rows = millions * 1_000_000 / scale;
+        let dataset = make_dataset(
+            conninfo,
+            "narrow",
+            rows,
+            &narrow_sql(rows),
+            vec!["narrow".into()],
+            true,
+        );
+        let url = db_url(conninfo, &dataset.database);
+        let mirror = out.join(format!("scaling-{rows}.db"));
+        let m = median_of(runs, || pgmirror_export(&url, &mirror, cores(), "pages"));
+        println!(
+            "{:>12} {:>9.2} {:>12.0} {:>14.2} {:>7.0} MB",
+            m.rows,
+            m.seconds,
+            m.rows as f64 / m.seconds,
+            m.seconds / (m.rows as f64 / 1e6),
+            m.peak_rss_mb.unwrap_or(0.0)
+        );
+        let _ = std::fs::remove_file(&mirror);
     }
 }
 
@@ -93,16 +187,20 @@ fn db_url(conninfo: &str, database: &str) -> String {
     format!("{conninfo} dbname={database}")
 }
 
+fn narrow_sql(rows: u64) -> String {
+    format!(
+        "CREATE TABLE narrow (id bigint, n int, x double precision, s text, b bool, t timestamptz);
+         INSERT INTO narrow SELECT g, (g % 100000)::int, g * 0.25, substr(md5(g::text), 1, 12), g % 3 = 0,
+                timestamptz '2020-01-01 00:00+00' + g * interval '1 second' FROM generate_series(1, {rows}) g;"
+    )
+}
+
 /// Creates each dataset's database unless a previous run left it complete.
 fn prepare_datasets(conninfo: &str, scale: u64) -> Vec<Dataset> {
     let narrow_rows = 5_000_000 / scale;
     let wide_rows = 500_000 / scale;
     let log_rows = 1_000_000 / scale;
-    let narrow = format!(
-        "CREATE TABLE narrow (id bigint, n int, x double precision, s text, b bool, t timestamptz);
-         INSERT INTO narrow SELECT g, (g % 100000)::int, g * 0.25, substr(md5(g::text), 1, 12), g % 3 = 0,
-                timestamptz '2020-01-01 00:00+00' + g * interval '1 second' FROM generate_series(1, {narrow_rows}) g;"
-    );
+    let narrow = narrow_sql(narrow_rows);
     let wide = format!(
         "CREATE TABLE wide (id bigint PRIMARY KEY, amount numeric(14,2), ratio numeric, ident uuid, doc jsonb,
                             body text, blob bytea, tags int[], born date, seen timestamp, seen_tz timestamptz,
@@ -185,8 +283,13 @@ fn make_dataset(
             .is_empty();
         if exists {
             let client = connect(&db_url(conninfo, &database)).await;
+            // Marked on the database, not by a table the exports would then mirror.
             let ready = client
-                .query("SELECT 1 FROM pg_class WHERE relname = '_bench_ready'", &[])
+                .query(
+                    "SELECT 1 FROM pg_database WHERE datname = current_database() \
+                     AND shobj_description(oid, 'pg_database') = 'bench dataset complete'",
+                    &[],
+                )
                 .await
                 .unwrap();
             if !ready.is_empty() {
@@ -211,7 +314,9 @@ fn make_dataset(
         // VACUUM cannot share a multi-statement batch (an implicit transaction).
         client.batch_execute("VACUUM ANALYZE").await.unwrap();
         client
-            .batch_execute("CREATE TABLE _bench_ready ()")
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE \"{database}\" IS 'bench dataset complete'"
+            ))
             .await
             .unwrap();
     });
@@ -223,7 +328,7 @@ fn make_dataset(
     }
 }
 
-fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path) {
+fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path, runs: usize) -> GoalTimes {
     let url = db_url(conninfo, &dataset.database);
     let heap_mb: f64 = runtime().block_on(async {
         let client = connect(&url).await;
@@ -233,23 +338,16 @@ fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path) {
             .unwrap();
         row.get::<_, f64>(0) / 1e6
     });
-    let mut measures = Vec::new();
-    measures.push(read_limit(&url, dataset));
-
-    let mut mirror_for_later = None;
-    for jobs in [1, 2, 4] {
-        let mirror = out.join(format!("{}-jobs{jobs}.db", dataset.name));
-        measures.push(pgmirror_export(&url, &mirror, jobs));
-        if jobs == 2 {
-            mirror_for_later = Some(mirror);
-        }
+    let read = median_of(runs, || read_limit(&url, dataset));
+    let mut exports = Vec::new();
+    for (jobs, writer) in [(1, "pages"), (2, "pages"), (4, "pages"), (2, "sqlite")] {
+        let mirror = out.join(format!("{}-{writer}-jobs{jobs}.db", dataset.name));
+        exports.push(median_of(runs, || pgmirror_export(&url, &mirror, jobs, writer)));
     }
-    let mirror = mirror_for_later.expect("the jobs=2 mirror");
-    let write_limit = write_limit(&mirror, out, dataset.name);
-    let naive = naive_pipeline(&url, dataset, out);
-    let rows = write_limit.rows;
-    measures.insert(1, write_limit);
-    measures.insert(2, naive);
+    let mirror = out.join(format!("{}-pages-jobs2.db", dataset.name));
+    let write = median_of(runs, || write_limit(&mirror, out, dataset.name));
+    let naive = median_of(runs, || naive_pipeline(&url, dataset, out));
+    let duckdb = duckdb_available().then(|| median_of(runs, || duckdb_export(&url, dataset, out)));
     let restore = dataset
         .restore
         .then(|| restore_pair(conninfo, dataset, &mirror, out));
@@ -257,30 +355,52 @@ fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path) {
     println!(
         "\ndataset {}: {} rows in {} tables, heap {:.0} MB",
         dataset.name,
-        rows,
+        write.rows,
         dataset.tables.len(),
         heap_mb
     );
     println!(
-        "{:<44} {:>8} {:>11} {:>9} {:>15} {:>13}",
-        "stage", "seconds", "rows/s", "peak RSS", "/ write limit", "naive / this"
+        "{:<46} {:>8} {:>11} {:>9} {:>10} {:>9} {:>9}",
+        "stage", "seconds", "rows/s", "peak RSS", "/ write", "/ naive", "/ DuckDB"
     );
-    let write_seconds = measures[1].seconds;
-    let naive_seconds = measures[2].seconds;
-    for m in &measures {
+    let default_jobs = cores().clamp(1, 4);
+    let default = exports
+        .iter()
+        .find(|m| m.stage == export_stage(default_jobs, "pages"))
+        .unwrap_or(&exports[1]);
+    let goals = GoalTimes {
+        export: default.seconds,
+        write_limit: write.seconds,
+        naive: naive.seconds,
+        duckdb: duckdb.as_ref().map(|m| m.seconds),
+        peak_rss_mb: default.peak_rss_mb.unwrap_or(0.0),
+    };
+    let stages = [&read, &write, &naive]
+        .into_iter()
+        .chain(duckdb.as_ref())
+        .chain(&exports);
+    for m in stages {
         let rss = m
             .peak_rss_mb
             .map(|mb| format!("{mb:.0} MB"))
             .unwrap_or_else(|| "-".into());
+        let duck = goals
+            .duckdb
+            .map(|d| format!("{:.2}", m.seconds / d))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<44} {:>8.2} {:>11.0} {:>9} {:>15.2} {:>13.2}",
+            "{:<46} {:>8.2} {:>11.0} {:>9} {:>10.2} {:>9.2} {:>9}",
             m.stage,
             m.seconds,
             m.rows as f64 / m.seconds,
             rss,
-            m.seconds / write_seconds,
-            naive_seconds / m.seconds
+            m.seconds / write.seconds,
+            m.seconds / naive.seconds,
+            duck
         );
+    }
+    if duckdb.is_none() {
+        println!("(DuckDB not measured: pip install duckdb duckdb-ext-postgres duckdb-ext-sqlite)");
     }
     if let Some((ours, psql)) = restore {
         println!(
@@ -292,6 +412,52 @@ fn run_dataset(conninfo: &str, dataset: &Dataset, out: &Path) {
             psql.seconds / ours.seconds
         );
     }
+    goals
+}
+
+const DUCKDB_SCRIPT: &str = include_str!("duckdb_export.py");
+
+fn duckdb_available() -> bool {
+    Command::new("python3")
+        .args(["-c", DUCKDB_SCRIPT, "--check"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// DuckDB 1.4 with its postgres and sqlite extensions: ATTACH both, CREATE TABLE AS per
+/// table. Timed by the script from the first ATTACH (the interpreter's start-up excluded).
+fn duckdb_export(url: &str, dataset: &Dataset, out: &Path) -> Measure {
+    let db = out.join(format!("{}-duckdb.db", dataset.name));
+    let _ = std::fs::remove_file(&db);
+    let output = Command::new("python3")
+        .args(["-c", DUCKDB_SCRIPT, url, db.to_str().unwrap()])
+        .args(dataset.tables.iter().map(|t| t.trim_matches('"')))
+        .output()
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    let mut fields = report.split_whitespace();
+    let seconds: f64 = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("duckdb seconds");
+    let rows: u64 = fields.next().and_then(|s| s.parse().ok()).expect("duckdb rows");
+    Measure {
+        stage: "DuckDB: ATTACH postgres + sqlite, CREATE TABLE AS".into(),
+        seconds,
+        rows,
+        peak_rss_mb: None,
+    }
+}
+
+fn export_stage(jobs: usize, writer: &str) -> String {
+    format!("pgmirror export --writer {writer} --jobs {jobs}")
 }
 
 /// PostgreSQL's own binary COPY of every table, into nothing, on one connection.
@@ -337,10 +503,16 @@ fn read_limit(url: &str, dataset: &Dataset) -> Measure {
 
 /// Runs the export in a child process (this benchmark re-executed), which reports its own
 /// peak RSS.
-fn pgmirror_export(url: &str, mirror: &Path, jobs: usize) -> Measure {
+fn pgmirror_export(url: &str, mirror: &Path, jobs: usize, writer: &str) -> Measure {
     let started = Instant::now();
     let child = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--child-export", url, mirror.to_str().unwrap(), &jobs.to_string()])
+        .args([
+            "--child-export",
+            url,
+            mirror.to_str().unwrap(),
+            &jobs.to_string(),
+            writer,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the export child");
@@ -349,7 +521,7 @@ fn pgmirror_export(url: &str, mirror: &Path, jobs: usize) -> Measure {
     let seconds = started.elapsed().as_secs_f64();
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("child summary");
     Measure {
-        stage: format!("pgmirror export --jobs {jobs}"),
+        stage: export_stage(jobs, writer),
         seconds,
         rows: summary["rows"].as_u64().unwrap_or(0),
         peak_rss_mb: Some(summary["peak_rss_kb"].as_u64().unwrap_or(0) as f64 / 1024.0),
@@ -361,6 +533,10 @@ fn child_export(args: &[String]) {
     let source = pgmirror::pg::ConnectionSpec::parse(&args[0]).expect("source");
     let mut options = pgmirror::ExportOptions::new(source, PathBuf::from(&args[1]));
     options.jobs = args[2].parse().expect("jobs");
+    options.writer = match args[3].as_str() {
+        "sqlite" => pgmirror::config::Writer::Sqlite,
+        _ => pgmirror::config::Writer::Pages,
+    };
     let summary = pgmirror::export(&options).expect("export");
     let mut report = serde_json::to_value(&summary).unwrap();
     report["peak_rss_kb"] = peak_rss_kb().into();
@@ -382,7 +558,8 @@ fn peak_rss_kb() -> u64 {
 }
 
 /// The bare SQLite insert loop: the mirror's rows, already in memory, into a fresh file
-/// with the same tables, prepared multi-row INSERTs in one transaction, journal off.
+/// with the same tables, prepared 50-row INSERTs in one transaction, journal off, 64 KiB
+/// pages, exclusive locking, a 256 MB cache: the fastest configuration measured.
 fn write_limit(mirror: &Path, out: &Path, name: &str) -> Measure {
     let source = rusqlite::Connection::open(mirror).unwrap();
     let tables: Vec<(String, String)> = source
@@ -411,7 +588,10 @@ fn write_limit(mirror: &Path, out: &Path, name: &str) -> Measure {
     let _ = std::fs::remove_file(&path);
     let target = rusqlite::Connection::open(&path).unwrap();
     target
-        .execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE; PRAGMA foreign_keys = OFF")
+        .execute_batch(
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+             PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -262144; PRAGMA foreign_keys = OFF",
+        )
         .unwrap();
     for (_, sql, _, _) in &loaded {
         target.execute_batch(sql).unwrap();
@@ -420,7 +600,7 @@ fn write_limit(mirror: &Path, out: &Path, name: &str) -> Measure {
     target.execute_batch("BEGIN").unwrap();
     let mut total = 0;
     for (table, _, columns, values) in &loaded {
-        let per_statement = (32_766 / columns).clamp(1, 256);
+        let per_statement = (32_766 / columns).clamp(1, 50);
         let row = format!("({})", vec!["?"; *columns].join(","));
         let insert = |rows: usize| {
             format!(

@@ -30,6 +30,11 @@ use super::{insert_exact_texts, SqliteSink, TableWriter};
 /// Bytes of out-of-order cells held before they are sorted into a run of their own.
 const LATE_CELL_BUDGET: usize = 32 << 20;
 
+/// Rows per COPY task of a table without an INTEGER PRIMARY KEY: the n-th task seen gets
+/// rowids from n × 2^40 + 1, so each task's rows form one run of ascending keys that no
+/// other task's run overlaps, and the runs concatenate without a merge.
+const TASK_ROWID_SPAN: i64 = 1 << 40;
+
 /// What the page writer needs to know of one SQLite table, read from the schema SQLite
 /// created for it.
 struct TableShape {
@@ -52,6 +57,29 @@ struct PageTable {
     runs: HashMap<usize, Run>,
     closed: Vec<Vec<Leaf>>,
     late: LateCells,
+    /// Without an INTEGER PRIMARY KEY: per task, its span (in order of first arrival)
+    /// and the rows it has numbered.
+    task_rowids: HashMap<usize, (i64, i64)>,
+}
+
+impl PageTable {
+    /// The rowid of the first of `rows` rows the task sends next (tables without an
+    /// INTEGER PRIMARY KEY; SQLite numbers a single task's rows 1..n, as it would).
+    fn take_rowids(&mut self, task: usize, rows: usize) -> std::result::Result<i64, String> {
+        let spans = self.task_rowids.len() as i64;
+        let (span, numbered) = self.task_rowids.entry(task).or_insert((spans, 0));
+        let after = *numbered + rows as i64;
+        // i64 rowids hold 2^23 spans of 2^40.
+        if after > TASK_ROWID_SPAN || *span >= i64::MAX / TASK_ROWID_SPAN {
+            return Err(format!(
+                "a COPY task sent more than {TASK_ROWID_SPAN} rows, or there are more than {} tasks; use --writer sqlite",
+                i64::MAX / TASK_ROWID_SPAN
+            ));
+        }
+        let first = *span * TASK_ROWID_SPAN + *numbered + 1;
+        *numbered = after;
+        Ok(first)
+    }
 }
 
 pub struct PageSink {
@@ -205,6 +233,7 @@ impl PageSink {
                 runs: HashMap::new(),
                 closed: Vec::new(),
                 late: LateCells::default(),
+                task_rowids: HashMap::new(),
             })
             .collect();
         let converter = Converter::new().with_context(context)?;
@@ -227,7 +256,12 @@ impl PageSink {
             Some(row) => format!("writing row {} of the batch of table {name:?}", row + 1),
             None => format!("writing table {name:?} to {}", self.path.display()),
         };
-        let first_rowid = table.writer.inserted + 1;
+        let first_rowid = match table.writer.rowid_column {
+            Some(_) => 0,
+            None => table
+                .take_rowids(batch.task, batch.rows())
+                .map_err(|reason| Error::unsupported(context(None), reason))?,
+        };
         let mut fields: Vec<Field<'_>> = Vec::with_capacity(batch.columns);
         for row in 0..batch.rows() {
             fields.clear();
