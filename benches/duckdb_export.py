@@ -10,6 +10,8 @@ import duckdb
 
 site = os.path.dirname(os.path.dirname(duckdb.__file__))
 con = duckdb.connect()
+# Its progress bar goes to stdout, where the result is read.
+con.execute("SET enable_progress_bar = false")
 con.execute(f"SET extension_directory = '{os.path.join(site, 'duckdb_ext', 'extensions')}'")
 con.execute("LOAD postgres")
 con.execute("LOAD sqlite")
