@@ -431,29 +431,36 @@ fn duckdb_available() -> bool {
 fn duckdb_export(url: &str, dataset: &Dataset, out: &Path) -> Measure {
     let db = out.join(format!("{}-duckdb.db", dataset.name));
     let _ = std::fs::remove_file(&db);
-    let output = Command::new("python3")
-        .args(["-c", DUCKDB_SCRIPT, url, db.to_str().unwrap()])
-        .args(dataset.tables.iter().map(|t| t.trim_matches('"')))
-        .output()
-        .expect("running python3");
-    assert!(
-        output.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = succeed(
+        Command::new("python3")
+            .args(["-c", DUCKDB_SCRIPT, url, db.to_str().unwrap()])
+            .args(dataset.tables.iter().map(|t| t.trim_matches('"'))),
+        "duckdb (python3)",
     );
-    let report = String::from_utf8_lossy(&output.stdout);
-    let mut fields = report.split_whitespace();
-    let seconds: f64 = fields
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("duckdb seconds");
-    let rows: u64 = fields.next().and_then(|s| s.parse().ok()).expect("duckdb rows");
+    // The result is the last line: whatever DuckDB prints before it is not ours to parse.
+    let report = String::from_utf8_lossy(&stdout);
+    let mut fields = report.lines().last().unwrap_or_default().split_whitespace();
+    let (seconds, rows): (f64, u64) = match (fields.next().map(str::parse), fields.next().map(str::parse)) {
+        (Some(Ok(seconds)), Some(Ok(rows))) => (seconds, rows),
+        _ => panic!("duckdb printed {report:?}, not \"SECONDS ROWS\""),
+    };
     Measure {
         stage: "DuckDB: ATTACH postgres + sqlite, CREATE TABLE AS".into(),
         seconds,
         rows,
         peak_rss_mb: None,
     }
+}
+
+/// Runs a tool the comparison drives; panics with its stderr when it fails. Returns stdout.
+fn succeed(command: &mut Command, what: &str) -> Vec<u8> {
+    let output = command.output().unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 fn export_stage(jobs: usize, writer: &str) -> String {
@@ -637,29 +644,21 @@ fn naive_pipeline(url: &str, dataset: &Dataset, out: &Path) -> Measure {
     let mut rows = 0u64;
     for (index, table) in dataset.tables.iter().enumerate() {
         let csv = csv_path(out, dataset, index);
-        let output = Command::new("psql")
-            .args(["-X", "-q", "-d", url, "-c"])
-            .arg(format!(
-                "\\copy (SELECT * FROM ONLY {table}) TO '{}' (FORMAT csv, HEADER true)",
-                csv.display()
-            ))
-            .output()
-            .expect("running psql");
-        assert!(
-            output.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&output.stderr)
+        succeed(
+            Command::new("psql")
+                .args(["-X", "-q", "-d", url, "-c"])
+                .arg(format!(
+                    "\\copy (SELECT * FROM ONLY {table}) TO '{}' (FORMAT csv, HEADER true)",
+                    csv.display()
+                )),
+            "psql",
         );
         let bare = table.trim_matches('"');
-        let output = Command::new("sqlite3")
-            .arg(&db)
-            .arg(format!(".import --csv '{}' '{bare}'", csv.display()))
-            .output()
-            .expect("running sqlite3 (install the sqlite3 package)");
-        assert!(
-            output.status.success(),
-            "sqlite3: {}",
-            String::from_utf8_lossy(&output.stderr)
+        succeed(
+            Command::new("sqlite3")
+                .arg(&db)
+                .arg(format!(".import --csv '{}' '{bare}'", csv.display())),
+            "sqlite3 (install the sqlite3 package)",
         );
         rows += std::fs::read(&csv)
             .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
@@ -739,18 +738,14 @@ fn restore_pair(conninfo: &str, dataset: &Dataset, mirror: &Path, out: &Path) ->
     assert!(truncate.success());
     let started = Instant::now();
     for (index, table) in dataset.tables.iter().enumerate() {
-        let output = Command::new("psql")
-            .args(["-X", "-q", "-d", &target_url, "-c"])
-            .arg(format!(
-                "\\copy {table} FROM '{}' (FORMAT csv, HEADER true)",
-                csv_path(out, dataset, index).display()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "psql \\copy FROM: {}",
-            String::from_utf8_lossy(&output.stderr)
+        succeed(
+            Command::new("psql")
+                .args(["-X", "-q", "-d", &target_url, "-c"])
+                .arg(format!(
+                    "\\copy {table} FROM '{}' (FORMAT csv, HEADER true)",
+                    csv_path(out, dataset, index).display()
+                )),
+            "psql \\copy FROM",
         );
     }
     let psql = Measure {

@@ -57,17 +57,20 @@ struct PageTable {
     runs: HashMap<usize, Run>,
     closed: Vec<Vec<Leaf>>,
     late: LateCells,
-    /// Without an INTEGER PRIMARY KEY: per task, its span (in order of first arrival)
-    /// and the rows it has numbered.
-    task_rowids: HashMap<usize, (i64, i64)>,
+    /// Without an INTEGER PRIMARY KEY: the rowids each task numbers its rows with.
+    task_rowids: TaskRowids,
 }
 
-impl PageTable {
+/// Per task, its span (in order of first arrival) and the rows it has numbered.
+#[derive(Default)]
+struct TaskRowids(HashMap<usize, (i64, i64)>);
+
+impl TaskRowids {
     /// The rowid of the first of `rows` rows the task sends next (tables without an
     /// INTEGER PRIMARY KEY; SQLite numbers a single task's rows 1..n, as it would).
-    fn take_rowids(&mut self, task: usize, rows: usize) -> std::result::Result<i64, String> {
-        let spans = self.task_rowids.len() as i64;
-        let (span, numbered) = self.task_rowids.entry(task).or_insert((spans, 0));
+    fn take(&mut self, task: usize, rows: usize) -> std::result::Result<i64, String> {
+        let spans = self.0.len() as i64;
+        let (span, numbered) = self.0.entry(task).or_insert((spans, 0));
         let after = *numbered + rows as i64;
         // i64 rowids hold 2^23 spans of 2^40.
         if after > TASK_ROWID_SPAN || *span >= i64::MAX / TASK_ROWID_SPAN {
@@ -233,7 +236,7 @@ impl PageSink {
                 runs: HashMap::new(),
                 closed: Vec::new(),
                 late: LateCells::default(),
-                task_rowids: HashMap::new(),
+                task_rowids: TaskRowids::default(),
             })
             .collect();
         let converter = Converter::new().with_context(context)?;
@@ -259,10 +262,14 @@ impl PageSink {
         let first_rowid = match table.writer.rowid_column {
             Some(_) => 0,
             None => table
-                .take_rowids(batch.task, batch.rows())
+                .task_rowids
+                .take(batch.task, batch.rows())
                 .map_err(|reason| Error::unsupported(context(None), reason))?,
         };
         let mut fields: Vec<Field<'_>> = Vec::with_capacity(batch.columns);
+        // A batch comes from one task: its run is looked up once, not per row.
+        let page_size = self.file.page_size;
+        let run = table.runs.entry(batch.task).or_insert_with(|| Run::new(page_size));
         for row in 0..batch.rows() {
             fields.clear();
             let mut key = first_rowid + row as i64;
@@ -299,10 +306,6 @@ impl PageSink {
             self.record.clear();
             encode_record(&fields, &mut self.record);
             build_cell(&mut self.file, key, &self.record, &mut self.cell).with_context(|| context(None))?;
-            let run = table
-                .runs
-                .entry(batch.task)
-                .or_insert_with(|| Run::new(self.file.page_size));
             if run.last_key.is_none_or(|last| key > last) {
                 run.push(&mut self.file, key, &self.cell)
                     .with_context(|| context(None))?;

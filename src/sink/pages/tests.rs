@@ -303,6 +303,12 @@ proptest! {
             rows
         };
         prop_assert_eq!(sorted(&pages), sorted(&sqlite));
+        // Every exact text belongs to a row, and both files have the same number of them.
+        let exact_rows = "SELECT count(*), count(*) FILTER (WHERE row NOT IN (SELECT rowid FROM \"t \"\"x\"\" ü\")) \
+             FROM _pgmirror_exact_text";
+        let (page_exact, sqlite_exact) = (contents(&pages, exact_rows), contents(&sqlite, exact_rows));
+        prop_assert_eq!(&page_exact, &sqlite_exact);
+        prop_assert_eq!(&page_exact[0][1], "Integer(0)");
         if case.integer_key {
             let by_rowid = "SELECT rowid, * FROM \"t \"\"x\"\" ü\" ORDER BY rowid";
             prop_assert_eq!(contents(&pages, by_rowid), contents(&sqlite, by_rowid));
@@ -372,4 +378,21 @@ fn a_large_out_of_order_table_builds_a_deep_tree() {
     assert_eq!(contents(&pages, all_rows), contents(&sqlite, all_rows));
     let conn = rusqlite::Connection::open(&pages).expect("open");
     assert_eq!(integrity(&conn), ["ok"]);
+}
+
+#[test]
+fn tasks_of_a_table_without_a_key_number_rows_in_ranges_of_their_own() {
+    let mut table = super::TaskRowids::default();
+    let span = super::TASK_ROWID_SPAN;
+    // Batches of two tasks interleave; each task's rowids still ascend without a gap and
+    // the first task seen numbers its rows 1..n, as SQLite would.
+    assert_eq!(table.take(7, 100), Ok(1));
+    assert_eq!(table.take(3, 50), Ok(span + 1));
+    assert_eq!(table.take(7, 100), Ok(101));
+    assert_eq!(table.take(3, 50), Ok(span + 51));
+    assert_eq!(table.take(9, 1), Ok(2 * span + 1));
+    // A task cannot spill into the next one's range.
+    let full = usize::try_from(span - 150).expect("fits");
+    assert_eq!(table.take(7, full - 50), Ok(201));
+    assert!(table.take(7, 1).is_err(), "rows past the task's span are refused");
 }
