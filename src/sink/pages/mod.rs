@@ -269,7 +269,10 @@ impl PageSink {
         let mut fields: Vec<Field<'_>> = Vec::with_capacity(batch.columns);
         // A batch comes from one task: its run is looked up once, not per row.
         let page_size = self.file.page_size;
-        let run = table.runs.entry(batch.task).or_insert_with(|| Run::new(page_size));
+        let run = table
+            .runs
+            .entry(batch.task)
+            .or_insert_with(|| Run::new(page_size));
         for row in 0..batch.rows() {
             fields.clear();
             let mut key = first_rowid + row as i64;
