@@ -418,12 +418,22 @@ fn push_padded(out: &mut String, value: u64, width: usize) {
             push_two(out, value / 100);
             push_two(out, value % 100);
         }
+        // Fractions of a second (widths 1 to 6) and long years land here once per value:
+        // digits on the stack, not a String per call.
         _ => {
-            let digits = value.to_string();
-            for _ in digits.len()..width {
-                out.push('0');
+            let mut digits = [b'0'; 20];
+            let mut start = digits.len();
+            let mut rest = value;
+            loop {
+                start -= 1;
+                digits[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
             }
-            out.push_str(&digits);
+            let shown = (digits.len() - start).max(width.min(digits.len()));
+            out.extend(digits[digits.len() - shown..].iter().map(|&digit| digit as char));
         }
     }
 }
@@ -581,6 +591,31 @@ pub fn parse_array(bytes: &[u8]) -> Result<ArrayValue<'_>, CopyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_numbers_match_rusts_own_zero_padding() {
+        for width in 1..=8 {
+            for value in [
+                0u64,
+                1,
+                9,
+                10,
+                99,
+                100,
+                999,
+                1000,
+                9999,
+                10_000,
+                999_999,
+                123_456_789,
+                u64::MAX,
+            ] {
+                let mut out = String::new();
+                push_padded(&mut out, value, width);
+                assert_eq!(out, format!("{value:0width$}"), "{value} in {width} digits");
+            }
+        }
+    }
 
     fn numeric(ndigits: &[u16], weight: i16, sign: u16, dscale: u16) -> String {
         let mut bytes = Vec::new();

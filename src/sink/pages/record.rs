@@ -137,7 +137,18 @@ impl Converter {
 }
 
 /// Appends `value` as a SQLite varint (big-endian 7-bit groups; a 9th byte of 8 bits).
+#[inline(always)]
 pub fn put_varint(out: &mut Vec<u8>, value: u64) {
+    // Serial types of short values, header sizes and small keys: one byte, inlined.
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        put_long_varint(out, value);
+    }
+}
+
+#[inline(never)]
+fn put_long_varint(out: &mut Vec<u8>, value: u64) {
     if value >> 56 != 0 {
         let mut bytes = [0u8; 9];
         bytes[8] = value as u8;
@@ -149,20 +160,17 @@ pub fn put_varint(out: &mut Vec<u8>, value: u64) {
         out.extend_from_slice(&bytes);
         return;
     }
+    // Groups from the last one back; every one but the last has the continuation bit.
     let mut groups = [0u8; 8];
-    let mut count = 0;
-    let mut rest = value;
-    loop {
-        groups[count] = (rest & 0x7f) as u8;
-        count += 1;
+    let mut start = groups.len() - 1;
+    groups[start] = (value & 0x7f) as u8;
+    let mut rest = value >> 7;
+    while rest != 0 {
+        start -= 1;
+        groups[start] = (rest & 0x7f) as u8 | 0x80;
         rest >>= 7;
-        if rest == 0 {
-            break;
-        }
     }
-    for index in (0..count).rev() {
-        out.push(groups[index] | if index > 0 { 0x80 } else { 0 });
-    }
+    out.extend_from_slice(&groups[start..]);
 }
 
 pub fn varint_len(value: u64) -> usize {
@@ -202,6 +210,16 @@ fn integer_serial(value: i64) -> (u64, usize) {
     }
 }
 
+/// Bytes of the record's body the field takes.
+fn field_len(field: &Field<'_>) -> usize {
+    match field {
+        Field::Null => 0,
+        Field::Integer(value) => integer_serial(*value).1,
+        Field::Real(_) => 8,
+        Field::Text(bytes) | Field::Blob(bytes) => bytes.len(),
+    }
+}
+
 fn serial_type(field: &Field<'_>) -> u64 {
     match field {
         Field::Null => 0,
@@ -221,6 +239,8 @@ pub fn encode_record(fields: &[Field<'_>], out: &mut Vec<u8>) {
         size_len += 1;
     }
     let header_len = types_len + size_len;
+    let body_len: usize = fields.iter().map(field_len).sum();
+    out.reserve(header_len + body_len);
     put_varint(out, header_len as u64);
     for field in fields {
         put_varint(out, serial_type(field));
