@@ -362,6 +362,9 @@ impl PageSink {
         drop(file);
         let rows: Vec<u64> = self.tables.iter().map(|t| t.writer.rows).collect();
         let inserted: Vec<i64> = self.tables.iter().map(|t| t.writer.inserted).collect();
+        self.exact
+            .execute_batch("COMMIT")
+            .with_context(|| format!("writing exact numeric texts beside {}", path.display()))?;
         drop(self.exact);
         let sink = SqliteSink::reopen(&path, tables, &rows, &inserted)?;
         sink.conn
@@ -393,9 +396,14 @@ fn exact_text_side(mirror: &Path) -> Result<(Connection, tempfile::TempPath)> {
         .with_context(context)?
         .into_temp_path();
     let conn = Connection::open(&scratch).with_context(context)?;
-    conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
-        .and_then(|_| conn.execute_batch(crate::mirror::EXACT_TEXT_SCHEMA))
-        .with_context(context)?;
+    // One transaction for the whole export: a statement of its own per exact text would
+    // take and release the file's locks and write its pages every time.
+    conn.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;",
+    )
+    .and_then(|_| conn.execute_batch(crate::mirror::EXACT_TEXT_SCHEMA))
+    .and_then(|_| conn.execute_batch("BEGIN"))
+    .with_context(context)?;
     Ok((conn, scratch))
 }
 

@@ -85,11 +85,42 @@ pub fn apply_affinity(value: ValueRef<'_>, affinity: Affinity) -> Affined<'_> {
         },
         ValueRef::Text(text) => match affinity {
             A::Text | A::Blob => Field::Text(Cow::Borrowed(text)),
-            // A number needs a digit: text without one stays text under every affinity.
-            _ if !text.iter().any(u8::is_ascii_digit) => Field::Text(Cow::Borrowed(text)),
+            // Dates, uuids, JSON, arrays: text that cannot be a number stays text.
+            _ if !may_be_number(text) => Field::Text(Cow::Borrowed(text)),
             _ => return Affined::AskSqlite,
         },
     })
+}
+
+/// Whether SQLite's numeric affinity could turn `text` into a number: a superset of what
+/// sqlite3AtoF accepts whole (spaces, a sign, digits and points, an exponent, spaces), so
+/// a `false` is exact and a `true` is left to SQLite. Asking SQLite costs three statements,
+/// too many for every date or uuid of a NUMERIC column.
+fn may_be_number(text: &[u8]) -> bool {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = text.iter().position(|b| !is_space(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |last| last + 1);
+    let mut rest = without_sign(&text[start..end]);
+    let mantissa = rest
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .count();
+    let has_digit = rest[..mantissa].iter().any(u8::is_ascii_digit);
+    rest = &rest[mantissa..];
+    if let Some(exponent) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let exponent = without_sign(exponent);
+        rest = &exponent[exponent.iter().take_while(|b| b.is_ascii_digit()).count()..];
+    }
+    has_digit && rest.is_empty()
+}
+
+fn without_sign(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"+")
+        .or_else(|| text.strip_prefix(b"-"))
+        .unwrap_or(text)
 }
 
 /// sqlite3VdbeIntegerAffinity: a real that is exactly an integer strictly inside i64's
@@ -285,6 +316,39 @@ mod tests {
             assert_eq!(out.len(), varint_len(value), "{value}");
             assert_eq!(get_varint(&out), Some((value, out.len())), "{value}");
             assert_eq!(get_varint(&out[..out.len() - 1]), None, "{value} cut short");
+        }
+    }
+
+    #[test]
+    fn text_that_cannot_be_a_number_is_not_asked_about() {
+        for text in [
+            "2024-01-01",
+            "12:30:00",
+            "{1,2}",
+            "a1",
+            "",
+            " ",
+            "1-2",
+            "e5",
+            ".",
+            "+",
+            "1e5x",
+        ] {
+            assert!(!may_be_number(text.as_bytes()), "{text:?}");
+        }
+        for text in ["1", " -1 ", "+.5", "1.", "1e5", "1E-5", "\t42\n", "1.2.3"] {
+            assert!(may_be_number(text.as_bytes()), "{text:?}");
+        }
+        // A `false` is final, so it must agree with SQLite itself on every one of these.
+        let converter = Converter::new().unwrap();
+        for text in ["2024-01-01", "12:30:00", "0x1F", "1e", "1e+", " 7 ", "-0", "١٢"] {
+            let stored = converter
+                .convert(ValueRef::Text(text.as_bytes()), Affinity::Numeric)
+                .unwrap();
+            let stays_text = matches!(stored, Field::Text(_));
+            if !may_be_number(text.as_bytes()) {
+                assert!(stays_text, "{text:?} became {stored:?} in SQLite");
+            }
         }
     }
 
