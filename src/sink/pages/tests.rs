@@ -396,3 +396,67 @@ fn tasks_of_a_table_without_a_key_number_rows_in_ranges_of_their_own() {
     assert_eq!(table.take(7, full - 50), Ok(201));
     assert!(table.take(7, 1).is_err(), "rows past the task's span are refused");
 }
+
+#[test]
+fn a_file_past_one_gibibyte_skips_the_page_of_the_lock_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("big.db");
+    std::fs::write(&path, b"").expect("create");
+    let codecs = [CODECS[0], CODECS[4]];
+    let table = planned_table("big", &codecs, true);
+    let tables = std::slice::from_ref(&table);
+    let mut sink = DataSink::create(&path, tables, Writer::Pages).expect("create the sink");
+    assert!(matches!(sink, DataSink::Pages(_)));
+    // Blobs of about 1 MiB, each a chain of overflow pages, past the lock bytes at 2^30; then
+    // small rows, whose leaves come after that page too.
+    let blob = |row: i64| -> Vec<u8> {
+        // Each 4 KiB its own byte: a page of a chain out of place reads back different.
+        let mut blob = vec![0u8; (1 << 20) + row as usize * 37];
+        for (block, bytes) in blob.chunks_mut(4096).enumerate() {
+            bytes.fill((block as i64 * 31 + row) as u8);
+        }
+        blob
+    };
+    let (large, small) = (1100i64, 5000i64);
+    for first in (0..large).step_by(10) {
+        let mut batch = RowBatch::new(0, codecs.len(), BatchLimits::default());
+        for row in first..(first + 10).min(large) {
+            batch.push_integer(row + 1);
+            batch.push_blob(&blob(row));
+        }
+        sink.write_batch(&batch).expect("large rows");
+    }
+    let mut batch = RowBatch::new(0, codecs.len(), BatchLimits::default());
+    for row in large..large + small {
+        batch.push_integer(row + 1);
+        batch.push_blob(&row.to_be_bytes());
+    }
+    sink.write_batch(&batch).expect("small rows");
+    drop(sink.finish(tables).expect("finish"));
+    assert!(std::fs::metadata(&path).expect("size").len() > 1 << 30);
+
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    assert_eq!(integrity(&conn), ["ok"]);
+    let mut statement = conn
+        .prepare("SELECT rowid, \"c1 \"\"q\"\" é\" FROM big ORDER BY rowid")
+        .expect("prepare");
+    let mut rows = statement.query([]).expect("query");
+    let mut expected = 1i64;
+    while let Some(row) = rows.next().expect("row") {
+        let (rowid, value): (i64, Vec<u8>) = (row.get(0).expect("rowid"), row.get(1).expect("blob"));
+        assert_eq!(rowid, expected);
+        let row = rowid - 1;
+        let wanted = if row < large {
+            blob(row)
+        } else {
+            row.to_be_bytes().to_vec()
+        };
+        assert!(
+            value == wanted,
+            "row {rowid}: {} bytes read back differ",
+            value.len()
+        );
+        expected += 1;
+    }
+    assert_eq!(expected - 1, large + small);
+}

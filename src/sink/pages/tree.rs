@@ -16,6 +16,9 @@ const LEAF_HEADER: usize = 8;
 const INTERIOR_HEADER: usize = 12;
 /// Appended pages are written in runs of this many bytes.
 const WRITE_BUFFER: usize = 4 << 20;
+/// SQLite's lock bytes start here (fileformat2 §1.3): the page that holds them is never
+/// part of any tree or the freelist, so page numbers go past it.
+const LOCK_BYTE_OFFSET: usize = 1 << 30;
 
 /// The file being written: a SQLite database whose first `pages` pages SQLite wrote.
 pub struct PageFile {
@@ -26,6 +29,7 @@ pub struct PageFile {
     buffer: Vec<u8>,
     /// Pages no tree uses any more; they become the freelist.
     pub freed: Vec<u32>,
+    lock_page: u32,
 }
 
 impl PageFile {
@@ -36,12 +40,27 @@ impl PageFile {
             pages,
             buffer: Vec::with_capacity(WRITE_BUFFER),
             freed: Vec::new(),
+            lock_page: (LOCK_BYTE_OFFSET / page_size) as u32 + 1,
+        }
+    }
+
+    /// The number the page appended after page `number` gets.
+    pub fn page_after(&self, number: u32) -> u32 {
+        if number + 1 == self.lock_page {
+            number + 2
+        } else {
+            number + 1
         }
     }
 
     /// Appends one page and returns its number.
     pub fn append(&mut self, page: &[u8]) -> io::Result<u32> {
         debug_assert_eq!(page.len(), self.page_size);
+        if self.pages + 1 == self.lock_page {
+            // Zeros, never read: SQLite itself leaves this page unwritten.
+            self.buffer.resize(self.buffer.len() + self.page_size, 0);
+            self.pages += 1;
+        }
         self.buffer.extend_from_slice(page);
         self.pages += 1;
         if self.buffer.len() >= WRITE_BUFFER {
@@ -133,20 +152,22 @@ pub fn build_cell(file: &mut PageFile, key: i64, record: &[u8], cell: &mut Vec<u
     }
     let per_page = usable - 4;
     let rest = &record[local..];
-    let first = file.pages + 1;
-    cell.extend_from_slice(&first.to_be_bytes());
+    let mut number = file.page_after(file.pages);
+    cell.extend_from_slice(&number.to_be_bytes());
     let mut page = vec![0u8; usable];
     let chunks = rest.len().div_ceil(per_page);
     for (index, chunk) in rest.chunks(per_page).enumerate() {
         let next = if index + 1 == chunks {
             0
         } else {
-            first + index as u32 + 1
+            file.page_after(number)
         };
         page[..4].copy_from_slice(&next.to_be_bytes());
         page[4..4 + chunk.len()].copy_from_slice(chunk);
         page[4 + chunk.len()..].fill(0);
-        file.append(&page)?;
+        let appended = file.append(&page)?;
+        debug_assert_eq!(appended, number);
+        number = next;
     }
     Ok(())
 }
