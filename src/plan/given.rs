@@ -35,6 +35,9 @@ pub struct GivenTable {
     pub order: usize,
     /// The INTEGER PRIMARY KEY column (the rowid), if the table has one.
     pub integer_primary_key: Option<String>,
+    /// Whether the key is AUTOINCREMENT: SQLite keeps the largest rowid it was given in
+    /// `sqlite_sequence`, which a writer that bypasses its insert path has to fill.
+    pub autoincrement: bool,
 }
 
 impl GivenSchema {
@@ -60,6 +63,7 @@ impl GivenSchema {
                         declared: Vec::new(),
                         order: 0,
                         integer_primary_key: None,
+                        autoincrement: false,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -75,6 +79,7 @@ impl GivenSchema {
                     .query_map([&table.name], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 table.integer_primary_key = crate::mirror::integer_primary_key(&conn, &table.name)?;
+                table.autoincrement = is_autoincrement(&table.create_sql)?;
             }
             Ok(tables)
         };
@@ -200,6 +205,19 @@ impl GivenSchema {
 
 /// Why a column's values cannot go into a column declared so, if they cannot: SQLite
 /// would change them on the way in.
+/// SQLite makes `sqlite_sequence` with the first AUTOINCREMENT table it creates: running the
+/// statement alone in an empty database answers exactly, where reading its text would have to
+/// tell the keyword from a column named after it or a word in a comment.
+fn is_autoincrement(create_sql: &str) -> rusqlite::Result<bool> {
+    let alone = Connection::open_in_memory()?;
+    alone.execute_batch(create_sql)?;
+    alone.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+        [],
+        |r| r.get(0),
+    )
+}
+
 fn misfit(column: &PlannedColumn, declared: &str, is_rowid: bool) -> Option<&'static str> {
     let upper = declared.to_ascii_uppercase();
     // SQLite's affinity rules, in their order (datatype3.html, 3.1).
@@ -299,6 +317,7 @@ mod tests {
         let given = schema(
             "CREATE TABLE \"Prompts\" (\"Id\" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \"Title\" TEXT NOT NULL);
              CREATE TABLE \"Other\" (a, b);
+             CREATE TABLE \"Named\" (id INTEGER PRIMARY KEY, \"AUTOINCREMENT\" TEXT /* not AUTOINCREMENT */);
              CREATE INDEX \"IX\" ON \"Prompts\" (\"Title\");",
         )
         .unwrap();
@@ -307,10 +326,16 @@ mod tests {
         assert_eq!(prompts.integer_primary_key.as_deref(), Some("Id"));
         assert_eq!(prompts.index_sql.len(), 1);
         assert!(prompts.create_sql.contains("AUTOINCREMENT"));
+        assert!(prompts.autoincrement);
         assert_eq!(given.table("Other").unwrap().integer_primary_key, None);
+        assert!(!given.table("Other").unwrap().autoincrement);
+        assert!(
+            !given.table("Named").unwrap().autoincrement,
+            "a column or a comment named AUTOINCREMENT is not the keyword"
+        );
         assert_eq!(
             given.tables.len(),
-            2,
+            3,
             "sqlite_sequence is SQLite's, not the file's"
         );
     }

@@ -47,6 +47,18 @@ fn mirror_contents(mirror: &Path, rowids: bool) -> Vec<(String, Vec<String>)> {
     if exact && rowids {
         tables.push("_pgmirror_exact_text".into());
     }
+    // AUTOINCREMENT counts: in the order tables were first written to, which jobs decide.
+    let sequence = "sqlite_sequence";
+    let counted: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1",
+            [sequence],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if counted {
+        tables.push(sequence.into());
+    }
     tables
         .into_iter()
         .map(|table| {
@@ -71,7 +83,7 @@ fn mirror_contents(mirror: &Path, rowids: bool) -> Vec<(String, Vec<String>)> {
                 .join(" || '|' || ");
             let with_rowid = format!("SELECT rowid || '#' || {row_text} FROM {quoted}");
             let without = format!("SELECT {row_text} FROM {quoted}");
-            let mut rows: Vec<String> = (if rowids {
+            let mut rows: Vec<String> = (if rowids && table != sequence {
                 conn.prepare(&with_rowid)
             } else {
                 conn.prepare(&without)
@@ -184,6 +196,30 @@ fn a_given_schema_is_written_by_pages_unless_its_create_table_makes_an_index() {
     .unwrap();
     let (_dir, pages, _) = both_writers(&db, &["--jobs", "1", "--sqlite-schema", plain.to_str().unwrap()]);
     assert_eq!(pages["writer"], "pages");
+
+    // AUTOINCREMENT: SQLite's insert path counts the largest key in sqlite_sequence, and
+    // leaves no count for an empty table.
+    db.execute("CREATE TABLE empty_item (id bigint PRIMARY KEY, code text);");
+    let counted = dir.path().join("autoincrement.sql");
+    std::fs::write(
+        &counted,
+        "CREATE TABLE item (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, code TEXT, amount REAL, seen TEXT, flag INTEGER, n TEXT);\n\
+         CREATE TABLE empty_item (id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT);\n",
+    )
+    .unwrap();
+    let (written, pages, _) = both_writers(
+        &db,
+        &["--jobs", "2", "--sqlite-schema", counted.to_str().unwrap()],
+    );
+    assert_eq!(pages["writer"], "pages");
+    let counts: Vec<(String, i64)> = open_mirror(&written.path().join("pages.db"))
+        .prepare("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(counts, vec![("item".to_string(), 3000)]);
 
     let unique = dir.path().join("unique.sql");
     std::fs::write(

@@ -21,6 +21,7 @@ use rusqlite::Connection;
 
 use crate::batch::RowBatch;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::pg::quote_ident;
 use crate::plan::PlannedTable;
 use record::{apply_affinity, encode_record, Affined, Affinity, Converter, Field};
 use tree::{build_cell, build_tree, Leaf, PageFile, Run, TreeError};
@@ -379,8 +380,35 @@ impl PageSink {
                 )
             })
             .with_context(|| format!("copying exact numeric texts into {}", path.display()))?;
+        record_autoincrement(&sink.conn, tables)?;
         Ok(sink)
     }
+}
+
+/// Leaves in `sqlite_sequence` what SQLite's insert path would: for each AUTOINCREMENT table,
+/// the largest rowid it was given, recorded only where that exceeds 0, the count it starts
+/// from (an empty table has no row).
+fn record_autoincrement(conn: &Connection, tables: &[PlannedTable]) -> Result<()> {
+    for table in tables {
+        let Some(key) = table
+            .given
+            .as_ref()
+            .filter(|given| given.autoincrement)
+            .and_then(|given| given.integer_primary_key.as_deref())
+        else {
+            continue;
+        };
+        conn.execute(
+            &format!(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, max({key}) FROM {table} HAVING max({key}) > 0",
+                key = quote_ident(key),
+                table = quote_ident(&table.sqlite_name),
+            ),
+            [&table.sqlite_name],
+        )
+        .with_context(|| format!("recording the AUTOINCREMENT count of table {:?}", table.sqlite_name))?;
+    }
+    Ok(())
 }
 
 /// A private SQLite file beside the mirror for its exact texts until the mirror is reopened.
