@@ -203,8 +203,6 @@ impl GivenSchema {
     }
 }
 
-/// Why a column's values cannot go into a column declared so, if they cannot: SQLite
-/// would change them on the way in.
 /// SQLite makes `sqlite_sequence` with the first AUTOINCREMENT table it creates: running the
 /// statement alone in an empty database answers exactly, where reading its text would have to
 /// tell the keyword from a column named after it or a word in a comment.
@@ -218,6 +216,8 @@ fn is_autoincrement(create_sql: &str) -> rusqlite::Result<bool> {
     )
 }
 
+/// Why a column's values cannot go into a column declared so, if they cannot: SQLite
+/// would change them on the way in.
 fn misfit(column: &PlannedColumn, declared: &str, is_rowid: bool) -> Option<&'static str> {
     let upper = declared.to_ascii_uppercase();
     // SQLite's affinity rules, in their order (datatype3.html, 3.1).

@@ -106,10 +106,11 @@ fn not_covered(conn: &Connection, path: &Path, tables: &[PlannedTable]) -> Resul
         .and_then(|file| file.read_exact_at(&mut header, 0))
         .with_context(|| format!("reading the header of {}", path.display()))?;
     let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-    // Schema format 4 (serial types 8 and 9), UTF-8, no reserved bytes: what this writer writes.
-    if word(44) != 4 || word(56) != 1 || header[20] != 0 {
+    // Schema format 4 (serial types 8 and 9), UTF-8, no reserved bytes, no auto-vacuum (its
+    // pointer-map pages): what this writer writes.
+    if word(44) != 4 || word(56) != 1 || header[20] != 0 || word(52) != 0 {
         return Ok(Some(
-            "the file's schema format, text encoding or reserved bytes differ".into(),
+            "the file's schema format, text encoding, reserved bytes or auto-vacuum differ".into(),
         ));
     }
     for table in tables.iter().filter(|t| !t.columns.is_empty()) {

@@ -352,6 +352,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // Texts of the characters a number is made of, in any order: a `false` must still
+        // mean SQLite keeps the text.
+        #[test]
+        fn a_text_not_taken_for_a_number_stays_text_in_sqlite(text in r"[ \t\n\x0b\x0c\r+.eE0-9x\x00é-]{0,8}") {
+            let converter = Converter::new().unwrap();
+            let stored = converter
+                .convert(ValueRef::Text(text.as_bytes()), Affinity::Numeric)
+                .unwrap();
+            if !may_be_number(text.as_bytes()) {
+                proptest::prop_assert!(matches!(stored, Field::Text(_)), "{:?} became {:?} in SQLite", text, stored);
+            }
+        }
+    }
+
     #[test]
     fn affinity_follows_the_declared_type_rules() {
         for (declared, affinity) in [

@@ -19,6 +19,8 @@ const WRITE_BUFFER: usize = 4 << 20;
 /// SQLite's lock bytes start here (fileformat2 §1.3): the page that holds them is never
 /// part of any tree or the freelist, so page numbers go past it.
 const LOCK_BYTE_OFFSET: usize = 1 << 30;
+/// The largest page number SQLite accepts.
+const LAST_PAGE: u32 = 0xFFFF_FFFE;
 
 /// The file being written: a SQLite database whose first `pages` pages SQLite wrote.
 pub struct PageFile {
@@ -46,16 +48,22 @@ impl PageFile {
 
     /// The number the page appended after page `number` gets.
     pub fn page_after(&self, number: u32) -> u32 {
-        if number + 1 == self.lock_page {
-            number + 2
+        // Saturating: `append` refuses to go past the last page before a number is used.
+        if number.saturating_add(1) == self.lock_page {
+            number.saturating_add(2)
         } else {
-            number + 1
+            number.saturating_add(1)
         }
     }
 
     /// Appends one page and returns its number.
     pub fn append(&mut self, page: &[u8]) -> io::Result<u32> {
         debug_assert_eq!(page.len(), self.page_size);
+        if self.pages >= LAST_PAGE - 1 {
+            return Err(io::Error::other(format!(
+                "the file would pass SQLite's largest page number, {LAST_PAGE}"
+            )));
+        }
         if self.pages + 1 == self.lock_page {
             // Zeros, never read: SQLite itself leaves this page unwritten.
             self.buffer.resize(self.buffer.len() + self.page_size, 0);
