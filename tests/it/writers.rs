@@ -232,4 +232,22 @@ fn a_given_schema_is_written_by_pages_unless_its_create_table_makes_an_index() {
         pages["writer"], "sqlite",
         "a UNIQUE column needs SQLite's insert path"
     );
+
+    // A CHECK constraint is SQLite's to enforce; the word in a comment is not one.
+    for (ddl, writer) in [
+        ("amount REAL CHECK (amount >= 0)", "sqlite"),
+        ("amount REAL /* no CHECK here */", "pages"),
+    ] {
+        let checked = dir.path().join("checked.sql");
+        std::fs::write(
+            &checked,
+            format!("CREATE TABLE item (id INTEGER PRIMARY KEY, code TEXT, {ddl}, seen TEXT, flag INTEGER, n TEXT);\n"),
+        )
+        .unwrap();
+        let (_dir, pages, _) = both_writers(
+            &db,
+            &["--jobs", "1", "--sqlite-schema", checked.to_str().unwrap()],
+        );
+        assert_eq!(pages["writer"], writer, "{ddl}");
+    }
 }

@@ -149,12 +149,8 @@ fn table_shape(
             "has an index from its CREATE TABLE (UNIQUE or a non-integer key)",
         ));
     }
-    if table
-        .given
-        .as_ref()
-        .is_some_and(|g| g.create_sql.to_ascii_uppercase().contains("CHECK"))
-    {
-        return Ok(Err("may have a CHECK constraint"));
+    if has_check_constraint(conn, &table.sqlite_name).with_context(context)? {
+        return Ok(Err("has a CHECK constraint"));
     }
     let root: u32 = conn
         .query_row(
@@ -181,6 +177,25 @@ fn table_shape(
             .collect(),
         not_null: columns.iter().map(|(_, not_null, _)| *not_null).collect(),
     }))
+}
+
+/// SQLite compiles a table's CHECK constraints into every INSERT on it: the program of one
+/// (compiled, never run) says exactly whether there are any, where the CREATE TABLE text could
+/// only be searched for a word that a column name or a comment may hold too.
+fn has_check_constraint(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    let mut program = conn.prepare(&format!(
+        "EXPLAIN INSERT INTO {} DEFAULT VALUES",
+        quote_ident(table)
+    ))?;
+    let mut steps = program.query([])?;
+    while let Some(step) = steps.next()? {
+        let opcode: String = step.get("opcode")?;
+        let p1: i64 = step.get("p1")?;
+        if opcode == "Halt" && p1 == i64::from(rusqlite::ffi::SQLITE_CONSTRAINT_CHECK) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl PageSink {

@@ -460,3 +460,21 @@ fn a_file_past_one_gibibyte_skips_the_page_of_the_lock_bytes() {
     }
     assert_eq!(expected - 1, large + small);
 }
+
+#[test]
+fn check_constraints_are_found_in_the_insert_program_sqlite_compiles() {
+    let conn = rusqlite::Connection::open_in_memory().expect("open");
+    conn.execute_batch(
+        "CREATE TABLE column_check (id INTEGER PRIMARY KEY, n INTEGER CHECK (n > 0));
+         CREATE TABLE table_check (a TEXT NOT NULL, b TEXT, CONSTRAINT ordered CHECK (a < b));
+         CREATE TABLE \"no check\" (checked_at TEXT NOT NULL DEFAULT 'CHECK (1)', \"CHECK\" INTEGER /* CHECK (x) */);",
+    )
+    .expect("schema");
+    for (table, checked) in [("column_check", true), ("table_check", true), ("no check", false)] {
+        assert_eq!(
+            super::has_check_constraint(&conn, table).expect("explain"),
+            checked,
+            "{table}"
+        );
+    }
+}
