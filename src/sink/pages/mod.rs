@@ -181,10 +181,11 @@ fn table_shape(
 
 /// SQLite compiles a table's CHECK constraints into every INSERT on it: the program of one
 /// (compiled, never run) says exactly whether there are any, where the CREATE TABLE text could
-/// only be searched for a word that a column name or a comment may hold too.
+/// only be searched for a word that a column name or a comment may hold too. The connection
+/// must be read-write: SQLite drops CHECK constraints when it reads a schema read-only.
 fn has_check_constraint(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     let mut program = conn.prepare(&format!(
-        "EXPLAIN INSERT INTO {} DEFAULT VALUES",
+        "EXPLAIN INSERT INTO main.{} DEFAULT VALUES",
         quote_ident(table)
     ))?;
     let mut steps = program.query([])?;

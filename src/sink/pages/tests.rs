@@ -467,10 +467,20 @@ fn check_constraints_are_found_in_the_insert_program_sqlite_compiles() {
     conn.execute_batch(
         "CREATE TABLE column_check (id INTEGER PRIMARY KEY, n INTEGER CHECK (n > 0));
          CREATE TABLE table_check (a TEXT NOT NULL, b TEXT, CONSTRAINT ordered CHECK (a < b));
+         CREATE TABLE \"q\"\"uoted\" (id INTEGER PRIMARY KEY CHECK (id > 0));
+         CREATE TABLE always (a, CHECK (1));
+         CREATE TABLE ignored (a, CHECK (a) ON CONFLICT IGNORE);
          CREATE TABLE \"no check\" (checked_at TEXT NOT NULL DEFAULT 'CHECK (1)', \"CHECK\" INTEGER /* CHECK (x) */);",
     )
     .expect("schema");
-    for (table, checked) in [("column_check", true), ("table_check", true), ("no check", false)] {
+    for (table, checked) in [
+        ("column_check", true),
+        ("table_check", true),
+        ("q\"uoted", true),
+        ("always", true),
+        ("ignored", true),
+        ("no check", false),
+    ] {
         assert_eq!(
             super::has_check_constraint(&conn, table).expect("explain"),
             checked,
