@@ -99,8 +99,13 @@ pub struct PageSink {
     cell: Vec<u8>,
 }
 
-/// Why the page writer does not take a mirror: the insert loop writes it instead.
-fn not_covered(conn: &Connection, path: &Path, tables: &[PlannedTable]) -> Result<Option<String>> {
+/// Each table's shape (`None` for a table without columns, which has no SQLite table), or
+/// why the page writer does not take the mirror: the insert loop writes it instead.
+fn shapes(
+    conn: &Connection,
+    path: &Path,
+    tables: &[PlannedTable],
+) -> Result<std::result::Result<Vec<Option<TableShape>>, String>> {
     let mut header = [0u8; 100];
     std::fs::File::open(path)
         .and_then(|file| file.read_exact_at(&mut header, 0))
@@ -109,16 +114,22 @@ fn not_covered(conn: &Connection, path: &Path, tables: &[PlannedTable]) -> Resul
     // Schema format 4 (serial types 8 and 9), UTF-8, no reserved bytes, no auto-vacuum (its
     // pointer-map pages): what this writer writes.
     if word(44) != 4 || word(56) != 1 || header[20] != 0 || word(52) != 0 {
-        return Ok(Some(
+        return Ok(Err(
             "the file's schema format, text encoding, reserved bytes or auto-vacuum differ".into(),
         ));
     }
-    for table in tables.iter().filter(|t| !t.columns.is_empty()) {
-        if let Err(reason) = table_shape(conn, table)? {
-            return Ok(Some(format!("table {:?} {reason}", table.sqlite_name)));
+    let mut shapes = Vec::with_capacity(tables.len());
+    for table in tables {
+        if table.columns.is_empty() {
+            shapes.push(None);
+            continue;
+        }
+        match table_shape(conn, table)? {
+            Ok(shape) => shapes.push(Some(shape)),
+            Err(reason) => return Ok(Err(format!("table {:?} {reason}", table.sqlite_name))),
         }
     }
-    Ok(None)
+    Ok(Ok(shapes))
 }
 
 /// The table's shape, or why the page writer cannot write it.
@@ -206,17 +217,10 @@ impl PageSink {
         sink: SqliteSink,
         tables: &[PlannedTable],
     ) -> Result<std::result::Result<Self, (SqliteSink, String)>> {
-        if let Some(reason) = not_covered(&sink.conn, Path::new(&sink.path), tables)? {
-            return Ok(Err((sink, reason)));
-        }
-        let mut shapes = Vec::with_capacity(tables.len());
-        for table in tables {
-            shapes.push(if table.columns.is_empty() {
-                None
-            } else {
-                table_shape(&sink.conn, table)?.ok()
-            });
-        }
+        let shapes = match shapes(&sink.conn, Path::new(&sink.path), tables)? {
+            Ok(shapes) => shapes,
+            Err(reason) => return Ok(Err((sink, reason))),
+        };
         let path = std::path::PathBuf::from(&sink.path);
         let page_size: i64 = sink
             .conn

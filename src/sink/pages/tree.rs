@@ -64,8 +64,9 @@ impl PageFile {
                 "the file would pass SQLite's largest page number, {LAST_PAGE}"
             )));
         }
-        if self.pages + 1 == self.lock_page {
-            // Zeros, never read: SQLite itself leaves this page unwritten.
+        // The page `page_after` skips gets zeros, never read: SQLite leaves it unwritten.
+        let number = self.page_after(self.pages);
+        while self.pages + 1 < number {
             self.buffer.resize(self.buffer.len() + self.page_size, 0);
             self.pages += 1;
         }
